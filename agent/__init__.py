@@ -1,0 +1,1 @@
+"""The LangGraph agent: plans, retrieves, selects, composes, samples, inspects, retries."""

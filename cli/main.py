@@ -1,0 +1,15 @@
+"""Entry point of the `loracle` console script."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import catalog, search
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Choose and mix LoRA adapters for a prompt.")
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(catalog.adapters_app, name="adapters")
+app.command("search")(search.search)
+
+if __name__ == "__main__":
+    app()

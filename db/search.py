@@ -1,0 +1,97 @@
+"""Search queries over the catalog: dense (HNSW over one kind of vector) and lexical (full text).
+
+Every query takes the same filters, bound as parameters; results are (adapter id, score) lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+from pgvector import HalfVector
+from psycopg import sql
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Which adapters may be returned. Defaults keep everything."""
+
+    base_models: list[str] | None = None
+    exclude_tags: list[str] = field(default_factory=list)
+    exclude_blocklisted: bool = False
+    exclude_ids: list[int] = field(default_factory=list)
+
+    def params(self) -> dict[str, object]:
+        return {
+            "base_models": self.base_models,
+            "exclude_tags": [t.lower() for t in self.exclude_tags],
+            "exclude_blocklisted": self.exclude_blocklisted,
+            "exclude_ids": self.exclude_ids,
+        }
+
+
+_FILTER_SQL = (
+    "(%(base_models)s::text[] IS NULL OR a.base_model = ANY(%(base_models)s::text[])) "
+    "AND NOT (a.tags && %(exclude_tags)s::text[]) "
+    "AND NOT (%(exclude_blocklisted)s AND a.blocklisted) "
+    "AND NOT (a.id = ANY(%(exclude_ids)s::bigint[]))"
+)
+
+
+def dense_search(
+    conn: psycopg.Connection,
+    model: str,
+    kind: str,
+    query: np.ndarray,
+    k: int,
+    filters: SearchFilters,
+    *,
+    ef_search: int = 200,
+    exact: bool = False,
+    per_adapter_rows: int = 1,
+) -> list[tuple[int, float]]:
+    """Top-k adapters by cosine similarity of one kind of vector (best row per adapter).
+
+    Uses the (model, kind) HNSW index with pgvector's iterative scan, so filters do not starve the
+    result; `exact=True` scans every row instead (the ground truth for index recall).
+    `per_adapter_rows` > 1 over-fetches for kinds with several vectors per adapter (example prompts).
+    """
+    dims = int(query.shape[0])
+    distance = sql.SQL("(e.embedding::halfvec({dims}) <=> %(query)s::halfvec({dims}))").format(dims=sql.Literal(dims))
+    statement = sql.SQL(
+        "WITH hits AS MATERIALIZED ("
+        " SELECT e.adapter_id, {distance} AS distance FROM adapter_embeddings e"
+        " JOIN adapters a ON a.id = e.adapter_id"
+        " WHERE e.model = {model} AND e.kind = {kind} AND {filters}"
+        " ORDER BY {distance} LIMIT %(limit)s)"
+        " SELECT adapter_id, min(distance) AS distance FROM hits GROUP BY adapter_id"
+        " ORDER BY distance LIMIT %(k)s"
+    ).format(distance=distance, filters=sql.SQL(_FILTER_SQL), model=sql.Literal(model), kind=sql.Literal(kind))
+    # model and kind are inlined (safely quoted) so the planner can match the partial HNSW index even
+    # when psycopg switches to a prepared, generic plan.
+    params = {"query": HalfVector(query), "limit": k * per_adapter_rows, "k": k}
+    params.update(filters.params())
+    with conn.transaction():
+        if exact:
+            conn.execute("SET LOCAL enable_indexscan = off")
+        else:
+            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
+            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        rows = conn.execute(statement, params).fetchall()
+    return [(adapter_id, 1.0 - float(dist)) for adapter_id, dist in rows]
+
+
+def lexical_search(conn: psycopg.Connection, text: str, k: int, filters: SearchFilters) -> list[tuple[int, float]]:
+    """Top-k adapters by full-text rank for any of the query's (stemmed, stop-word-free) words."""
+    statement = (
+        "WITH q AS (SELECT to_tsquery('simple', string_agg(quote_literal(lexeme), ' | ')) AS query"
+        "           FROM unnest(to_tsvector('english', %(text)s)))"
+        " SELECT a.id, ts_rank_cd(a.search_text, q.query, 1) AS rank FROM adapters a, q"
+        f" WHERE q.query IS NOT NULL AND a.search_text @@ q.query AND {_FILTER_SQL}"
+        " ORDER BY rank DESC, a.id LIMIT %(k)s"
+    )
+    params: dict[str, object] = {"text": text, "k": k}
+    params.update(filters.params())
+    rows = conn.execute(statement, params).fetchall()
+    return [(adapter_id, float(rank)) for adapter_id, rank in rows]

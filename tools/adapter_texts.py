@@ -1,0 +1,48 @@
+"""Which texts of an adapter get embedded, and how: one entry per kind of vector kept in the database.
+
+Retrieval fuses a ranked list per kind (see tools/retrieve.py). Short "head" texts (name, tags,
+trigger words) carry most of the signal; the card text and real example prompts add what the name
+does not say. Token caps keep the catalog import within its time budget on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+Card = Mapping[str, Any]
+
+
+def _join(values: Any) -> str:
+    return ", ".join(v for v in values or [] if v)
+
+
+def head_text(card: Card) -> list[str]:
+    return [f"{card['name']}; {_join(card.get('tags'))}; {_join(card.get('trigger_words'))}"]
+
+
+def full_text(card: Card) -> list[str]:
+    body = card.get("refined_description") or card.get("description") or ""
+    return [f"{card['name']}; {_join(card.get('tags'))}; {_join(card.get('trigger_words'))}; {body[:1000]}"]
+
+
+def prompt_texts(card: Card) -> list[str]:
+    return list(card.get("example_prompts") or [])[:MAX_PROMPTS]
+
+
+MAX_PROMPTS = 3
+
+
+@dataclass(frozen=True)
+class TextKind:
+    name: str
+    max_tokens: int
+    build: Callable[[Card], list[str]]
+
+
+TEXT_KINDS: tuple[TextKind, ...] = (
+    TextKind("head", 64, head_text),
+    TextKind("full", 128, full_text),
+    TextKind("prompt", 64, prompt_texts),
+)
+KINDS_BY_NAME = {kind.name: kind for kind in TEXT_KINDS}

@@ -1,0 +1,65 @@
+"""Keep adapter embeddings in step with adapter texts: embed only what is new or changed (by text hash)."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from tqdm import tqdm
+
+from db import Database
+from db.embeddings import EmbeddingRow, ensure_hnsw_index, stored_text_hashes, text_hash, write_embeddings
+from tools.adapter_texts import TEXT_KINDS
+from tools.embeddings import Embedder
+
+log = logging.getLogger(__name__)
+WRITE_CHUNK = 2048
+
+
+def _cards(conn: psycopg.Connection, adapter_ids: list[int] | None) -> list[dict]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        sql = "SELECT id, name, tags, trigger_words, description, refined_description, example_prompts FROM adapters"
+        if adapter_ids is None:
+            return cur.execute(sql + " ORDER BY id").fetchall()
+        return cur.execute(sql + " WHERE id = ANY(%s) ORDER BY id", (adapter_ids,)).fetchall()
+
+
+def sync_embeddings(
+    db: Database, embedder: Embedder, adapter_ids: list[int] | None = None, *, progress: bool = False
+) -> int:
+    """Embed every stale text of the given adapters (all when None); returns how many texts were embedded."""
+    with db.connection() as conn:
+        cards = _cards(conn, adapter_ids)
+        stored = stored_text_hashes(conn, embedder.name, [c["id"] for c in cards])
+
+    wanted: set[tuple[int, str, int]] = set()
+    todo: dict[str, list[tuple[int, int, str, str]]] = {kind.name: [] for kind in TEXT_KINDS}
+    for card in cards:
+        for kind in TEXT_KINDS:
+            for position, text in enumerate(kind.build(card)):
+                key = (card["id"], kind.name, position)
+                wanted.add(key)
+                digest = text_hash(f"{kind.max_tokens}:{text}")
+                if stored.get(key) != digest:
+                    todo[kind.name].append((card["id"], position, text, digest))
+    stale = [key for key in stored if key not in wanted]
+
+    total = sum(len(items) for items in todo.values())
+    bar = tqdm(total=total, desc="embedding", unit="text", disable=not progress or total == 0)
+    with db.connection() as conn:
+        write_embeddings(conn, embedder.name, [], stale)
+        for kind in TEXT_KINDS:
+            items = todo[kind.name]
+            for start in range(0, len(items), WRITE_CHUNK):
+                chunk = items[start : start + WRITE_CHUNK]
+                vectors = embedder.encode([text for _, _, text, _ in chunk], max_tokens=kind.max_tokens)
+                rows = [
+                    EmbeddingRow(adapter_id, kind.name, position, digest, vector)
+                    for (adapter_id, position, _, digest), vector in zip(chunk, vectors)
+                ]
+                write_embeddings(conn, embedder.name, rows, [])
+                bar.update(len(chunk))
+        for kind in TEXT_KINDS:
+            ensure_hnsw_index(conn, embedder.name, kind.name, embedder.dims)
+    bar.close()
+    return total

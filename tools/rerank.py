@@ -1,0 +1,55 @@
+"""The offline reranker: re-score fused candidates with every piece of evidence an adapter has.
+
+Evidence: cosine similarity of the query to the adapter's head text, full card text and best example
+prompt (from the vectors already stored, so nothing is re-embedded), words of the query found in the
+adapter's name, trigger words and tags, and the fused rank itself.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import psycopg
+
+from db.catalog import get_adapters
+from db.embeddings import load_vectors
+from tools.embeddings import Embedder
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset("a an the of in on at to with and or for by from is are its it this that as into".split())
+WEIGHTS = {"head": 1.0, "full": 0.6, "prompt": 0.6, "name_terms": 0.15, "tag_terms": 0.1, "fused": 8.0}
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
+
+
+def _best_cosine(vectors: dict[tuple[int, str], np.ndarray], adapter_id: int, kind: str, query: np.ndarray) -> float:
+    stacked = vectors.get((adapter_id, kind))
+    return float((stacked @ query).max()) if stacked is not None else 0.0
+
+
+def rerank(conn: psycopg.Connection, embedder: Embedder, text: str, query: np.ndarray, hits: list) -> list:
+    """Return the hits re-ordered by the evidence score; each hit's evidence records the features."""
+    if not hits:
+        return hits
+    ids = [h.adapter_id for h in hits]
+    vectors = load_vectors(conn, embedder.name, ids)
+    cards = get_adapters(conn, ids)
+    words = content_words(text)
+    for hit in hits:
+        card = cards[hit.adapter_id]
+        name_words = content_words(" ".join([card["name"], *card["trigger_words"]]))
+        tag_words = content_words(" ".join(card["tags"]))
+        features = {
+            "head": _best_cosine(vectors, hit.adapter_id, "head", query),
+            "full": _best_cosine(vectors, hit.adapter_id, "full", query),
+            "prompt": _best_cosine(vectors, hit.adapter_id, "prompt", query),
+            "name_terms": len(words & name_words) / max(len(words), 1),
+            "tag_terms": len(words & tag_words) / max(len(words), 1),
+            "fused": hit.score,
+        }
+        hit.evidence["features"] = {k: round(v, 4) for k, v in features.items()}
+        hit.score = sum(WEIGHTS[k] * v for k, v in features.items())
+    return sorted(hits, key=lambda h: (-h.score, h.adapter_id))

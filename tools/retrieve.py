@@ -1,0 +1,162 @@
+"""Retrieval of candidate adapters for a prompt or for each task of a plan.
+
+Strategies, cheapest first: `dense` (HNSW over the adapter's full text, Stylus's approach and the
+baseline), `head` (name, tags, trigger words), `lexical` (PostgreSQL full text), `fused` (reciprocal
+rank fusion of the dense lists and the lexical list) and `rerank` (fused, then re-scored by
+tools/rerank.py with all of an adapter's evidence).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from db.catalog import get_adapters
+from db.search import SearchFilters, dense_search, lexical_search
+from tools.embeddings import Embedder
+
+STRATEGIES = ("dense", "head", "lexical", "fused", "rerank")
+RRF_K = 60
+# (list name, weight) fused by `fused`; dense lists name a kind of stored vector.
+FUSED_LISTS: tuple[tuple[str, float], ...] = (("full", 1.0), ("head", 1.0), ("prompt", 1.0), ("lexical", 1.0))
+PROMPT_ROWS_PER_ADAPTER = 3  # the example-prompt kind holds up to 3 vectors per adapter
+
+__all__ = ["Hit", "SearchFilters", "STRATEGIES", "retrieve", "retrieve_for_tasks"]
+
+
+@dataclass
+class Hit:
+    """One candidate adapter with its score and the evidence that put it there."""
+
+    adapter_id: int
+    score: float
+    source: str = ""
+    external_id: str = ""
+    name: str = ""
+    base_model: str | None = None
+    tags: list[str] = field(default_factory=list)
+    trigger_words: list[str] = field(default_factory=list)
+    recommended_weight: float | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def explain(self) -> str:
+        parts = [f"{name} #{rank}" for name, rank in sorted(self.evidence.get("ranks", {}).items(), key=lambda x: x[1])]
+        if self.evidence.get("matched_terms"):
+            parts.append("matched: " + ", ".join(self.evidence["matched_terms"]))
+        return "; ".join(parts) or "—"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ranked_list(
+    conn: psycopg.Connection,
+    name: str,
+    query_vector: np.ndarray,
+    text: str,
+    embedder: Embedder,
+    depth: int,
+    filters: SearchFilters,
+    ef_search: int,
+) -> list[tuple[int, float]]:
+    if name == "lexical":
+        return lexical_search(conn, text, depth, filters)
+    rows = PROMPT_ROWS_PER_ADAPTER if name == "prompt" else 1
+    return dense_search(
+        conn, embedder.name, name, query_vector, depth, filters, ef_search=ef_search, per_adapter_rows=rows
+    )
+
+
+def rrf(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) -> list[tuple[int, float, dict[str, int]]]:
+    """Reciprocal rank fusion: sum of weight / (RRF_K + rank) over the lists an adapter appears in."""
+    scores: dict[int, float] = defaultdict(float)
+    ranks: dict[int, dict[str, int]] = defaultdict(dict)
+    for name, items in lists.items():
+        for rank, (adapter_id, _) in enumerate(items, start=1):
+            scores[adapter_id] += weights.get(name, 1.0) / (RRF_K + rank)
+            ranks[adapter_id][name] = rank
+    ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(adapter_id, score, ranks[adapter_id]) for adapter_id, score in ordered]
+
+
+def _search(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    text: str,
+    query_vector: np.ndarray,
+    strategy: str,
+    k: int,
+    filters: SearchFilters,
+    ef_search: int,
+) -> list[Hit]:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy in ("dense", "head", "lexical"):
+        kind = "full" if strategy == "dense" else strategy
+        items = _ranked_list(conn, kind, query_vector, text, embedder, k, filters, ef_search)
+        fused = [(adapter_id, score, {kind: rank}) for rank, (adapter_id, score) in enumerate(items, start=1)]
+    else:
+        depth = max(k, 150)
+        lists = {name: _ranked_list(conn, name, query_vector, text, embedder, depth, filters, ef_search) for name, _ in FUSED_LISTS}
+        fused = rrf(lists, dict(FUSED_LISTS))
+    hits = [Hit(adapter_id, score, evidence={"ranks": ranks}) for adapter_id, score, ranks in fused]
+    if strategy == "rerank":
+        from tools.rerank import rerank
+
+        hits = rerank(conn, embedder, text, query_vector, hits)
+    hits = hits[:k]
+    _attach_cards(conn, hits, text)
+    return hits
+
+
+def _attach_cards(conn: psycopg.Connection, hits: list[Hit], text: str) -> None:
+    cards = get_adapters(conn, [h.adapter_id for h in hits])
+    words = set(text.lower().split())
+    for hit in hits:
+        card = cards[hit.adapter_id]
+        hit.source, hit.external_id, hit.name = card["source"], card["external_id"], card["name"]
+        hit.base_model, hit.tags, hit.trigger_words = card["base_model"], card["tags"], card["trigger_words"]
+        hit.recommended_weight = card["recommended_weight"]
+        matched = [t for t in [*card["trigger_words"], *card["tags"]] if t.lower() in words or t.lower() in text.lower()]
+        if matched:
+            hit.evidence["matched_terms"] = matched[:5]
+
+
+def retrieve(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    text: str,
+    *,
+    strategy: str = "fused",
+    k: int = 150,
+    filters: SearchFilters | None = None,
+    ef_search: int = 200,
+) -> list[Hit]:
+    """Top-k candidate adapters for one text (a whole prompt or one task)."""
+    if not text.strip():
+        raise ValueError("cannot search for an empty text")
+    vector = embedder.encode([text])[0]
+    return _search(conn, embedder, text, vector, strategy, k, filters or SearchFilters(), ef_search)
+
+
+def retrieve_for_tasks(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    tasks: list[str],
+    *,
+    strategy: str = "fused",
+    k: int = 150,
+    filters: SearchFilters | None = None,
+    ef_search: int = 200,
+) -> dict[str, list[Hit]]:
+    """Candidates per task (short phrases of a prompt), with the tasks embedded in one batch."""
+    tasks = [t for t in dict.fromkeys(t.strip() for t in tasks) if t]
+    vectors = embedder.encode(tasks)
+    return {
+        task: _search(conn, embedder, task, vector, strategy, k, filters or SearchFilters(), ef_search)
+        for task, vector in zip(tasks, vectors)
+    }
