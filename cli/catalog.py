@@ -47,3 +47,43 @@ def embed_command() -> None:
     with open_database(settings) as db:
         count = sync_embeddings(db, get_embedder(settings.embedding_model), progress=True)
     typer.echo(f"embedded {count} texts")
+
+
+@adapters_app.command("fetch")
+def fetch_command(refs: list[str] = typer.Argument(..., help="Adapter ids (e.g. Civitai model ids) or file sha256s.")) -> None:
+    """Download adapter files into LORACLE_HOME/adapters, verified against the catalog's sha256, resumable."""
+    import os
+
+    from tqdm import tqdm
+
+    from db.catalog import find_adapters, set_local_path
+    from tools.fetch import FetchError, fetch_adapter_file
+
+    settings = get_settings()
+    failures = 0
+    with open_database(settings) as db:
+        with db.connection() as conn:
+            cards = find_adapters(conn, refs)
+        for ref in refs:
+            card = cards.get(ref)
+            if card is None:
+                typer.secho(f"{ref}: not in the catalog", fg=typer.colors.RED, err=True)
+                failures += 1
+                continue
+            with tqdm(desc=card["name"][:40], unit="B", unit_scale=True) as bar:
+
+                def show(done: int, total: int | None) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                try:
+                    result = fetch_adapter_file(card, settings.adapters_dir, token=os.environ.get("CIVITAI_TOKEN"), on_progress=show)
+                except FetchError as exc:
+                    typer.secho(str(exc), fg=typer.colors.RED, err=True)
+                    failures += 1
+                    continue
+            with db.connection() as conn:
+                set_local_path(conn, card["id"], result.path.name)
+            typer.echo(f"{result.status}: {result.ref} -> {result.path}")
+    if failures:
+        raise typer.Exit(1)

@@ -167,3 +167,7 @@ def find_adapters(conn: psycopg.Connection, refs: list[str]) -> dict[str, dict[s
             if row:
                 found[ref] = row
     return found
+
+
+def set_local_path(conn: psycopg.Connection, adapter_id: int, local_path: str) -> None:
+    conn.execute("UPDATE adapters SET local_path = %s, updated_at = now() WHERE id = %s", (local_path, adapter_id))

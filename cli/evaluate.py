@@ -1,0 +1,42 @@
+"""`loracle eval ...`: evaluation suites that print numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from agent.settings import get_settings
+from cli.context import fail, open_database
+
+app = typer.Typer(no_args_is_help=True, help="Measure retrieval, selection and sampling.")
+
+
+@app.command("retrieval")
+def retrieval(
+    queries: Path = typer.Option(..., "--queries", help="A labelled queries JSONL (../shared/data/queries format)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    limit: int = typer.Option(0, help="Only the first N labelled queries (0 = all)."),
+) -> None:
+    """Recall@10/50/150 and nDCG@10 for every strategy, dense baseline first, in one run."""
+    from evals.retrieval import evaluate_retrieval, format_table
+    from tools.embeddings import get_embedder
+
+    settings = get_settings()
+    if not queries.is_file():
+        raise fail(f"no such queries file: {queries}")
+    with open_database(settings) as db:
+        try:
+            results = evaluate_retrieval(
+                db,
+                get_embedder(settings.embedding_model),
+                queries,
+                exclude_tags=settings.exclude_tags,
+                limit=limit or None,
+                ef_search=settings.hnsw_ef_search,
+                progress=not as_json,
+            )
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    typer.echo(json.dumps(results, indent=2) if as_json else format_table(results))

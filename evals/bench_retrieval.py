@@ -1,0 +1,144 @@
+"""Retrieval latency and HNSW recall, on the imported catalog and on a synthetic 100K-adapter copy of it.
+
+    python -m evals.bench_retrieval --queries ../shared/data/queries/dev.jsonl [--synthetic 100000]
+
+Prints, side by side: query-embedding time, per-strategy search time (p50/p95, top-150, SQL only and
+end to end), and the recall of the HNSW index against exact search at several ef_search values.
+The synthetic catalog lives in its own database (`loracle_bench`) and is built by copying every
+adapter with its vectors perturbed, so the ranking problem keeps a realistic shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import psycopg
+import torch
+
+from agent.settings import get_settings
+from db import connect
+from db.search import SearchFilters, dense_search
+from evals.metrics import percentile
+from evals.queries import load_queries
+from tools.embeddings import get_embedder
+from tools.retrieve import _search
+
+KINDS = ("head", "full", "prompt")
+
+
+def build_synthetic(url: str, size: int) -> str:
+    """Create (or reuse) database loracle_bench holding `size` adapters derived from the real catalog."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'loracle_bench'").fetchone():
+            conn.execute("CREATE DATABASE loracle_bench")
+    bench_url = psycopg.conninfo.make_conninfo(**{**info, "dbname": "loracle_bench"})
+    bench = connect(bench_url, get_settings().pgdata_dir)
+    with bench.connection() as conn:
+        have = conn.execute("SELECT count(*) FROM adapters").fetchone()[0]
+        if have >= size:
+            bench.close()
+            return bench_url
+        print(f"building {size} synthetic adapters (one time; a few minutes)...", flush=True)
+        conn.execute("TRUNCATE adapters CASCADE")
+        conn.execute(f"CREATE EXTENSION IF NOT EXISTS dblink")
+        columns = "source, external_id, name, base_model, tags, trigger_words, description, example_prompts, blocklisted, content_hash"
+        conn.execute(
+            f"INSERT INTO adapters ({columns}) SELECT * FROM dblink(%s, 'SELECT {columns} FROM adapters') "
+            "AS t(source text, external_id text, name text, base_model text, tags text[], trigger_words text[], "
+            "description text, example_prompts text[], blocklisted boolean, content_hash text)",
+            (url,),
+        )
+        real = conn.execute("SELECT count(*) FROM adapters").fetchone()[0]
+        copies = -(-size // real)
+        conn.execute(
+            f"INSERT INTO adapters ({columns}) SELECT 'synthetic', external_id || '-' || g, name || ' ' || g, "
+            "base_model, tags, trigger_words, description, example_prompts, blocklisted, content_hash "
+            "FROM adapters, generate_series(1, %s) g WHERE source <> 'synthetic' LIMIT %s",
+            (copies - 1, size - real),
+        )
+        conn.execute(
+            "CREATE TEMP TABLE vectors AS SELECT * FROM dblink(%s, "
+            "'SELECT a.external_id, e.model, e.kind, e.position, e.text_hash, e.embedding::text "
+            "FROM adapter_embeddings e JOIN adapters a ON a.id = e.adapter_id') "
+            "AS t(external_id text, model text, kind text, position smallint, text_hash text, embedding text)",
+            (url,),
+        )
+        # Each copy's vectors are the original's plus Gaussian-ish noise, re-normalised.
+        conn.execute(
+            "INSERT INTO adapter_embeddings (adapter_id, model, kind, position, text_hash, embedding) "
+            "SELECT a.id, v.model, v.kind, v.position, v.text_hash, "
+            " CASE WHEN a.source = 'synthetic' THEN l2_normalize((SELECT array_agg(x + (random() - 0.5) * 0.06) "
+            "   FROM unnest(v.embedding::vector::real[]) x)::vector)::halfvec ELSE v.embedding::halfvec END "
+            "FROM adapters a JOIN vectors v ON v.external_id = split_part(a.external_id, '-', 1)"
+        )
+        for kind in KINDS:
+            from db.embeddings import ensure_hnsw_index
+
+            ensure_hnsw_index(conn, "all-MiniLM-L6-v2", kind, 384)
+        conn.execute("ANALYZE")
+    bench.close()
+    return bench_url
+
+
+def measure(url: str, label: str, prompts: list[str], vectors: np.ndarray, embedder) -> None:
+    db = connect(url, get_settings().pgdata_dir)
+    filters = SearchFilters(exclude_tags=["character", "celebrity"], exclude_blocklisted=True)
+    with db.connection() as conn:
+        count = conn.execute("SELECT count(*) FROM adapters").fetchone()[0]
+        print(f"\n== {label}: {count} adapters, {len(prompts)} queries, top-150 ==")
+        print(f"{'strategy':<10}{'SQL p50 ms':>12}{'SQL p95 ms':>12}")
+        for strategy in ("dense", "lexical", "fused", "rerank"):
+            for prompt, vector in zip(prompts[:5], vectors[:5]):  # warm caches
+                _search(conn, embedder, prompt, vector, strategy, 150, filters, 200)
+            times = []
+            for prompt, vector in zip(prompts, vectors):
+                started = time.perf_counter()
+                _search(conn, embedder, prompt, vector, strategy, 150, filters, 200)
+                times.append((time.perf_counter() - started) * 1000)
+            print(f"{strategy:<10}{percentile(times, 50):>12.1f}{percentile(times, 95):>12.1f}")
+        print(f"\nHNSW recall@150 against exact search ({min(len(prompts), 50)} queries)")
+        print(f"{'kind':<8}" + "".join(f"{'ef=' + str(ef):>10}" for ef in (100, 200, 400)))
+        for kind in KINDS:
+            rows = []
+            for ef in (100, 200, 400):
+                recalls = []
+                for vector in vectors[:50]:
+                    exact = {a for a, _ in dense_search(conn, embedder.name, kind, vector, 150, filters, exact=True)}
+                    approx = {a for a, _ in dense_search(conn, embedder.name, kind, vector, 150, filters, ef_search=ef)}
+                    recalls.append(len(exact & approx) / max(len(exact), 1))
+                rows.append(np.mean(recalls))
+            print(f"{kind:<8}" + "".join(f"{r:>10.3f}" for r in rows))
+    db.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--queries", required=True)
+    parser.add_argument("--n", type=int, default=200, help="how many queries to time")
+    parser.add_argument("--synthetic", type=int, default=0, help="also measure on a synthetic catalog of this size")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    settings = get_settings()
+    db = connect(settings.database_url, settings.pgdata_dir)
+    url = db.url
+    db.close()
+    embedder = get_embedder(settings.embedding_model)
+    prompts = [q.prompt for q in load_queries(__import__("pathlib").Path(args.queries))][: args.n]
+    embedder.encode(prompts[:5])
+    single = []
+    for prompt in prompts[:100]:
+        started = time.perf_counter()
+        embedder.encode([prompt])
+        single.append((time.perf_counter() - started) * 1000)
+    print(f"query embedding (1 thread): p50 {percentile(single, 50):.1f} ms, p95 {percentile(single, 95):.1f} ms")
+    vectors = embedder.encode(prompts)
+    measure(url, "imported catalog", prompts, vectors, embedder)
+    if args.synthetic:
+        measure(build_synthetic(url, args.synthetic), "synthetic catalog", prompts, vectors, embedder)
+
+
+if __name__ == "__main__":
+    main()
