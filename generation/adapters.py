@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -240,7 +241,7 @@ def check_compatible(lora: LoraFile, base: BaseModel) -> None:
             if module is None:
                 problems.append(f"{comp}.{path}: no such layer")
                 continue
-            w = getattr(module, "weight", None)
+            w = getattr(getattr(module, "base_layer", module), "weight", None)
             if w is None or a_shape is None or b_shape is None:
                 problems.append(f"{comp}.{path}: incomplete LoRA pair or layer without weight")
                 continue
@@ -321,6 +322,25 @@ class AdapterManager:
         self._names: dict[str, str] = {}  # resolved path -> peft name
         self.loads = 0
         self.evictions = 0
+        self.active: dict[str, float] = {}  # peft name -> weight of the current mix
+        self._enabled = True
+        self._layers: list | None = None  # cached peft tuner layers, reset on inject/delete
+
+    @classmethod
+    def for_model(cls, base: BaseModel, adapter_dirs: list[str | os.PathLike], **kwargs) -> "AdapterManager":
+        """The one manager of a base model: adapter state lives on the model's modules, so two managers on one
+        model would fight over it. Reused when the settings match, refused when they differ."""
+        existing: AdapterManager | None = getattr(base, "_adapter_manager", None)
+        if existing is None:
+            base._adapter_manager = cls(base, adapter_dirs, **kwargs)
+            return base._adapter_manager
+        same = ([Path(d) for d in adapter_dirs] == existing.adapter_dirs
+                and kwargs.get("max_loaded", existing.max_loaded) == existing.max_loaded
+                and kwargs.get("allow_pickle", existing.allow_pickle) == existing.allow_pickle)
+        if not same:
+            raise ValueError(f"Base model '{base.name}' already has an adapter manager with other settings; "
+                             "use one Engine per base model (or load another copy of the model).")
+        return existing
 
     # -- files
     def resolve(self, ref: str | os.PathLike) -> Path:
@@ -354,17 +374,21 @@ class AdapterManager:
         from diffusers.loaders import StableDiffusionLoraLoaderMixin, StableDiffusionXLLoraLoaderMixin
 
         mixin = StableDiffusionXLLoraLoaderMixin if self.base.family == "sdxl" else StableDiffusionLoraLoaderMixin
+        self._layers = None
         sd, alphas = lora.state_dict, lora.network_alphas
-        if "unet" in lora.modules:
-            mixin.load_lora_into_unet(dict(sd), alphas, self.base.unet, adapter_name=name)
-        for comp in ("text_encoder", "text_encoder_2"):
-            module = getattr(self.base, comp)
-            if comp in lora.modules and module is not None:
-                mixin.load_lora_into_text_encoder(dict(sd), alphas, module, prefix=comp, adapter_name=name)
+        with warnings.catch_warnings():  # peft warns on every second adapter; several adapters is the point here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            if "unet" in lora.modules:
+                mixin.load_lora_into_unet(dict(sd), alphas, self.base.unet, adapter_name=name)
+            for comp in ("text_encoder", "text_encoder_2"):
+                module = getattr(self.base, comp)
+                if comp in lora.modules and module is not None:
+                    mixin.load_lora_into_text_encoder(dict(sd), alphas, module, prefix=comp, adapter_name=name)
 
     def _delete(self, name: str) -> None:
         from diffusers.utils.peft_utils import delete_adapter_layers
 
+        self._layers = None
         if name in getattr(self.base.unet, "peft_config", {}):
             self.base.unet.delete_adapters([name])
         for te in (self.base.text_encoder, self.base.text_encoder_2):
@@ -397,45 +421,42 @@ class AdapterManager:
             return out
 
     def activate(self, mix: Mapping[str, float]) -> None:
-        """Make exactly `mix` ({ref: weight}) active; an empty mix disables all LoRA layers."""
-        from diffusers.utils.peft_utils import set_adapter_layers, set_weights_and_activate_adapters
-
+        """Make exactly `mix` ({ref: weight}) active; an empty mix leaves only the base model."""
         with self.lock:
             names = self.ensure_loaded(list(mix))
-            weights = {names[r]: float(w) for r, w in mix.items()}
-            self.set_enabled(bool(weights))
-            if not weights:
-                return
-            unet_names = [n for n in weights if n in getattr(self.base.unet, "peft_config", {})]
-            if unet_names:
-                self.base.unet.set_adapters(unet_names, [weights[n] for n in unet_names])
-            for te in (self.base.text_encoder, self.base.text_encoder_2):
-                if te is None or not self._any_loaded(te):
-                    continue
-                te_names = [n for n in weights if n in te.peft_config]
-                if te_names:
-                    set_weights_and_activate_adapters(te, te_names, [weights[n] for n in te_names])
-                else:
-                    set_adapter_layers(te, enabled=False)
+            self._switch({names[r]: float(w) for r, w in mix.items()})
 
-    @staticmethod
-    def _any_loaded(module: torch.nn.Module) -> bool:
-        return bool(getattr(module, "peft_config", None))
+    def _tuner_layers(self) -> list:
+        if self._layers is None:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            self._layers = [m for module in self.base.modules().values() for m in module.modules()
+                            if isinstance(m, BaseTunerLayer)]
+        return self._layers
+
+    def _switch(self, weights: dict[str, float]) -> None:
+        """What `set_adapters` does (active list + per-adapter scale on every LoRA layer), without peft's
+        requires_grad pass over every adapter parameter, which dominates switch time (diffusers #11816) and
+        is useless at inference. Layers without any adapter of the mix fall back to the base weights."""
+        for layer in self._tuner_layers():
+            present = [n for n in weights if n in layer.scaling]
+            layer._active_adapter = present
+            for n in present:
+                layer.set_scale(n, weights[n])
+        self.active = dict(weights)
 
     def set_enabled(self, enabled: bool) -> None:
-        """Toggle all LoRA layers without changing the active set (cheap: a flag per layer)."""
-        from diffusers.utils.peft_utils import set_adapter_layers
-
+        """Toggle all LoRA layers without changing the active set (a flag per layer, as peft's
+        `enable_adapters` does, minus its requires_grad pass)."""
         self._enabled = enabled
-        for module in self.base.modules().values():
-            if self._any_loaded(module):
-                set_adapter_layers(module, enabled=enabled)
+        for layer in self._tuner_layers():
+            layer._disable_adapters = not enabled
 
     @contextmanager
     def disabled(self) -> Iterator[None]:
         """Run the base model without adapters (autoguidance's default guide), then re-enable them."""
         with self.lock:
-            before = getattr(self, "_enabled", False)
+            before = self._enabled
             self.set_enabled(False)
             try:
                 yield

@@ -25,15 +25,23 @@ _KOHYA_VERSION = {"sd15": ("sd_v1", "stable-diffusion-v1/lora"), "sdxl": ("sdxl_
 _KOHYA_TE = {"text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
 
 
+def _linears(model: torch.nn.Module, targets: tuple[str, ...]) -> list[tuple[str, torch.nn.Linear]]:
+    """Target Linear layers by name, looking through peft wrappers if adapters are already loaded."""
+    out = []
+    for n, m in model.named_modules():
+        layer = getattr(m, "base_layer", m)
+        if n.endswith(targets) and isinstance(layer, torch.nn.Linear):
+            out.append((n, layer))
+    return out
+
+
 def _targets(base: BaseModel, text_encoder: bool) -> list[tuple[str, str, torch.nn.Linear]]:
-    out = [("unet", n, m) for n, m in base.unet.named_modules()
-           if isinstance(m, torch.nn.Linear) and n.endswith(UNET_TARGETS)]
+    out = [("unet", n, m) for n, m in _linears(base.unet, UNET_TARGETS)]
     if text_encoder:
         for comp in ("text_encoder", "text_encoder_2"):
             module = getattr(base, comp)
             if module is not None:
-                out += [(comp, n, m) for n, m in module.named_modules()
-                        if isinstance(m, torch.nn.Linear) and n.endswith(TE_TARGETS)]
+                out += [(comp, n, m) for n, m in _linears(module, TE_TARGETS)]
     return out
 
 
@@ -63,6 +71,8 @@ def write_synthetic_lora(
             tensors[f"{comp}.{name}.lora_B.weight"] = (b * (alpha / rank)).contiguous()
         else:
             prefix = "lora_unet" if comp == "unet" else _KOHYA_TE[comp]
+            if comp == "text_encoder" and base.text_encoder_2 is not None:
+                prefix = "lora_te1"  # kohya's SDXL naming
             stem = f"{prefix}_{name.replace('.', '_')}"
             tensors[f"{stem}.lora_down.weight"] = a.contiguous()
             tensors[f"{stem}.lora_up.weight"] = b.contiguous()

@@ -1,0 +1,236 @@
+"""The entry point for callers: `Engine(base, adapter_dirs).generate(GenerationRequest(...))`.
+
+A request carries per-image mixes (or a composer `Composition`); identical mixes are grouped, so N images over
+M distinct mixes cost M pipeline calls (more only when a group exceeds `max_batch`).
+
+Concurrency: adapter state is global on the base model's modules, so one pipeline call (activate mix ->
+encode -> denoise -> decode) runs under `Engine.lock` (the AdapterManager's RLock). Concurrent `generate`
+calls on one Engine are therefore serialised per pipeline call and never see each other's adapters; use
+one Engine (and base model copy) per worker for parallelism.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from generation.adapters import AdapterManager, parse_lora_tags
+from generation.guidance import GuidanceSettings
+from generation.loop import SCHEDULERS, Branch, Progress, decode, denoise, encode_prompts, initial_latents
+from generation.masks import Composition, Mix, group_mixes
+from generation.models import BaseModel
+from generation.output import format_parameters, save_png
+from generation.skipping import SkipSettings
+
+
+@dataclass
+class GenerationRequest:
+    """What to generate. `mixes`: one {adapter ref: weight} per image (or a Composition); None means
+    `n_images` images with no adapters beyond `<lora:...>` tags in the prompt, which apply to every image."""
+
+    prompt: str
+    negative_prompt: str = ""
+    mixes: list[dict[str, float]] | Composition | None = None
+    n_images: int = 1
+    seed: int = 0
+    seeds: list[int] | None = None
+    steps: int = 30
+    scheduler: str = "dpmpp_2m"
+    guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
+    skipping: SkipSettings | None = field(default_factory=SkipSettings)  # None: every step calls the model
+    height: int | None = None
+    width: int | None = None
+    max_batch: int = 8
+    callback: Callable[[Progress], None] | None = None
+    cancel: threading.Event | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(self.prompt).__name__}")
+        if isinstance(self.mixes, Composition):
+            n = len(self.mixes.mixes)
+        elif self.mixes is not None:
+            n = len(self.mixes)
+        elif self.seeds is not None:
+            n = len(self.seeds)
+        else:
+            n = self.n_images
+        if self.mixes is not None and n == 0:
+            raise ValueError("mixes must hold one mix per image; got an empty list")
+        self.n_images = n
+        if self.n_images < 1:
+            raise ValueError(f"n_images must be >= 1, got {self.n_images}")
+        if self.seeds is None:
+            self.seeds = [self.seed + i for i in range(self.n_images)]
+        if len(self.seeds) != self.n_images:
+            raise ValueError(f"got {len(self.seeds)} seeds for {self.n_images} images")
+        if not (1 <= self.steps <= 1000):
+            raise ValueError(f"steps must be in [1, 1000], got {self.steps}")
+        if self.skipping is None:
+            self.skipping = SkipSettings(threshold=0.0)
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.mixes is not None and not isinstance(self.mixes, Composition):
+            for i, mix in enumerate(self.mixes):
+                for ref, w in mix.items():
+                    if not isinstance(w, (int, float)) or not (-4.0 <= w <= 4.0):
+                        raise ValueError(f"mix {i}: weight of {ref!r} must be a number in [-4, 4], got {w!r}")
+
+    def image_mixes(self) -> list[Mix]:
+        if isinstance(self.mixes, Composition):
+            return list(self.mixes.mixes)
+        return [Mix.from_dict(m or {}) for m in (self.mixes or [None] * self.n_images)]
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    mixes: list[dict[str, float]]
+    prompts: list[str]
+    nfe: list[int]  # per image: noise predictions computed (branches x evaluated steps)
+    model_calls: int  # UNet forward calls over the whole request
+    pipeline_calls: int  # denoising loops run (one per distinct mix, per max_batch chunk)
+    timings: dict[str, float]
+    parameters: list[str]  # A1111 `parameters` text per image
+
+    def save(self, folder: str | Path, stem: str = "image") -> list[Path]:
+        return [save_png(im, Path(folder) / f"{stem}-{i:03d}-{s}.png", p)
+                for i, (im, s, p) in enumerate(zip(self.images, self.seeds, self.parameters))]
+
+
+class Engine:
+    """One base model, its adapters (bounded caches), optional guide models; generate() is thread-safe."""
+
+    def __init__(
+        self,
+        base: BaseModel,
+        adapter_dirs: list[str | Path] = (),
+        *,
+        ram_cache_bytes: int = 512 * 2**20,
+        max_loaded: int = 8,
+        allow_pickle: bool = False,
+        guide_models: dict[str, BaseModel] | None = None,
+    ):
+        self.base = base
+        self.adapters = AdapterManager.for_model(base, list(adapter_dirs), ram_cache_bytes=ram_cache_bytes,
+                                                 max_loaded=max_loaded, allow_pickle=allow_pickle)
+        self.lock = self.adapters.lock
+        self.guide_models: dict[str, BaseModel] = {}
+        for name, model in (guide_models or {}).items():
+            self.register_guide(name, model)
+
+    def register_guide(self, name: str, model: BaseModel) -> None:
+        """A weaker model for autoguidance (same family and latent space as the base)."""
+        b = self.base
+        if (model.family, model.latent_channels, model.vae is None) != (b.family, b.latent_channels, b.vae is None):
+            raise ValueError(f"Guide model '{name}' ({model.family}, {model.latent_channels} channels, "
+                             f"{'pixel' if model.vae is None else 'latent'} space) does not match base '{b.name}'")
+        self.guide_models[name] = model
+
+    def generate(self, req: GenerationRequest) -> GenerationResult:
+        t0 = time.perf_counter()
+        prompt, tag_picks = parse_lora_tags(req.prompt)
+        height = req.height or self.base.sample_size
+        width = req.width or self.base.sample_size
+        g = req.guidance
+        if g.kind in ("auto", "both") and g.guide.kind == "model" and g.guide.model not in self.guide_models:
+            raise ValueError(f"Unknown guide model {g.guide.model!r}; registered: {sorted(self.guide_models)}")
+        mixes = [Mix.from_dict({**m.as_dict(), **tag_picks}, m.triggers) for m in req.image_mixes()]
+        guide_refs = set(g.guide.mix) if g.kind in ("auto", "both") and g.guide.kind == "mix" else set()
+        for mix in set(mixes):  # check every adapter (path, format, compatibility) before sampling anything
+            refs = set(mix.as_dict()) | guide_refs
+            if len(refs) > self.adapters.max_loaded:
+                raise ValueError(f"A mix plus its guide mix needs {len(refs)} adapters loaded at once; "
+                                 f"max_loaded is {self.adapters.max_loaded}")
+            for ref in refs:
+                self.adapters.get(ref)
+        n = req.n_images
+        images: list[Image.Image | None] = [None] * n
+        nfe, prompts = [0] * n, [""] * n
+        calls = pipeline_calls = 0
+        timings = {"adapters_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
+        for mix, indices in group_mixes(mixes).items():
+            for start in range(0, len(indices), req.max_batch):
+                chunk = indices[start:start + req.max_batch]
+                p = mix.apply_to_prompt(prompt)
+                seeds = [req.seeds[i] for i in chunk]
+                with self.lock:
+                    ta = time.perf_counter()
+                    self.adapters.activate(mix.as_dict())
+                    timings["adapters_s"] += time.perf_counter() - ta
+                    branches = self._branches(req, mix, p, len(chunk), height, width)
+                    td = time.perf_counter()
+                    out = denoise(branches, initial_latents(self.base, seeds, height, width),
+                                  scheduler_name=req.scheduler, steps=req.steps, guidance=g,
+                                  skipping=req.skipping, seeds=seeds, callback=req.callback, cancel=req.cancel)
+                    tdec = time.perf_counter()
+                    imgs = decode(self.base, out.latents)
+                    timings["denoise_s"] += tdec - td
+                    timings["decode_s"] += time.perf_counter() - tdec
+                pipeline_calls += 1
+                calls += out.model_calls
+                for j, i in enumerate(chunk):
+                    images[i], nfe[i], prompts[i] = imgs[j], out.nfe[j], p
+        timings["total_s"] = time.perf_counter() - t0
+        params = [
+            format_parameters(prompt=prompts[i], negative_prompt=req.negative_prompt, steps=req.steps,
+                              sampler=req.scheduler, cfg_scale=g.scale if g.kind != "none" else 1.0,
+                              seed=req.seeds[i], width=width, height=height, model=self.base.name,
+                              mix=mixes[i].as_dict(), nfe=nfe[i], extra=self._extra(req))
+            for i in range(n)
+        ]
+        return GenerationResult(images=images, seeds=list(req.seeds), mixes=[m.as_dict() for m in mixes],
+                                prompts=prompts, nfe=nfe, model_calls=calls, pipeline_calls=pipeline_calls,
+                                timings=timings, parameters=params)
+
+    @staticmethod
+    def _extra(req: GenerationRequest) -> dict[str, object]:
+        g, s = req.guidance, req.skipping
+        extra: dict[str, object] = {"Guidance": g.kind}
+        if g.kind in ("auto", "both"):
+            extra["Guide"] = g.guide.model or g.guide.kind
+        if g.kind == "both":
+            extra["Guidance a"] = g.a
+        if s.enabled:
+            extra["Skip threshold"] = s.threshold
+            extra["Max skip"] = s.max_skip
+        return extra
+
+    def _branches(self, req: GenerationRequest, mix: Mix, prompt: str, n: int, h: int, w: int) -> list[Branch]:
+        """Encode each branch's text under the adapter state that branch samples with (TE LoRAs matter)."""
+        base, g = self.base, req.guidance
+        branches: list[Branch] = []
+        if "uncond" in g.branches:
+            branches.append(Branch("uncond", base, encode_prompts(base, [req.negative_prompt] * n, h, w)))
+        branches.append(Branch("cond", base, encode_prompts(base, [prompt] * n, h, w)))
+        if "guide" in g.branches:
+            spec = g.guide
+            if spec.kind == "model":
+                guide = self.guide_models[spec.model]
+                branches.append(Branch("guide", guide, encode_prompts(guide, [prompt] * n, h, w)))
+            else:
+                state = self.adapters.disabled if spec.kind == "no_adapters" else self._mix_state(spec.mix, mix)
+                with state():
+                    cond = encode_prompts(base, [prompt] * n, h, w)
+                branches.append(Branch("guide", base, cond, state))
+        return branches
+
+    def _mix_state(self, guide_mix: dict[str, float], main_mix: Mix):
+        @contextmanager
+        def state():
+            self.adapters.activate(guide_mix)
+            try:
+                yield
+            finally:
+                self.adapters.activate(main_mix.as_dict())
+
+        return state

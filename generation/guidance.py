@@ -1,0 +1,80 @@
+"""Guidance: how the per-branch noise predictions of one step are combined.
+
+Branches: "cond" (main model, prompt), "uncond" (main model, negative prompt), "guide" (a weaker model,
+prompt). D is affine in the noise prediction, so the formulas apply to epsilon directly (Karras et al. 2024).
+* none: D = D_m
+* cfg:  D = D_u + w (D_m - D_u)
+* auto: D = w D_m + (1 - w) D_g                      (autoguidance)
+* both: D = D_m + (w_u - 1)(D_m - D_u) + (w_c - 1)(D_m - D_g),  w_u = (1-a)(w-1)+1, w_c = a(w-1)+1
+        (Appendix B.2: a = 0 is CFG, a = 1 is autoguidance)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+GuidanceKind = Literal["none", "cfg", "auto", "both"]
+
+
+@dataclass(frozen=True)
+class GuideSpec:
+    """The weaker model for autoguidance.
+
+    kind="no_adapters": the same base with adapters disabled (a LoRA model guided by its base);
+    kind="model": a separately registered model (smaller or earlier checkpoint), named by `model`;
+    kind="mix": the same base with another adapter mix, e.g. an earlier epoch of the same LoRA.
+    """
+
+    kind: Literal["no_adapters", "model", "mix"] = "no_adapters"
+    model: str | None = None
+    mix: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("no_adapters", "model", "mix"):
+            raise ValueError(f"guide kind must be no_adapters|model|mix, got {self.kind!r}")
+        if self.kind == "model" and not self.model:
+            raise ValueError("guide kind 'model' needs the name of a registered guide model")
+        if self.kind == "mix" and not self.mix:
+            raise ValueError("guide kind 'mix' needs a non-empty adapter mix")
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.model, tuple(sorted(self.mix.items()))))
+
+
+@dataclass(frozen=True)
+class GuidanceSettings:
+    kind: GuidanceKind = "cfg"
+    scale: float = 7.5  # w
+    a: float = 0.5  # share of autoguidance in "both"
+    guide: GuideSpec = field(default_factory=GuideSpec)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "cfg", "auto", "both"):
+            raise ValueError(f"guidance kind must be none|cfg|auto|both, got {self.kind!r}")
+        if not (0.0 <= self.scale <= 50.0):
+            raise ValueError(f"guidance scale must be in [0, 50], got {self.scale}")
+        if not (0.0 <= self.a <= 1.0):
+            raise ValueError(f"guidance a must be in [0, 1], got {self.a}")
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return {"none": ("cond",), "cfg": ("uncond", "cond"), "auto": ("cond", "guide"),
+                "both": ("uncond", "cond", "guide")}[self.kind]
+
+
+def combine(settings: GuidanceSettings, preds: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One guided noise prediction from the branch predictions of a step."""
+    w, m = settings.scale, preds["cond"]
+    if settings.kind == "none":
+        return m
+    if settings.kind == "cfg":
+        u = preds["uncond"]
+        return u + w * (m - u)
+    if settings.kind == "auto":
+        return w * m + (1 - w) * preds["guide"]
+    w_u = (1 - settings.a) * (w - 1) + 1
+    w_c = settings.a * (w - 1) + 1
+    return m + (w_u - 1) * (m - preds["uncond"]) + (w_c - 1) * (m - preds["guide"])

@@ -1,0 +1,209 @@
+"""The denoising loop, owned by the project and shared by every base model (tiny, SD 1.5, SDXL, pixel space).
+
+Counting, exactly: `model_calls` is the number of UNet forward calls; `nfe` (per image) is the number of noise
+predictions computed for that image, one per branch per evaluated step (a batched cond+uncond CFG call is 1
+call and 2 evaluations). A skipped step adds nothing to either; skipping reuses every branch's cached output.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from generation.guidance import GuidanceSettings, combine
+from generation.models import BaseModel
+from generation.skipping import SkipSettings, SkipState
+
+SCHEDULERS = ("ddim", "dpmpp_2m", "dpmpp_2m_karras", "euler", "euler_a")
+
+
+class GenerationCancelled(RuntimeError):
+    """The caller's cancel event was set; no images were produced for this call."""
+
+
+def make_scheduler(name: str, config: dict):
+    """A fresh diffusers scheduler per call (schedulers are stateful, so never share one across calls)."""
+    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                           EulerDiscreteScheduler)
+
+    cfg = {k: v for k, v in config.items() if not k.startswith("_")}
+    if name == "ddim":
+        return DDIMScheduler.from_config(cfg)
+    if name == "dpmpp_2m":
+        return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2)
+    if name == "dpmpp_2m_karras":
+        return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2,
+                                                       use_karras_sigmas=True)
+    if name == "euler":
+        return EulerDiscreteScheduler.from_config(cfg)
+    if name == "euler_a":
+        return EulerAncestralDiscreteScheduler.from_config(cfg)
+    raise ValueError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+
+
+@dataclass
+class Conditioning:
+    """Text conditioning for one branch: hidden states and, for SDXL, the added time/text embeddings."""
+
+    embeds: torch.Tensor
+    added: dict[str, torch.Tensor] | None = None
+
+    def index(self, idx: torch.Tensor) -> "Conditioning":
+        added = {k: v[idx] for k, v in self.added.items()} if self.added else None
+        return Conditioning(self.embeds[idx], added)
+
+
+def _tokens(tokenizer, prompts: list[str], device) -> torch.Tensor:
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids.to(device)
+
+
+@torch.no_grad()
+def encode_prompts(model: BaseModel, prompts: list[str], height: int, width: int) -> Conditioning:
+    """SD 1.5: last hidden state. SDXL: penultimate states of both encoders + pooled embeds + size ids."""
+    if model.text_encoder_2 is None:
+        return Conditioning(model.text_encoder(_tokens(model.tokenizer, prompts, model.device))[0].to(model.dtype))
+    out1 = model.text_encoder(_tokens(model.tokenizer, prompts, model.device), output_hidden_states=True)
+    out2 = model.text_encoder_2(_tokens(model.tokenizer_2, prompts, model.device), output_hidden_states=True)
+    embeds = torch.cat([out1.hidden_states[-2], out2.hidden_states[-2]], dim=-1).to(model.dtype)
+    time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=model.device, dtype=model.dtype)
+    added = {"text_embeds": out2.text_embeds.to(model.dtype), "time_ids": time_ids.repeat(len(prompts), 1)}
+    return Conditioning(embeds, added)
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+
+@dataclass
+class Branch:
+    """One noise-prediction branch. Branches sharing (model, state) are batched into one UNet call; `state`
+    enters the adapter state that branch needs (e.g. adapters disabled for the guide)."""
+
+    name: str
+    model: BaseModel
+    cond: Conditioning
+    state: Callable[[], AbstractContextManager] | None = None
+
+
+@dataclass
+class Progress:
+    step: int  # 1-based index of the finished step
+    steps: int
+    computed: int  # samples whose model was evaluated at this step
+    model_calls: int
+
+
+@dataclass
+class LoopOutput:
+    latents: torch.Tensor
+    nfe: list[int]  # per sample
+    model_calls: int
+    computed_steps: list[list[int]] = field(default_factory=list)  # per sample, evaluated step indices
+
+
+def initial_latents(model: BaseModel, seeds: list[int], height: int, width: int) -> torch.Tensor:
+    """Noise drawn per seed on CPU, so an image depends only on its own seed (not on batch or device)."""
+    f = model.vae_scale_factor
+    multiple = f * 2 ** (len(model.unet.config.block_out_channels) - 1)
+    if height % multiple or width % multiple or height <= 0 or width <= 0:
+        raise ValueError(f"height and width must be positive multiples of {multiple} for {model.name}, "
+                         f"got {height}x{width}")
+    shape = (1, model.latent_channels, height // f, width // f)
+    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return torch.cat(noise).to(model.device, model.dtype)
+
+
+def _groups(branches: list[Branch]) -> list[list[Branch]]:
+    groups: dict[Hashable, list[Branch]] = {}
+    for b in branches:
+        groups.setdefault((id(b.model.unet), id(b.state)), []).append(b)
+    return list(groups.values())
+
+
+@torch.no_grad()
+def denoise(
+    branches: list[Branch],
+    latents: torch.Tensor,
+    *,
+    scheduler_name: str,
+    steps: int,
+    guidance: GuidanceSettings,
+    skipping: SkipSettings | None = None,
+    seeds: list[int] | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> LoopOutput:
+    """Run the scheduler's timesteps; evaluate branches where the skip state says so; combine; step."""
+    main = next(b for b in branches if b.name == "cond").model
+    scheduler = make_scheduler(scheduler_name, main.scheduler_config)
+    scheduler.set_timesteps(steps, device=main.device)
+    latents = latents * scheduler.init_noise_sigma
+    batch = latents.shape[0]
+    skip = SkipState(skipping, batch, len(scheduler.timesteps))
+    skip.start(latents)
+    cache: dict[str, torch.Tensor] = {}
+    nfe = [0] * batch
+    computed_steps: list[list[int]] = [[] for _ in range(batch)]
+    calls = 0
+    gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds] if seeds else None
+    groups = _groups(branches)
+    for i, t in enumerate(scheduler.timesteps):
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled(f"cancelled before step {i + 1}/{len(scheduler.timesteps)}")
+        mask = skip.compute_mask(i)
+        if not cache:
+            mask[:] = True
+        idx = mask.nonzero().flatten()
+        if len(idx):
+            x_in = scheduler.scale_model_input(latents[idx], t)
+            for group in groups:
+                model = group[0].model
+                conds = [b.cond.index(idx.to(b.cond.embeds.device)) for b in group]
+                added = None
+                if conds[0].added:
+                    added = {k: torch.cat([c.added[k] for c in conds]) for k in conds[0].added}
+                with (group[0].state() if group[0].state else nullcontext()):
+                    out = model.unet(
+                        torch.cat([x_in] * len(group)).to(model.dtype), t,
+                        encoder_hidden_states=torch.cat([c.embeds for c in conds]),
+                        added_cond_kwargs=added, return_dict=False,
+                    )[0]
+                calls += 1
+                for b, pred in zip(group, out.chunk(len(group))):
+                    if b.name not in cache:
+                        cache[b.name] = torch.zeros_like(latents, dtype=pred.dtype)
+                    cache[b.name][idx] = pred
+            for j in idx.tolist():
+                nfe[j] += len(branches)
+                computed_steps[j].append(i)
+        noise_pred = combine(guidance, cache).to(latents.dtype)
+        step_kwargs = {"generator": gens} if scheduler_name == "euler_a" and gens else {}
+        latents = scheduler.step(noise_pred, t, latents, return_dict=False, **step_kwargs)[0]
+        skip.observe(latents)
+        if callback is not None:
+            callback(Progress(i + 1, len(scheduler.timesteps), len(idx), calls))
+    return LoopOutput(latents, nfe, calls, computed_steps)
+
+
+@torch.no_grad()
+def decode(model: BaseModel, latents: torch.Tensor) -> list[Image.Image]:
+    """Latents -> PIL images (pixel-space models: the latents are the images, in [-1, 1])."""
+    if model.vae is not None:
+        vae = model.vae
+        z = latents.to(next(vae.parameters()).dtype) / vae.config.scaling_factor
+        if getattr(vae.config, "shift_factor", None):
+            z = z + vae.config.shift_factor
+        latents = vae.decode(z, return_dict=False)[0]
+    arr = ((latents.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().permute(0, 2, 3, 1).numpy()
+    if arr.shape[-1] == 1:
+        return [Image.fromarray(a[..., 0], mode="L") for a in arr]
+    return [Image.fromarray(np.ascontiguousarray(a[..., :3])) for a in arr]

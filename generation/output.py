@@ -1,0 +1,62 @@
+"""PNG output with A1111-style `parameters` text chunks, so other tools (A1111, Civitai, ComfyUI readers)
+show the prompt, sampler, seed and `<lora:name:w>` weights of an image."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+SAMPLER_NAMES = {"ddim": "DDIM", "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_karras": "DPM++ 2M Karras",
+                 "euler": "Euler", "euler_a": "Euler a"}
+
+
+def lora_tag(ref: str, weight: float) -> str:
+    return f"<lora:{Path(ref).stem if ('/' in ref or os.sep in ref) else ref}:{weight:g}>"
+
+
+def format_parameters(
+    *, prompt: str, negative_prompt: str, steps: int, sampler: str, cfg_scale: float, seed: int,
+    width: int, height: int, model: str, mix: dict[str, float], nfe: int, extra: dict[str, object] | None = None,
+) -> str:
+    """A1111's layout: prompt (with LoRA tags) / 'Negative prompt: ...' / 'Key: value, ...'."""
+    tags = " ".join(lora_tag(r, w) for r, w in sorted(mix.items()))
+    fields: dict[str, object] = {
+        "Steps": steps, "Sampler": SAMPLER_NAMES.get(sampler, sampler), "CFG scale": f"{cfg_scale:g}",
+        "Seed": seed, "Size": f"{width}x{height}", "Model": model, "NFE": nfe, **(extra or {}),
+    }
+    lines = [f"{prompt} {tags}".strip()]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in fields.items()))
+    return "\n".join(lines)
+
+
+def _quote(v: object) -> str:
+    s = str(v)
+    return f'"{s}"' if ("," in s or ":" in s) else s
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, parameters: str) -> Path:
+    """Write atomically (temp file + rename) with the `parameters` tEXt chunk."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=info)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_parameters(path: str | os.PathLike) -> str | None:
+    with Image.open(path) as im:
+        return im.info.get("parameters")

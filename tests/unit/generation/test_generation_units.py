@@ -1,0 +1,181 @@
+"""Pure pieces: skip rule, guidance formulas, composer, LoRA tags, adapter safety and caches, models."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from generation.adapters import (AdapterIncompatibleError, AdapterManager, AdapterPathError, PickleRefusedError,
+                                 parse_lora_tags)
+from generation.guidance import GuidanceSettings, combine
+from generation.masks import Candidate, ComposerSettings, Task, compose, group_mixes
+from generation.models import build_tiny_model, load_base_model, pick_device, save_base_model
+from generation.skipping import SkipSettings, SkipState
+from generation.synthetic import write_synthetic_lora
+
+
+def run_skip(settings, n_steps, latents_fn, batch=1):
+    st = SkipState(settings, batch, n_steps)
+    st.start(latents_fn(-1))
+    masks = []
+    for i in range(n_steps):
+        masks.append(st.compute_mask(i).tolist())
+        st.observe(latents_fn(i))
+    return masks
+
+
+def test_skip_rule_warmup_max_skip_and_last_step():
+    linear = lambda i: torch.full((1, 4, 2, 2), float(i))  # constant first difference: always "smooth"
+    masks = [m[0] for m in run_skip(SkipSettings(threshold=0.01, max_skip=3), 20, linear)]
+    assert masks[:3] == [True] * 3
+    assert masks[-1] is True
+    run = 0
+    for m in masks:
+        run = 0 if m else run + 1
+        assert run <= 3
+    assert masks[3:7] == [False, False, False, True]  # forced call after 3 skips
+    assert sum(masks) < 20
+
+
+def test_skip_rule_per_sample_and_off():
+    def lat(i):  # sample 0 smooth, sample 1 wildly curved
+        return torch.stack([torch.full((4, 2, 2), float(i)), torch.full((4, 2, 2), float((i + 1) ** 3))])
+
+    masks = run_skip(SkipSettings(threshold=0.01, max_skip=4), 12, lat, batch=2)
+    assert sum(m[0] for m in masks) < 12 and all(m[1] for m in masks)
+    off = run_skip(SkipSettings(threshold=0.0), 12, lat, batch=2)
+    assert all(all(m) for m in off)
+    with pytest.raises(ValueError, match="threshold"):
+        SkipSettings(threshold=-1)
+
+
+def test_guidance_formulas():
+    g = torch.Generator().manual_seed(0)
+    p = {k: torch.randn(2, 4, generator=g) for k in ("cond", "uncond", "guide")}
+    assert torch.equal(combine(GuidanceSettings("auto", 1.0), p), p["cond"])
+    cfg = combine(GuidanceSettings("cfg", 4.0), p)
+    assert torch.allclose(combine(GuidanceSettings("both", 4.0, a=0.0), p), cfg, atol=1e-6)
+    auto = combine(GuidanceSettings("auto", 4.0), p)
+    assert torch.allclose(combine(GuidanceSettings("both", 4.0, a=1.0), p), auto, atol=1e-6)
+    same = {"cond": p["cond"], "guide": p["cond"]}
+    assert torch.allclose(combine(GuidanceSettings("auto", 3.3), same), p["cond"], atol=1e-6)
+    with pytest.raises(ValueError, match="kind"):
+        GuidanceSettings("pag")
+
+
+def test_composer_weights_and_settings():
+    tasks = [Task("subject", (Candidate("a", 1.0, ("trig_a",)), Candidate("b", 0.5))), Task("bg", (Candidate("c"),))]
+    comp = compose(tasks, 6, ComposerSettings(append_triggers=True), seed=3)
+    assert comp.mixes == compose(tasks, 6, ComposerSettings(append_triggers=True), seed=3).mixes
+    assert len(set(comp.mixes)) == 6  # distinct: 8 masks, 6 images, no repeats
+    for mix, mask in zip(comp.mixes, comp.masks):
+        w = mix.as_dict()
+        n_on = sum(mask["subject"])
+        if mask["subject"][0]:
+            assert w["a"] == pytest.approx(1.0 * 0.8 / n_on)
+            assert "trig_a" in mix.triggers
+        if mask["bg"][0]:
+            assert w["c"] == pytest.approx(0.8 * 0.8)
+    strict = compose(tasks, 20, ComposerSettings(max_active=1, allow_all_off=False, distinct=False), seed=0)
+    for mask in strict.masks:
+        assert sum(mask["subject"]) <= 1 and (any(mask["subject"]) or any(mask["bg"]))
+    assert "trig" not in compose(tasks, 4, seed=1).mixes[0].apply_to_prompt("p")
+    groups = group_mixes(strict.mixes)
+    assert sum(len(v) for v in groups.values()) == 20 and len(groups) <= 5
+
+
+def test_parse_lora_tags():
+    text, picks = parse_lora_tags("a cat <lora:ink_style:0.6>, sunset <lora:Film Grain> <lora:x:0.3:0.7>")
+    assert picks == {"ink_style": 0.6, "Film Grain": 1.0, "x": 0.7}
+    assert text == "a cat, sunset"
+
+
+def test_adapter_paths_are_confined(tiny, lora_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write_synthetic_lora(outside / "evil.safetensors", tiny, seed=1)
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    os.symlink(outside / "evil.safetensors", inside / "link.safetensors")
+    mgr = AdapterManager(build_tiny_model(), [inside])
+    for ref in ("../outside/evil", str(outside / "evil.safetensors"), "link"):
+        with pytest.raises(AdapterPathError, match="outside the adapter folders"):
+            mgr.get(ref)
+    with pytest.raises(AdapterPathError, match="not found"):
+        mgr.get("nope")
+
+
+def test_pickle_refused_unless_allowed(tmp_path):
+    model = build_tiny_model()
+    path = write_synthetic_lora(tmp_path / "a.safetensors", model, seed=1)
+    from safetensors.torch import load_file
+
+    torch.save(load_file(path), tmp_path / "pickled.pt")
+    with pytest.raises(PickleRefusedError, match="pickled.pt"):
+        AdapterManager(model, [tmp_path]).get("pickled.pt")
+    lora = AdapterManager(model, [tmp_path], allow_pickle=True).get("pickled.pt")
+    assert len(lora.state_dict) == len(load_file(path))
+    (tmp_path / "model.ckpt").write_bytes(b"not really")
+    with pytest.raises(PickleRefusedError, match="allow_pickle"):
+        load_base_model(tmp_path / "model.ckpt")
+
+
+def test_sdxl_lora_on_sd15_refused(tiny, lora_dir):
+    mgr = AdapterManager(build_tiny_model(), [lora_dir])
+    with pytest.raises(AdapterIncompatibleError, match=r"'xl_style'.*SDXL.*SD 1\.5"):
+        mgr.activate({"xl_style": 1.0})
+    assert not getattr(mgr.base.unet, "peft_config", {})  # nothing was injected
+
+
+def test_shape_mismatch_refused_without_metadata(tiny_xl, tmp_path):
+    write_synthetic_lora(tmp_path / "wrong.safetensors", tiny_xl, seed=1, family="sd15")  # lies about family
+    with pytest.raises(AdapterIncompatibleError, match=r"'wrong'.*LoRA maps 64->"):
+        AdapterManager(build_tiny_model(), [tmp_path]).get("wrong")
+
+
+def test_caches_bound_and_evict(lora_dir):
+    model = build_tiny_model()
+    mgr = AdapterManager(model, [lora_dir], max_loaded=2)
+    for ref in ("style0", "style1", "style2", "style0"):
+        mgr.activate({ref: 0.5})
+        assert len(model.unet.peft_config) <= 2
+    assert mgr.loads == 4 and mgr.evictions == 2
+    mgr.activate({"style0": 0.5})
+    assert mgr.loads == 4 and mgr.ram_cache.hits > 0
+    small = AdapterManager(build_tiny_model(), [lora_dir], ram_cache_bytes=1)
+    small.get("style0"), small.get("style1")
+    assert len(small.ram_cache) == 1
+
+
+def test_folder_roundtrip_and_device(tmp_path):
+    model = build_tiny_model(seed=5)
+    save_base_model(model, tmp_path / "m")
+    again = load_base_model(tmp_path / "m")
+    assert again.family == "sd15" and not again.pixel_space and again.name == "tiny-sd15"
+    for (k, a), b in zip(model.unet.state_dict().items(), again.unet.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert pick_device("cpu") == (torch.device("cpu"), torch.float32)
+    with pytest.raises(ValueError, match="not 'tiny'"):
+        load_base_model(tmp_path / "missing")
+
+
+def test_fast_switch_matches_diffusers_set_adapters(lora_dir):
+    model = build_tiny_model()
+    mgr = AdapterManager(model, [lora_dir])
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    ctx = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(1))
+    mgr.activate({"style0": 0.3, "style1": 0.9, "style2": 0.5})
+    mgr.activate({"style1": 0.7, "style0": 0.2})
+    with torch.no_grad():
+        ours = model.unet(x, 10, encoder_hidden_states=ctx).sample
+        names = [mgr.peft_name(mgr.resolve(r)) for r in ("style1", "style0")]
+        model.unet.set_adapters(names, [0.7, 0.2])
+        lib = model.unet(x, 10, encoder_hidden_states=ctx).sample
+        with mgr.disabled():
+            off = model.unet(x, 10, encoder_hidden_states=ctx).sample
+        model.unet.disable_lora()
+        lib_off = model.unet(x, 10, encoder_hidden_states=ctx).sample
+    assert torch.allclose(ours, lib, atol=1e-6) and not torch.allclose(ours, off, atol=1e-3)
+    assert torch.allclose(off, lib_off, atol=1e-6)
