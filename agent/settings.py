@@ -30,10 +30,36 @@ class Settings(BaseSettings):
     )
     retrieval_top_k: int = Field(default=150, ge=1, le=1000)
     hnsw_ef_search: int = Field(default=200, ge=10, le=1000)
+    llm_model: str | None = Field(
+        default=None, description="Chat model name for langchain-openai (OPENAI_API_KEY / OPENAI_BASE_URL); unset = offline."
+    )
+    llm_timeout_s: float = Field(default=60, gt=0, description="Seconds one chat-model call may take.")
+    llm_concurrency: int = Field(default=4, ge=1, le=64, description="Chat-model calls in flight at once in batch jobs.")
     exclude_tags: list[str] = Field(
         default_factory=lambda: ["character", "celebrity"],
         description="Adapters with any of these tags are left out of retrieval by default (Stylus's filter).",
     )
+
+    # Generation
+    base_model: str = Field(default="world", description="'world' (the bundled digits world), 'tiny', a diffusers folder or a .safetensors checkpoint.")
+    guide_model: str | None = Field(default=None, description="A weaker model for autoguidance; 'world' brings its own.")
+    n_images: int = Field(default=4, ge=1, le=16)
+    steps: int = Field(default=30, ge=1, le=200)
+    scheduler: str = Field(default="ddim")
+    guidance: str = Field(default="cfg", description="none | cfg | auto | both")
+    guidance_scale: float | None = Field(default=None, ge=0, le=30, description="Unset: the base model's own default.")
+    skip_threshold: float = Field(default=0.01, ge=0, le=1, description="Adaptive step skipping; 0 turns it off.")
+    max_skip: int = Field(default=4, ge=0, le=20)
+    # Agent
+    max_retries: int = Field(default=2, ge=0, le=10, description="Re-compositions after a failed inspection.")
+    composer_scale: float = Field(default=0.8, gt=0, le=4)
+    composer_max_active: int = Field(default=3, ge=1, le=6)
+    append_trigger_words: bool = Field(default=True, description="Append picked adapters' trigger words (A1111 habit).")
+    candidates_per_task: int = Field(default=8, ge=1, le=50)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.home / "images"
 
     @property
     def adapters_dir(self) -> Path:

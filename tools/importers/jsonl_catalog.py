@@ -6,7 +6,7 @@ from typing import Any
 
 from db.catalog import AdapterRecord
 
-SOURCE = "civitai"  # ids are Civitai model ids, shared with raw API records
+SOURCE = "civitai"  # ids are Civitai model ids (shared with raw API records) unless a line names its namespace
 
 
 def _weight(obj: dict[str, Any]) -> tuple[float | None, str | None]:
@@ -33,7 +33,7 @@ def catalog_line_to_record(obj: dict[str, Any]) -> AdapterRecord:
     if not isinstance(stats, dict):
         raise ValueError("stats: expected an object")
     return AdapterRecord(
-        source=SOURCE,
+        source=obj.get("namespace") or SOURCE,
         external_id=str(obj["id"]),
         version_id=str(obj["version_id"]) if obj.get("version_id") is not None else None,
         name=obj["name"],

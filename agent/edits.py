@@ -1,0 +1,74 @@
+"""Reading a follow-up turn offline: what to keep, drop, strengthen or add to the previous plan.
+
+"drop the anime look", "no text", "less blur" exclude; "more painterly" adds a task and strengthens
+matching adapters; "keep the seed", "same picture but ..." keep the seed; anything else ("warmer
+light", "at night", "add a red scarf") adds tasks from its words. The LLM path does the same through
+the SubmitSelection tool's edit fields.
+"""
+
+from __future__ import annotations
+
+import re
+
+from agent.plan import Edits, Plan, PlanTask
+from agent.planner import split_tasks
+
+_KEEP_SEED = re.compile(r"\b(?:keep|same)\s+(?:the\s+)?(?:seed|picture|image|composition|layout|pose)\b", re.I)
+_DROP = re.compile(
+    r"\b(?:drop|remove|lose|without|no|less|not so|stop using|get rid of)\s+(?:the\s+|any\s+|that\s+)?"
+    r"([\w\s-]+?)(?:\s+(?:look|style|effect|feel|vibe|adapter|lora))?(?=$|[,.;!]|\s+(?:and|but)\b)",
+    re.I,
+)
+_MORE = re.compile(r"\b(?:more|stronger|extra|very)\s+([\w-]+(?:\s+[\w-]+)?)", re.I)
+_PIN = re.compile(r"\b(?:use|pin|keep)\s+(?:adapter\s+)?((?:civitai|local):\S+)", re.I)
+_FILLER = re.compile(r"\b(?:make it|make the|but|please|now|also|and|add|use|pin|with)\b", re.I)
+
+
+def read_follow_up(text: str, plan: Plan) -> Plan:
+    """A new plan: the previous one with this turn's edits applied."""
+    edits = plan.edits.model_copy(deep=True)
+    tasks = [t.model_copy() for t in plan.tasks]
+    rest = text
+    if _KEEP_SEED.search(text):
+        edits.keep_seed = True
+        rest = _KEEP_SEED.sub(" ", rest)
+    for ref in _PIN.findall(text):
+        if ref not in edits.pinned:
+            edits.pinned.append(ref)
+        rest = rest.replace(ref, " ")
+    for term in (m.strip().lower() for m in _DROP.findall(rest)):
+        if term and term not in edits.excluded_terms:
+            edits.excluded_terms.append(term)
+        tasks = [t for t in tasks if term not in t.phrase.lower()]
+    rest = _DROP.sub(" ", rest)
+    additions: list[str] = []
+    for term in (m.strip() for m in _MORE.findall(rest)):
+        additions.append(term)
+        if term.lower() not in {t.phrase.lower() for t in tasks}:
+            tasks.append(PlanTask(phrase=term, kind="style"))
+        edits.weight_scale[f"term:{term.lower()}"] = 1.25
+    rest = _MORE.sub(" ", rest)
+    rest = _FILLER.sub(" ", rest)
+    known = {t.phrase.lower() for t in tasks}
+    for task in split_tasks(rest):
+        if task.phrase.lower() not in known:
+            tasks.append(task)
+            known.add(task.phrase.lower())
+    rest = re.sub(r"\s+", " ", rest).strip(" ,.")
+    if rest:
+        additions.append(rest)
+    prompt = ", ".join([plan.prompt, *additions])
+    return plan.model_copy(update={"tasks": tasks, "edits": edits, "prompt": prompt})
+
+
+def merge_edits(current: Edits, update: Edits) -> Edits:
+    """Edits accumulate over a thread; a later pin lifts an earlier exclusion and vice versa."""
+    pinned = [r for r in current.pinned if r not in update.excluded] + [r for r in update.pinned if r not in current.pinned]
+    excluded = [r for r in current.excluded if r not in update.pinned] + [r for r in update.excluded if r not in current.excluded]
+    return Edits(
+        pinned=pinned,
+        excluded=excluded,
+        excluded_terms=list(dict.fromkeys(current.excluded_terms + update.excluded_terms)),
+        weight_scale={**current.weight_scale, **update.weight_scale},
+        keep_seed=update.keep_seed or current.keep_seed,
+    )

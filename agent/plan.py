@@ -1,0 +1,51 @@
+"""The plan the agent works from: tasks (parts of the prompt), user edits, and the adapters picked per task.
+
+Plain pydantic models so they serialise into the LangGraph checkpoint, the database and API responses,
+and so the LLM's structured output is validated against exactly these fields.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class PlanTask(BaseModel):
+    """One fine-grained part of the prompt that an adapter could serve (a subject, a style, a setting)."""
+
+    phrase: str = Field(min_length=1, max_length=200, description="Short phrase in the prompt's own words.")
+    kind: str = Field(default="concept", description="style | subject | setting | clothing | pose | lighting | concept")
+
+
+class Edits(BaseModel):
+    """What the user asked to keep or change across turns; applied on top of every new selection."""
+
+    pinned: list[str] = Field(default_factory=list, description="Adapter refs that must be used.")
+    excluded: list[str] = Field(default_factory=list, description="Adapter refs that must not be used.")
+    excluded_terms: list[str] = Field(default_factory=list, description="Words; adapters whose name/tags match are dropped.")
+    weight_scale: dict[str, float] = Field(default_factory=dict, description="Adapter ref -> multiplier of its weight.")
+    keep_seed: bool = False
+
+
+class Plan(BaseModel):
+    prompt: str
+    subject: str = ""
+    tasks: list[PlanTask] = Field(default_factory=list)
+    negative: str = ""
+    base_model: str | None = None
+    edits: Edits = Field(default_factory=Edits)
+
+
+class Pick(BaseModel):
+    """An adapter chosen for a task."""
+
+    adapter_id: int
+    ref: str  # catalog reference shown to users: source:external_id
+    name: str
+    task: str
+    weight: float
+    trigger_words: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    base_model: str | None = None
+    file: str | None = None  # path relative to an adapter folder, when the file is available locally
+    score: float = 0.0
+    reason: str = ""

@@ -1,0 +1,123 @@
+"""Wiring: settings -> the run context the graph needs (database, embedder, engine, judge, LLM).
+
+The built-in "world" base model is the digits world committed under evals/world/artifacts: a trained
+pixel-space model, a weaker guide for autoguidance, style LoRAs, their catalog, known conflicts and a
+judge that inspection uses as its prompt-fit check.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from agent.llm import make_chat_model
+from agent.settings import Settings
+from agent.state import AgentContext
+from db import Database
+from generation.engine import Engine
+from tools.embeddings import get_embedder
+
+WORLD_NAMESPACE = "digits-world"
+
+
+@dataclass
+class BaseSetup:
+    """Everything that depends on which base model the engine runs."""
+
+    spec: str
+    guide: str | None
+    adapter_dirs: list[Path]
+    family: str
+    base_models: list[str] | None
+    guidance_scale: float
+    conflicts: list[tuple[str, str, str]] = field(default_factory=list)
+    catalog: Path | None = None
+    judge_factory: Callable[[], Any] | None = None
+
+
+def world_root() -> Path:
+    from evals.world.paths import world_paths
+
+    return world_paths().root
+
+
+def resolve_base(settings: Settings) -> BaseSetup:
+    dirs = [settings.adapters_dir, *settings.adapter_dirs]
+    if settings.base_model == "world":
+        from evals.world.paths import world_paths
+
+        paths = world_paths()
+        conflicts = []
+        if paths.conflicts.exists():
+            for item in json.loads(paths.conflicts.read_text())["conflicts"]:
+                a, b = (f"{WORLD_NAMESPACE}:{i}" for i in item["ids"])
+                conflicts.append((a, b, item["reason"]))
+        return BaseSetup(
+            spec=str(paths.base), guide=str(paths.guide) if paths.guide.exists() else None,
+            adapter_dirs=[paths.loras, *dirs], family="digits", base_models=["Digits 1.0"], guidance_scale=1.5,
+            conflicts=conflicts, catalog=paths.catalog, judge_factory=lambda: world_judge(paths.judge),
+        )
+    family = "sdxl" if "xl" in settings.base_model.lower() else "sd15"
+    bases = ["SDXL 1.0", "SDXL 0.9", "Pony"] if family == "sdxl" else ["SD 1.5", "SD 1.4", "Other"]
+    return BaseSetup(spec=settings.base_model, guide=settings.guide_model, adapter_dirs=dirs, family=family,
+                     base_models=bases, guidance_scale=7.5)
+
+
+def world_judge(folder: Path):
+    """The world's judge as inspection's prompt-fit check: the digit asked for, and the styles triggered."""
+    from evals.world.data import DIGIT_WORDS
+    from evals.world.judge import load_judge
+    from evals.world.styles import STYLES
+
+    judge = load_judge(folder)
+    triggers = {s.trigger: s.name for s in STYLES}
+
+    def check(image, prompt: str) -> str | None:
+        words = re.findall(r"[a-z0-9]+", prompt.lower())
+        wanted = [DIGIT_WORDS.index(w) if w in DIGIT_WORDS else int(w) for w in words if w in DIGIT_WORDS or (w.isdigit() and len(w) == 1)]
+        drawn = int(judge.digits([image])[0])
+        if wanted and drawn != wanted[0]:
+            return f"drew a {DIGIT_WORDS[drawn]}, asked for a {DIGIT_WORDS[wanted[0]]}"
+        missing = [name for trigger, name in triggers.items() if trigger in words and name not in judge.detect([image])[0]]
+        return f"style not visible: {', '.join(missing)}" if missing else None
+
+    return check
+
+
+_ENGINES: dict[tuple, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(setup: BaseSetup) -> Engine:
+    """One engine per base model per process (loading weights is the slow part)."""
+    from generation.models import load_base_model
+
+    key = (setup.spec, setup.guide, tuple(map(str, setup.adapter_dirs)))
+    with _ENGINES_LOCK:
+        if key not in _ENGINES:
+            guides = {"guide": load_base_model(setup.guide)} if setup.guide else {}
+            _ENGINES[key] = Engine(load_base_model(setup.spec), setup.adapter_dirs, guide_models=guides)
+        return _ENGINES[key]
+
+
+def build_context(settings: Settings, db: Database, *, tenant: str = "local", llm: Any = "from-settings") -> AgentContext:
+    setup = resolve_base(settings)
+    return AgentContext(
+        db=db,
+        embedder=get_embedder(settings.embedding_model),
+        engine_factory=lambda: engine_for(setup),
+        images_dir=settings.images_dir,
+        adapter_dirs=setup.adapter_dirs,
+        settings=settings,
+        llm=make_chat_model(settings) if llm == "from-settings" else llm,
+        judge=setup.judge_factory() if setup.judge_factory else None,
+        family=setup.family,
+        guidance_scale=setup.guidance_scale,
+        base_models=setup.base_models,
+        tenant=tenant,
+        static_conflicts=setup.conflicts,
+    )

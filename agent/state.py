@@ -1,0 +1,70 @@
+"""The graph's state and its run-scoped context (the parts that do not belong in a checkpoint)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypedDict
+
+from langchain_core.language_models import BaseChatModel
+
+from db import Database
+from generation.engine import Engine
+from tools.embeddings import Embedder
+from tools.inspect import Judge
+
+
+class TurnInput(TypedDict, total=False):
+    """What one turn asks for; the rest of the state is carried over from earlier turns."""
+
+    message: str
+    n_images: int
+    seed: int
+    run_id: str
+
+
+class AgentState(TypedDict, total=False):
+    # this turn
+    message: str
+    run_id: str
+    n_images: int
+    seed: int
+    # carried across turns (checkpointed)
+    history: list[str]
+    plan: dict[str, Any]
+    planner: str
+    candidates: dict[str, list[dict[str, Any]]]
+    picks: dict[str, list[dict[str, Any]]]
+    llm_calls: int
+    # this turn's generation
+    attempt: int
+    dropped: list[int]
+    downweighted: dict[str, float]
+    mixes: list[dict[str, float]]
+    mix_adapters: list[list[int]]
+    findings: list[dict[str, Any]]
+    attempts: list[dict[str, Any]]
+    images: list[dict[str, Any]]
+    nfe: int
+    timings: dict[str, float]
+    answer: str
+
+
+@dataclass
+class AgentContext:
+    """Run-scoped dependencies injected into every node (LangGraph's `Runtime.context`)."""
+
+    db: Database
+    embedder: Embedder
+    engine_factory: Callable[[], Engine]
+    images_dir: Any
+    adapter_dirs: list[Any]
+    settings: Any
+    llm: BaseChatModel | None = None
+    judge: Judge | None = None
+    family: str = "sd15"  # which catalog base models fit the engine (tools/inspect.COMPATIBLE_BASES)
+    guidance_scale: float = 7.5  # the base model's default when settings give none
+    base_models: list[str] | None = None  # retrieval filter: catalog base models the engine can use
+    tenant: str = "local"
+    cancel: threading.Event = field(default_factory=threading.Event)
+    static_conflicts: list[tuple[str, str, str]] = field(default_factory=list)  # (ref, ref, reason)

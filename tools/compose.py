@@ -1,0 +1,46 @@
+"""The composer tool: picked adapters per task -> one adapter mix per image (Stylus's binary masks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from generation.masks import Candidate, Composition, ComposerSettings, Task, compose
+
+DEFAULT_WEIGHT = 0.8  # Stylus's default when neither card nor examples give one
+
+
+def adapter_file(file_hint: str | None, file_name: str | None, adapter_dirs: list[Path]) -> str | None:
+    """The adapter's file as a path relative to one of the adapter folders, if it is there."""
+    for name in (file_hint, file_name):
+        if not name:
+            continue
+        for folder in adapter_dirs:
+            candidate = folder / name
+            if candidate.is_file():
+                return str(candidate)
+    return None
+
+
+def compose_mixes(
+    picks_by_task: dict[str, list[dict]],
+    n_images: int,
+    settings: ComposerSettings,
+    *,
+    seed: int,
+    weight_scale: dict[str, float] | None = None,
+) -> Composition:
+    """Masks per task over its picks (each pick needs a local `file`), drawn per image, seeded."""
+    weight_scale = weight_scale or {}
+    tasks = []
+    for task, picks in picks_by_task.items():
+        candidates = [
+            Candidate(
+                ref=pick["file"],
+                weight=min(4.0, max(0.05, abs(pick.get("weight") or DEFAULT_WEIGHT) * weight_scale.get(pick["ref"], 1.0))),
+                trigger_words=tuple(pick.get("trigger_words") or ()),
+            )
+            for pick in picks
+            if pick.get("file")
+        ]
+        tasks.append(Task(task, tuple(candidates)))
+    return compose(tasks, n_images, settings, seed=seed)

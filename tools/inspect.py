@@ -1,0 +1,168 @@
+"""Inspection before and after sampling: checks that name the adapters they blame, so the agent can retry.
+
+Before: adapters made for another base model, two adapters of one exclusive group (two art styles,
+two characters, conflicting strokes) both at high weight, a total weight that overdrives the model,
+and pairs that failed together in earlier runs. After: black, blank, NaN, saturated or noise-like
+images, near-duplicates within a batch, and prompt fit when a judge is configured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+from PIL import Image
+
+# Base models an adapter's catalog `base_model` may name for each engine family.
+COMPATIBLE_BASES: dict[str, frozenset[str]] = {
+    "sd15": frozenset({"SD 1.5", "SD 1.4", "SD 1.5 LCM", "Other", ""}),
+    "sdxl": frozenset({"SDXL 1.0", "SDXL 0.9", "Pony", "Other", ""}),
+    "digits": frozenset({"Digits 1.0"}),
+}
+EXCLUSIVE_TAGS = frozenset({"character", "celebrity", "art style", "stroke-weight", "orientation"})
+
+
+@dataclass(frozen=True)
+class MixAdapter:
+    """What inspection needs to know about one adapter of a mix."""
+
+    adapter_id: int
+    name: str
+    weight: float
+    base_model: str | None = None
+    tags: tuple[str, ...] = ()
+    category: str | None = None
+
+
+@dataclass
+class Finding:
+    check: str
+    message: str
+    blamed: list[int] = field(default_factory=list)  # adapter ids
+    action: str = "drop"  # drop | downweight | none
+
+    def as_dict(self) -> dict:
+        return {"check": self.check, "message": self.message, "blamed": self.blamed, "action": self.action}
+
+
+@dataclass(frozen=True)
+class InspectionSettings:
+    max_total_weight: float = 2.4
+    exclusive_min_weight: float = 0.5
+    saturated_fraction: float = 0.6
+    min_std: float = 0.02
+    noise_ratio: float = 0.9
+    duplicate_distance: float = 0.01
+
+
+def check_mix(
+    adapters: list[MixAdapter],
+    family: str,
+    settings: InspectionSettings = InspectionSettings(),
+    conflicts: list[tuple[int, int, str]] = (),
+) -> list[Finding]:
+    """Problems with a mix before any sampling; each finding names what to drop or down-weight."""
+    findings: list[Finding] = []
+    allowed = COMPATIBLE_BASES.get(family)
+    for adapter in adapters:
+        if allowed is not None and (adapter.base_model or "") not in allowed:
+            findings.append(Finding("base_model", f"{adapter.name} is made for {adapter.base_model}, not a {family} base", [adapter.adapter_id]))
+    groups: dict[str, list[MixAdapter]] = {}
+    for adapter in adapters:
+        for group in {*(t.lower() for t in adapter.tags), (adapter.category or "").lower()} & EXCLUSIVE_TAGS:
+            groups.setdefault(group, []).append(adapter)
+    for group, members in groups.items():
+        strong = [a for a in members if a.weight >= settings.exclusive_min_weight]
+        if len(strong) > 1:
+            weakest = min(strong, key=lambda a: a.weight)
+            names = " and ".join(a.name for a in strong)
+            findings.append(Finding("exclusive", f"{names} are both '{group}' adapters at high weight", [weakest.adapter_id]))
+    total = sum(abs(a.weight) for a in adapters)
+    if total > settings.max_total_weight:
+        findings.append(Finding("total_weight", f"total adapter weight {total:.2f} exceeds {settings.max_total_weight}",
+                                [a.adapter_id for a in adapters], action="downweight"))
+    ids = {a.adapter_id: a for a in adapters}
+    for a, b, reason in conflicts:
+        if a in ids and b in ids:
+            weaker = min((ids[a], ids[b]), key=lambda x: x.weight)
+            findings.append(Finding("known_conflict", f"{ids[a].name} and {ids[b].name} failed together before ({reason})", [weaker.adapter_id]))
+    return findings
+
+
+def image_problem(image: Image.Image, settings: InspectionSettings = InspectionSettings()) -> str | None:
+    """Why an image is unusable (black, blank, NaN, saturated, noise), or None."""
+    pixels = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    if not np.isfinite(pixels).all():
+        return "contains NaN"
+    if pixels.std() < settings.min_std:
+        return "blank (a single flat colour)" if pixels.mean() > 0.05 else "black"
+    clipped = np.mean((pixels <= 0.01) | (pixels >= 0.99))
+    if clipped > settings.saturated_fraction and pixels.std() > 0.45:
+        return f"saturated ({clipped:.0%} of pixels clipped)"
+    # Noise has neighbouring pixels as different as random pairs; images have smooth regions.
+    neighbour = np.abs(np.diff(pixels, axis=1)).mean() + np.abs(np.diff(pixels, axis=0)).mean()
+    shuffled = np.abs(pixels.ravel() - np.random.default_rng(0).permutation(pixels.ravel())).mean() * 2
+    if shuffled > 0 and neighbour / shuffled > settings.noise_ratio:
+        return "noise-like (no structure)"
+    return None
+
+
+def near_duplicates(images: list[Image.Image], settings: InspectionSettings = InspectionSettings()) -> list[tuple[int, int]]:
+    """Pairs of images in a batch that are practically identical (a collapsed mix)."""
+    arrays = [np.asarray(im.convert("L").resize((32, 32)), dtype=np.float32) / 255.0 for im in images]
+    return [
+        (i, j)
+        for i in range(len(arrays))
+        for j in range(i + 1, len(arrays))
+        if np.abs(arrays[i] - arrays[j]).mean() < settings.duplicate_distance
+    ]
+
+
+class Judge(Protocol):
+    """Prompt fit: does the image show what the prompt asked? Returns None when it does, else a reason."""
+
+    def __call__(self, image: Image.Image, prompt: str) -> str | None: ...
+
+
+def blame_images(failed: list[bool], mixes: list[list[int]]) -> list[int]:
+    """Adapters most associated with failed images: highest failure rate with, minus without, the adapter."""
+    if not any(failed):
+        return []
+    adapters = {a for mix in mixes for a in mix}
+    scores: dict[int, float] = {}
+    for adapter in adapters:
+        with_it = [f for f, mix in zip(failed, mixes) if adapter in mix]
+        without = [f for f, mix in zip(failed, mixes) if adapter not in mix]
+        rate_with = sum(with_it) / len(with_it)
+        rate_without = sum(without) / len(without) if without else 0.0
+        scores[adapter] = rate_with - rate_without
+    top = max(scores.values(), default=0.0)
+    return sorted(a for a, s in scores.items() if s > 0 and s >= top - 1e-9)
+
+
+def inspect_images(
+    images: list[Image.Image],
+    mixes: list[list[int]],
+    prompts: list[str],
+    judge: Judge | Callable[[Image.Image, str], str | None] | None = None,
+    settings: InspectionSettings = InspectionSettings(),
+) -> list[Finding]:
+    """Findings over a batch; a failing image's adapters are blamed by comparison with passing images."""
+    problems: list[str | None] = []
+    for image, prompt in zip(images, prompts):
+        problem = image_problem(image, settings)
+        if problem is None and judge is not None:
+            problem = judge(image, prompt)
+        problems.append(problem)
+    findings: list[Finding] = []
+    failed = [p is not None for p in problems]
+    if any(failed):
+        blamed = blame_images(failed, mixes)
+        detail = "; ".join(f"image {i}: {p}" for i, p in enumerate(problems) if p)
+        findings.append(Finding("images", detail, blamed, action="drop" if blamed else "none"))
+    for i, j in near_duplicates(images, settings):
+        if mixes[i] != mixes[j]:
+            continue  # the same mix with other seeds may legitimately look alike in tiny worlds
+        findings.append(Finding("duplicates", f"images {i} and {j} are near-identical despite different seeds", list(mixes[i]), action="downweight"))
+    return findings

@@ -1,0 +1,104 @@
+"""The sampler tool: run the engine on a composition and store the images under the data directory.
+
+Images are named by the sha256 of their PNG bytes and written atomically, so a crash never leaves a
+half-written file and the same image is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from generation.engine import Engine, GenerationRequest, GenerationResult
+from generation.guidance import GuidanceSettings
+from generation.loop import Progress
+from generation.masks import Composition
+from generation.skipping import SkipSettings
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    steps: int = 30
+    scheduler: str = "ddim"
+    guidance: GuidanceSettings = GuidanceSettings()
+    skipping: SkipSettings = SkipSettings()
+    size: int | None = None
+
+
+@dataclass
+class StoredImage:
+    path: str  # relative to the images folder
+    sha256: str
+    seed: int
+    mix: dict[str, float]
+    nfe: int
+    parameters: str
+    prompt: str
+
+
+def store_png(image: Image.Image, parameters: str, images_dir: Path) -> tuple[str, str]:
+    """Write the PNG (with its A1111 `parameters` chunk) atomically, named by content hash."""
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    relative = f"{digest[:2]}/{digest}.png"
+    target = images_dir / relative
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return relative, digest
+
+
+def sample(
+    engine: Engine,
+    prompt: str,
+    composition: Composition,
+    seeds: list[int],
+    settings: SampleSettings,
+    images_dir: Path,
+    *,
+    negative_prompt: str = "",
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[GenerationResult, list[StoredImage]]:
+    request = GenerationRequest(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        mixes=composition,
+        seeds=seeds,
+        steps=settings.steps,
+        scheduler=settings.scheduler,
+        guidance=settings.guidance,
+        skipping=settings.skipping,
+        height=settings.size,
+        width=settings.size,
+        callback=on_progress,
+        cancel=cancel,
+    )
+    result = engine.generate(request)
+    stored = []
+    for image, seed, mix, nfe, parameters, used_prompt in zip(
+        result.images, result.seeds, result.mixes, result.nfe, result.parameters, result.prompts
+    ):
+        path, digest = store_png(image, parameters, images_dir)
+        stored.append(StoredImage(path, digest, seed, mix, nfe, parameters, used_prompt))
+    return result, stored
