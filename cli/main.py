@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from cli import catalog, evaluate, search
+from cli import catalog, evaluate, generate, search
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Choose and mix LoRA adapters for a prompt.")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(catalog.adapters_app, name="adapters")
 app.command("search")(search.search)
+app.command("generate")(generate.generate)
 app.add_typer(evaluate.app, name="eval")
 
 if __name__ == "__main__":

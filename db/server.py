@@ -21,10 +21,11 @@ class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or started; the message says which one and why."""
 
 
-def start_embedded(pgdata: Path) -> str:
+def start_embedded(pgdata: Path, cleanup_mode: str = "stop") -> str:
     """Start (or reuse) the embedded PostgreSQL 18 + pgvector server in `pgdata` and return its URL.
 
-    The server is shared by every process using the same folder and stopped when the last one exits.
+    The server is shared by every process using the same folder and stopped when the last one exits
+    (`cleanup_mode="delete"` also removes the folder then: for tests).
     """
     os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent / "run"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
@@ -34,7 +35,7 @@ def start_embedded(pgdata: Path) -> str:
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         try:
-            server = get_server(pgdata, cleanup_mode="stop")
+            server = get_server(pgdata, cleanup_mode=cleanup_mode)
         except Exception as exc:  # the package raises bare subprocess errors; give one clear message
             raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     return server.get_uri()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -17,12 +20,18 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """An embedded PostgreSQL 18 + pgvector for the whole session (or LORACLE_TEST_DATABASE_URL)."""
+def server_url() -> str:
+    """An embedded PostgreSQL 18 + pgvector for the whole session (or LORACLE_TEST_DATABASE_URL).
+
+    Its folder is outside pytest's private (0700) temp dir: as root, the server runs as another user.
+    """
     external = os.environ.get("LORACLE_TEST_DATABASE_URL")
     if external:
         return external
-    return start_embedded(tmp_path_factory.mktemp("pg") / "pgdata")
+    folder = Path(tempfile.mkdtemp(prefix="loracle-test-pg-"))
+    folder.chmod(0o755)
+    atexit.register(shutil.rmtree, folder, True)  # registered first, so it runs after the server's own cleanup
+    return start_embedded(folder / "pgdata", cleanup_mode="delete")
 
 
 def _with_dbname(url: str, name: str) -> str:

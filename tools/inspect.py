@@ -126,17 +126,27 @@ class Judge(Protocol):
 
 
 def blame_images(failed: list[bool], mixes: list[list[int]]) -> list[int]:
-    """Adapters most associated with failed images: highest failure rate with, minus without, the adapter."""
+    """Adapters most associated with failed images.
+
+    With some images passing: the adapters whose failure rate with them most exceeds the rate without.
+    With every image failing there is no contrast: blame what all failing images share, else the
+    adapter(s) used most often.
+    """
     if not any(failed):
         return []
     adapters = {a for mix in mixes for a in mix}
+    if all(failed):
+        shared = set.intersection(*(set(m) for m in mixes)) if mixes else set()
+        if shared:
+            return sorted(shared)
+        counts = {a: sum(a in m for m in mixes) for a in adapters}
+        top = max(counts.values(), default=0)
+        return sorted(a for a, c in counts.items() if c == top)
     scores: dict[int, float] = {}
     for adapter in adapters:
         with_it = [f for f, mix in zip(failed, mixes) if adapter in mix]
         without = [f for f, mix in zip(failed, mixes) if adapter not in mix]
-        rate_with = sum(with_it) / len(with_it)
-        rate_without = sum(without) / len(without) if without else 0.0
-        scores[adapter] = rate_with - rate_without
+        scores[adapter] = sum(with_it) / len(with_it) - (sum(without) / len(without) if without else 0.0)
     top = max(scores.values(), default=0.0)
     return sorted(a for a, s in scores.items() if s > 0 and s >= top - 1e-9)
 

@@ -64,3 +64,67 @@ def test_offline_turn_plans_picks_samples_and_records(world, db) -> None:
     with db.connection() as conn:
         run = get_run(conn, state["run_id"])
     assert run["status"] == "done" and len(run["images"]) == 2 and run["nfe"] == state["nfe"] > 0
+
+
+def test_incompatible_mix_is_retried_without_the_blamed_adapter(world, db) -> None:
+    settings, threads = world
+    ctx = build_context(settings, db)
+    ctx.static_conflicts = [("civitai:101", "civitai:103", "cancel each other out")]
+    state = threads.run_turn(ctx, "t-conflict", "a watercolor painting of a red fox", seed=5)
+    assert len(state["attempts"]) == 1
+    [finding] = state["attempts"][0]["findings"]
+    assert finding["check"] == "known_conflict" and len(finding["blamed"]) == 1
+    assert state["dropped"] == finding["blamed"]
+    assert all(finding["blamed"][0] not in image["adapters"] for image in state["images"])
+    assert state["findings"] == []
+    with db.connection() as conn:
+        assert conn.execute("SELECT failures FROM adapter_conflicts").fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize("max_retries", [0, 1])
+def test_retries_stop_at_the_bound(world, db, max_retries: int) -> None:
+    settings, threads = world
+    ctx = build_context(settings.model_copy(update={"max_retries": max_retries}), db)
+    ctx.judge = lambda image, prompt: "never satisfied"
+    state = threads.run_turn(ctx, "t-bound", "a watercolor painting of a red fox in a misty forest", seed=5)
+    assert len(state["attempts"]) == max_retries and state["attempt"] == max_retries
+    assert state["findings"] and "never satisfied" in state["findings"][0]["message"]
+    assert "Still flagged" in state["answer"]
+    with db.connection() as conn:
+        images = conn.execute("SELECT count(*) FROM images WHERE run_id = %s", (state["run_id"],)).fetchone()[0]
+    assert images == 2 * (max_retries + 1)
+
+
+def test_three_turn_refinement_survives_process_restarts(world, db, database_url: str, tmp_path: Path) -> None:
+    """Each turn is a new `loracle generate` process; the thread lives in the Postgres checkpointer."""
+    import os
+    import subprocess
+    import sys
+
+    settings, _ = world
+    env = {**os.environ, "LORACLE_DATABASE_URL": database_url, "LORACLE_HOME": str(settings.home),
+           "LORACLE_BASE_MODEL": "tiny", "LORACLE_ADAPTER_DIRS": json.dumps([str(settings.adapter_dirs[0])]),
+           "LORACLE_STEPS": "3", "LORACLE_N_IMAGES": "2", "LORACLE_SKIP_THRESHOLD": "0"}
+
+    def turn(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "cli.main", "generate", *args, "--json"], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def names(result: dict) -> set[str]:
+        return {p["name"] for ps in result["picks"].values() for p in ps}
+
+    first = turn("a watercolor painting of a red fox in a misty forest", "--seed", "11", "--thread", "fox")
+    assert "Watercolor Wash" in names(first)
+    second = turn("drop the watercolor look, more oil painting", "--thread", "fox")
+    assert "Watercolor Wash" not in names(second) and "Oil Painting" in names(second)
+    assert "Red Fox" in names(second), "the rest of the plan is kept"
+    assert second["plan"]["edits"]["excluded_terms"] == ["watercolor"]
+    third = turn("same picture but at night", "--thread", "fox")
+    assert third["seed"] == second["seed"], "'same picture' keeps the seed"
+    assert "night" in [t["phrase"] for t in third["plan"]["tasks"]]
+    assert "Watercolor Wash" not in names(third), "earlier edits stay in force"
+    with db.connection() as conn:
+        runs = conn.execute("SELECT prompt, status FROM runs WHERE thread_id = 'fox' ORDER BY created_at").fetchall()
+    assert [status for _, status in runs] == ["done"] * 3
