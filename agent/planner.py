@@ -41,7 +41,8 @@ def strip_prompt_syntax(prompt: str) -> str:
     text = re.sub(r":\s*-?\d+(?:\.\d+)?\s*(?=[)\]])", "", text)
     text = re.sub(r"[()\[\]{}]", " ", text)
     text = re.sub(r"\bBREAK\b", ",", text)
-    return re.sub(r"\s+", " ", text).strip()
+    text = re.sub(r"\s+", " ", text)
+    return re.sub(r"\s+,", ",", text).strip(" ,")
 
 
 def is_tag_list(text: str) -> bool:

@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from agent.graph import build_graph
 from agent.state import AgentContext
+from db import Database
 from db.runs import finish_run, start_run
 from generation.loop import GenerationCancelled
 
@@ -96,9 +97,9 @@ class Threads:
         with ctx.db.connection() as conn:
             finish_run(conn, run_id, status=status, **fields)
 
-    def prune(self, ctx: AgentContext, older_than_days: float) -> int:
+    def prune(self, db: Database, older_than_days: float) -> int:
         """Delete threads (checkpoints and runs) whose last run is older than the given age."""
-        with ctx.db.connection() as conn:
+        with db.connection() as conn:
             rows = conn.execute(
                 "SELECT tenant, thread_id FROM runs GROUP BY tenant, thread_id "
                 "HAVING max(created_at) < now() - make_interval(secs => %s)",

@@ -40,3 +40,23 @@ def retrieval(
         except ValueError as exc:
             raise fail(str(exc)) from None
     typer.echo(json.dumps(results, indent=2) if as_json else format_table(results))
+
+
+@app.command("selection")
+def selection(
+    queries: Path = typer.Option(..., "--queries", help="A labelled queries JSONL."),
+    as_json: bool = typer.Option(False, "--json"),
+    limit: int = typer.Option(0, help="Only the first N queries (0 = all)."),
+) -> None:
+    """Precision/recall of the offline planner's final picks vs top-3 dense, and time per graph node."""
+    from agent.runtime import build_context
+    from evals.selection import evaluate_selection, format_selection
+
+    settings = get_settings()
+    if not queries.is_file():
+        raise fail(f"no such queries file: {queries}")
+    with open_database(settings) as db:
+        ctx = build_context(settings.model_copy(update={"base_model": "tiny"}), db, llm=None)
+        ctx.base_models = None  # score against every labelled adapter, whatever its base model
+        results = evaluate_selection(ctx, queries, limit=limit or None, progress=not as_json)
+    typer.echo(json.dumps(results, indent=2) if as_json else format_selection(results))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import catalog, evaluate, generate, search
+from cli import catalog, evaluate, generate, keys, search, serve, threads
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Choose and mix LoRA adapters for a prompt.")
 app.add_typer(catalog.app, name="catalog")
@@ -12,6 +12,9 @@ app.add_typer(catalog.adapters_app, name="adapters")
 app.command("search")(search.search)
 app.command("generate")(generate.generate)
 app.add_typer(evaluate.app, name="eval")
+app.command("serve")(serve.serve)
+app.add_typer(keys.app, name="keys")
+app.add_typer(threads.app, name="threads")
 
 if __name__ == "__main__":
     app()

@@ -128,3 +128,16 @@ def test_three_turn_refinement_survives_process_restarts(world, db, database_url
     with db.connection() as conn:
         runs = conn.execute("SELECT prompt, status FROM runs WHERE thread_id = 'fox' ORDER BY created_at").fetchall()
     assert [status for _, status in runs] == ["done"] * 3
+
+
+def test_old_threads_are_pruned(world, db) -> None:
+    settings, threads = world
+    ctx = build_context(settings, db)
+    threads.run_turn(ctx, "old", "a red fox", seed=1)
+    threads.run_turn(ctx, "new", "a red fox", seed=1)
+    with db.connection() as conn:
+        conn.execute("UPDATE runs SET created_at = now() - interval '40 days' WHERE thread_id = 'old'")
+    assert threads.prune(db, older_than_days=30) == 1
+    assert threads.state("local", "old") == {} and threads.state("local", "new")["history"] == ["a red fox"]
+    with db.connection() as conn:
+        assert conn.execute("SELECT DISTINCT thread_id FROM runs").fetchall() == [("new",)]

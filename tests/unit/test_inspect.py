@@ -1,0 +1,55 @@
+"""Inspection checks on mixes and images, and whom they blame."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from tools.inspect import MixAdapter, blame_images, check_mix, image_problem, inspect_images, near_duplicates
+
+
+def adapter(i: int, weight: float = 0.8, base: str = "SD 1.5", tags: tuple[str, ...] = ()) -> MixAdapter:
+    return MixAdapter(i, f"adapter {i}", weight, base, tags)
+
+
+def test_mix_checks_name_the_adapter_to_blame() -> None:
+    findings = check_mix([adapter(1, base="SDXL 1.0"), adapter(2)], "sd15")
+    assert [(f.check, f.blamed) for f in findings] == [("base_model", [1])]
+    exclusive = check_mix([adapter(1, 0.9, tags=("character",)), adapter(2, 0.6, tags=("Character",))], "sd15")
+    assert [(f.check, f.blamed) for f in exclusive] == [("exclusive", [2])]
+    assert check_mix([adapter(1, 0.9, tags=("character",)), adapter(2, 0.3, tags=("character",))], "sd15") == []
+    heavy = check_mix([adapter(i, 1.0) for i in range(3)], "sd15")
+    assert heavy[0].check == "total_weight" and heavy[0].action == "downweight"
+    known = check_mix([adapter(1, 0.9), adapter(2, 0.5)], "sd15", conflicts=[(1, 2, "muddy")])
+    assert [(f.check, f.blamed) for f in known] == [("known_conflict", [2])]
+
+
+def image(array: np.ndarray) -> Image.Image:
+    return Image.fromarray(array.astype(np.uint8))
+
+
+def test_image_problems() -> None:
+    rng = np.random.default_rng(0)
+    assert image_problem(image(np.zeros((32, 32)))) == "black"
+    assert image_problem(image(np.full((32, 32), 200))).startswith("blank")
+    assert image_problem(image(rng.integers(0, 256, (32, 32)))) == "noise-like (no structure)"
+    assert image_problem(image((rng.random((32, 32)) > 0.5) * 255)) is not None
+    gradient = np.tile(np.linspace(0, 255, 32), (32, 1))
+    assert image_problem(image(gradient)) is None
+
+
+def test_blame_by_contrast_and_when_everything_fails() -> None:
+    assert blame_images([True, False, True, False], [[1, 2], [2], [1], [3]]) == [1]
+    assert blame_images([True, True], [[1, 2], [2, 3]]) == [2]
+    assert blame_images([True, True], [[1], [2]]) == [1, 2]
+    assert blame_images([False, False], [[1], [2]]) == []
+
+
+def test_inspect_images_uses_the_judge_and_finds_duplicates() -> None:
+    good = image(np.tile(np.linspace(0, 255, 32), (32, 1)))
+    other = image(np.tile(np.linspace(0, 255, 32), (32, 1)).T)
+    findings = inspect_images([good, other], [[1], [2]], ["a seven", "a seven"], judge=lambda im, p: "wrong digit" if im is other else None)
+    assert [(f.check, f.blamed) for f in findings] == [("images", [2])]
+    assert near_duplicates([good, good.copy(), other]) == [(0, 1)]
+    same_mix = inspect_images([good, good.copy()], [[1], [1]], ["x", "x"])
+    assert [(f.check, f.blamed) for f in same_mix] == [("duplicates", [1])]
