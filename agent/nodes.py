@@ -16,14 +16,14 @@ from PIL import Image
 
 from agent.edits import read_follow_up
 from agent.plan import Plan
-from agent.planner import SelectionSettings, negative_wishes, select_offline, split_tasks
+from agent.planner import SelectionSettings, negative_wishes, offline_ranking, select_offline, split_tasks
 from agent.selector import LLMFailed, select_with_llm
 from agent.state import AgentContext, AgentState
 from db.catalog import find_adapters, get_adapters
 from db.runs import add_image, known_conflicts, record_conflict
 from db.search import SearchFilters
 from generation.guidance import GuidanceSettings, GuideSpec
-from generation.masks import ComposerSettings
+from generation.masks import ComposerSettings, Composition, Mix
 from generation.skipping import SkipSettings
 from tools.compose import DEFAULT_WEIGHT, adapter_file, compose_mixes
 from tools.inspect import Finding, MixAdapter, check_mix, inspect_images
@@ -80,7 +80,8 @@ def _search(state: AgentState, ctx: AgentContext, texts: list[str]) -> dict[str,
         excluded = [c["id"] for c in find_adapters(conn, [r.split(":", 1)[-1] for r in plan_.edits.excluded]).values()]
         filters = SearchFilters(base_models=ctx.base_models, exclude_tags=ctx.settings.exclude_tags,
                                 exclude_blocklisted=True, exclude_ids=excluded)
-        hits = retrieve_for_tasks(conn, ctx.embedder, texts, strategy="rerank", k=ctx.settings.candidates_per_task,
+        strategy, _ = offline_ranking()  # "learned" when its artifact exists, else "rerank"
+        hits = retrieve_for_tasks(conn, ctx.embedder, texts, strategy=strategy, k=ctx.settings.candidates_per_task,
                                   filters=filters, ef_search=ctx.settings.hnsw_ef_search)
         cards = get_adapters(conn, list({h.adapter_id for items in hits.values() for h in items}))
     terms = [t.lower() for t in plan_.edits.excluded_terms]
@@ -104,8 +105,8 @@ def retrieve(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
 
 def _offline_picks(candidates: dict[str, list[dict]], settings: SelectionSettings) -> dict[str, list[dict]]:
     per_task = {task: items for task, items in candidates.items() if task != WHOLE_PROMPT}
-    if not per_task:  # a one-word prompt: the whole prompt is the task
-        per_task = {WHOLE_PROMPT: candidates.get(WHOLE_PROMPT, [])}
+    if not per_task or settings.whole_prompt:  # a one-word prompt (or calibrated so): the whole prompt is a task
+        per_task = {**per_task, WHOLE_PROMPT: candidates.get(WHOLE_PROMPT, [])}
     scored = {task: [(c["adapter_id"], c["score"]) for c in items] for task, items in per_task.items()}
     chosen = select_offline(scored, settings)
     by_id = {c["adapter_id"]: c for items in per_task.values() for c in items}
@@ -152,7 +153,7 @@ def select(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
             planner = f"offline (the LLM failed: {exc})"
             calls = 1
     if picks is None:
-        picks = _offline_picks(candidates, SelectionSettings())
+        picks = _offline_picks(candidates, offline_ranking()[1])
     picks = _apply_edits(picks, plan_, ctx)
     _emit(runtime, "picks", planner=planner, picks={t: [p["name"] for p in ps] for t, ps in picks.items()})
     timings = {**state.get("timings", {}), "select_s": time.perf_counter() - started}
@@ -257,11 +258,8 @@ def sample_node(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
         steps=ctx.settings.steps, scheduler=ctx.settings.scheduler, guidance=_guidance(ctx, engine),
         skipping=SkipSettings(threshold=ctx.settings.skip_threshold, max_skip=ctx.settings.max_skip),
     )
-    from generation.masks import Composition, Mix
-
-    composition = Composition([Mix.from_dict(m, tuple(t)) for m, t in zip(state["mixes"], state.get("triggers", [[]] * len(state["mixes"])))])
-    n = len(state["mixes"])
-    seeds = [state["seed"] * 16 + i for i in range(n)] if state.get("attempt", 0) == 0 else [state["seed"] * 16 + i for i in range(n)]
+    composition = Composition([Mix.from_dict(m, tuple(t)) for m, t in zip(state["mixes"], state["triggers"])])
+    seeds = [state["seed"] * 16 + i for i in range(len(state["mixes"]))]  # the same seeds on every attempt
 
     def progress(p) -> None:
         _emit(runtime, "progress", step=p.step, steps=p.steps)

@@ -42,6 +42,7 @@ class AgentState(TypedDict, total=False):
     downweighted: dict[str, float]
     mixes: list[dict[str, float]]
     mix_adapters: list[list[int]]
+    triggers: list[list[str]]
     findings: list[dict[str, Any]]
     attempts: list[dict[str, Any]]
     images: list[dict[str, Any]]
