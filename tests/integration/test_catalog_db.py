@@ -10,7 +10,7 @@ import pytest
 
 from db import DatabaseUnavailable, connect
 from db.catalog import count_adapters
-from db.migrate import apply_migrations
+from db.migrate import apply_migrations, migration_files
 from db.search import SearchFilters, dense_search
 from tools.catalog_import import import_catalog
 from tools.retrieve import retrieve, retrieve_for_tasks
@@ -52,7 +52,7 @@ def catalog(tmp_path: Path, db, embedder) -> Path:
     path = write_catalog(tmp_path / "catalog.jsonl")
     report = import_catalog(db, path, embedder)
     assert (report.inserted, report.updated, report.unchanged, len(report.rejected)) == (10, 0, 0, 0)
-    assert report.embedded == 30  # head + full + one example prompt per adapter
+    assert report.embedded == 30  # head + full + the first example prompt per adapter
     return path
 
 
@@ -60,7 +60,7 @@ def test_migrations_are_idempotent(db) -> None:
     with db.connection() as conn:
         assert apply_migrations(conn) == []
         versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
-    assert versions == [(1,)]
+    assert versions == [(version,) for version, _, _ in migration_files()]
 
 
 def test_reimport_unchanged_writes_nothing_and_an_edit_reembeds_only_its_texts(tmp_path: Path, db, embedder, catalog) -> None:

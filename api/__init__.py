@@ -1,0 +1,1 @@
+"""HTTP: OpenAI-compatible and native routes, auth, limits and streaming over the agent."""

@@ -1,0 +1,80 @@
+"""The app factory: `create_app(settings)` wires the service in a lifespan, so tests and `loracle serve`
+build the same app; nothing is opened at import time."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from agent.settings import Settings
+from api.config import ApiConfig
+from api.errors import install_handlers
+from api.metrics import Metrics
+from api.middleware import BodyLimit, RecordMetrics
+from api.routes import adapters, chat, health, images, models, threads
+from api.service import Service
+
+log = logging.getLogger("loracle.api")
+LOCAL_MODE_BANNER = (
+    "LOCAL SINGLE-USER MODE: no API key exists, so every request on this loopback address is served without "
+    "authentication as tenant 'local' (admin). Create a key with `loracle keys create --name NAME` to require keys."
+)
+
+
+def open_service(settings: Settings, config: ApiConfig, *, allow_local: bool, metrics: Metrics, llm: Any) -> Service:
+    """Connect, migrate, import the bundled world's catalog if it is the base, and build the run context."""
+    from agent.runtime import build_context, resolve_base
+    from agent.threads import Threads
+    from db import connect
+    from db.keys import any_active_key
+
+    settings.images_dir.mkdir(parents=True, exist_ok=True)
+    db = connect(settings.database_url, settings.pgdata_dir, max_size=config.workers * 2 + 8)
+    setup = resolve_base(settings)
+    ctx = build_context(settings, db, llm=llm)
+    if setup.catalog is not None and setup.catalog.exists():
+        from tools.catalog_import import import_catalog
+
+        import_catalog(db, setup.catalog, ctx.embedder)
+    service = Service(settings, config, db, Threads(db.url, max_size=config.workers + 2), ctx,
+                      allow_local=allow_local, metrics=metrics)
+    # Fail fast during an outage and recover fast after it: a request waits `db_wait_s` for a connection
+    # (then 503), and the pools stop backing off after as long, so the first request once the database
+    # is back opens a fresh connection instead of waiting out an exponential backoff.
+    for pool in (service.db.pool, service.threads.pool):
+        pool.timeout = pool.reconnect_timeout = config.db_wait_s
+    with db.connection() as conn:
+        if allow_local and not any_active_key(conn):
+            log.warning(LOCAL_MODE_BANNER)
+    return service
+
+
+def create_app(settings: Settings, config: ApiConfig | None = None, *, allow_local: bool = False,
+               llm: Any = "from-settings") -> FastAPI:
+    """The ASGI app. `allow_local`: serve key-less requests while no key exists (only for loopback binds)."""
+    config = config or ApiConfig()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service = await run_in_threadpool(open_service, settings, config, allow_local=allow_local, metrics=metrics, llm=llm)
+        app.state.service = service
+        threading.Thread(target=service.warm_engine, name="loracle-warm", daemon=True).start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.close)
+
+    app = FastAPI(title="loracle", version="0.1.0", lifespan=lifespan,
+                  description="Chat prompts to images by choosing and mixing LoRA adapters; OpenAI-compatible under /v1.")
+    install_handlers(app, on_database_error=lambda: app.state.service.repair_pools())
+    for module in (chat, images, models, threads, adapters, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(RecordMetrics, metrics=metrics)
+    return app

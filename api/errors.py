@@ -1,0 +1,85 @@
+"""Every error as OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the right status.
+
+The official `openai` client turns these into its exception classes, and native clients get the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from db import DatabaseUnavailable
+
+log = logging.getLogger("loracle.api")
+
+TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+         405: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error", 422: "invalid_request_error",
+         429: "rate_limit_error", 499: "cancelled", 503: "service_unavailable"}
+
+
+class ApiError(Exception):
+    """An error a client should see as is."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers or {}
+
+
+def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": TYPES.get(status, "server_error"), "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, code, param), status_code=status, headers=headers)
+
+
+def database_message(exc: BaseException) -> str:
+    return f"the database is unavailable, try again shortly ({exc})"
+
+
+def is_database_error(exc: BaseException) -> bool:
+    return isinstance(exc, (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def install_handlers(app: FastAPI, on_database_error) -> None:
+    """Map validation, HTTP, database and unexpected errors to the one shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.code, exc.param, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        param = ".".join(loc) or None
+        return error_response(400, f"{param + ': ' if param else ''}{first.get('msg', 'invalid value')}",
+                              "invalid_value", param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), None, None, getattr(exc, "headers", None))
+
+    @app.exception_handler(DatabaseUnavailable)
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg.InterfaceError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        on_database_error()
+        return error_response(503, database_message(exc), "database_unavailable", headers={"Retry-After": "5"})
+
+    @app.exception_handler(psycopg.DataError)
+    async def _data(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Input PostgreSQL cannot store (NUL bytes, out-of-range numbers) is the client's to fix.
+        return error_response(400, f"the request holds a value the database cannot store: {exc}", "invalid_value")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); see the server log", "internal_error")

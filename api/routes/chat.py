@@ -1,0 +1,134 @@
+r"""POST /v1/chat/completions: the agent runs on the conversation's last user message.
+
+A thread is continued by (first match wins) the `X-Loracle-Thread` header, `metadata.thread_id`, or the
+`thread: \`ID\`` line loracle puts at the end of every answer, so a stock chat front end that sends the
+history back continues the thread without knowing about it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Annotated, Any, AsyncIterator
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+
+from api import runs
+from api.deps import CallerDep, ServiceDep
+from api.errors import ApiError, error_body
+from api.schemas import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, ErrorResponse, Usage
+from api.service import Service
+from api.sse import KEEPALIVE, frame, sse_response
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+AGENT_MODEL = "loracle"
+THREAD_MARK = re.compile(r"thread: `([A-Za-z0-9_-]{1,64})`")
+THREAD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 503)}
+
+
+def model_ids(service: Service) -> list[str]:
+    return [AGENT_MODEL, service.settings.base_model]
+
+
+def pick_thread(body: ChatCompletionRequest, header: str | None) -> str:
+    chosen = header or (body.metadata or {}).get("thread_id")
+    if chosen:
+        if not THREAD_ID.match(chosen):
+            raise ApiError(400, "the thread id must be 1-64 letters, digits, '_' or '-'", code="invalid_thread",
+                           param="metadata.thread_id")
+        return chosen
+    for message in reversed(body.messages):
+        if message.role == "assistant" and (found := THREAD_MARK.findall(message.text())):
+            return found[-1]
+    return "chat-" + uuid.uuid4().hex[:16]
+
+
+def n_images(body: ChatCompletionRequest) -> int | None:
+    raw = (body.metadata or {}).get("n_images")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise ApiError(400, "metadata.n_images must be a whole number", code="invalid_n", param="metadata.n_images")
+    return int(raw)
+
+
+def describe(event: dict[str, Any]) -> str | None:
+    """A progress event as a line of chat text (None: not worth a line)."""
+    kind = event.get("event")
+    if kind == "plan":
+        return ("Refining the plan: " if event.get("follow_up") else "Planning: ") + "; ".join(event["tasks"])
+    if kind == "picks":
+        names = [n for ns in event["picks"].values() for n in ns]
+        return "Picked: " + (", ".join(names) if names else "no adapters (base model alone)")
+    if kind == "mixes":
+        return f"Composing {event['distinct']} mix(es) for {event['images']} image(s)"
+    if kind == "progress":
+        step, steps = event["step"], event["steps"]
+        return f"Sampling {step}/{steps}" if step in (1, steps) or step % max(1, steps // 4) == 0 else None
+    if kind == "inspection":
+        return "Inspection: " + "; ".join(event["findings"])
+    if kind == "retry":
+        return f"Retrying (attempt {event['attempt'] + 1})"
+    return None
+
+
+def answer_text(service: Service, request: Request, state: dict[str, Any], thread_id: str) -> str:
+    links = [f"![image {i + 1}]({runs.image_url(service, request, image['id'])})" for i, image in enumerate(state["images"])]
+    return "\n\n".join([state["answer"], "\n".join(links), f"thread: `{thread_id}`"])
+
+
+@router.post("/chat/completions", response_model=ChatCompletion, responses=ERRORS,
+             summary="Chat with the agent (stream: SSE chat.completion.chunk frames ending in [DONE])")
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, service: ServiceDep, caller: CallerDep,
+    x_loracle_thread: Annotated[str | None, Header(description="Continue this thread.")] = None,
+):
+    if body.model not in model_ids(service):
+        raise ApiError(404, f"unknown model {body.model!r}; available: {', '.join(model_ids(service))}",
+                       code="model_not_found", param="model")
+    if len(body.messages) > service.config.max_messages:
+        raise ApiError(400, f"at most {service.config.max_messages} messages", code="too_many_messages", param="messages")
+    last = body.messages[-1]
+    if last.role != "user":
+        raise ApiError(400, "the last message must be the user's", code="invalid_messages", param="messages")
+    thread_id = pick_thread(body, x_loracle_thread)
+    handle = await runs.start(service, caller, thread_id, last.text(), n=n_images(body), seed=body.seed)
+    created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
+    headers = {"X-Loracle-Thread": thread_id}
+    if not body.stream:
+        state = await runs.wait(service, handle, request)
+        content = answer_text(service, request, state, thread_id)
+        completion = ChatCompletion(id=completion_id, created=created, model=body.model, thread_id=thread_id,
+                                    choices=[ChatChoice(message=AssistantMessage(content=content))],
+                                    usage=Usage(prompt_tokens=len(last.text().split()), completion_tokens=len(content.split()),
+                                                total_tokens=len(last.text().split()) + len(content.split())))
+        return JSONResponse(completion.model_dump(), headers=headers)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        return frame({"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
+                      "thread_id": thread_id, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    async def body_stream() -> AsyncIterator[str]:
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            async for event in handle.stream(service.config.heartbeat_s):
+                if event is None:
+                    yield KEEPALIVE
+                elif (line := describe(event)) is not None:
+                    yield chunk({"content": line + "\n"})
+            try:
+                state = handle.result.result()
+            except BaseException as exc:  # noqa: BLE001 - OpenAI streams an error object, clients raise it
+                error = runs.as_api_error(service, exc)
+                yield frame(error_body(error.status, error.message, error.code))
+                return
+            yield chunk({"content": "\n" + answer_text(service, request, state, thread_id)})
+            yield chunk({}, finish="stop")
+            yield frame("[DONE]")
+        finally:
+            handle.cancel.set()  # a no-op after the end; cancels the run when the client left early
+
+    return sse_response(body_stream(), headers)

@@ -1,0 +1,115 @@
+"""Native threads and runs: create, read state and history, delete; a run streams the agent's events."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api import runs
+from api.deps import CallerDep, ServiceDep
+from api.errors import ApiError, error_body
+from api.routes.chat import ERRORS
+from api.schemas import RunOut, RunRequest, RunResult, ThreadCreate, ThreadOut, ThreadState
+from api.service import Service
+from api.sse import KEEPALIVE, frame, sse_response
+from db.tenancy import delete_thread, ensure_thread, get_run_for, get_thread, thread_runs
+
+router = APIRouter(tags=["threads"])
+STREAMED = {"plan", "candidates", "picks", "mixes", "progress", "images", "inspection", "retry"}
+SSE_DOC = {200: {"content": {"text/event-stream": {}, "application/json": {"schema": {"$ref": "#/components/schemas/RunResult"}}},
+                 "description": "SSE events (run, plan, candidates, picks, mixes, progress, images, inspection, retry, "
+                                "done, error) or, with stream false, the result."}}
+
+
+def _run_out(service: Service, request: Request, run: dict[str, Any]) -> RunOut:
+    return RunOut(**{**run, "id": str(run["id"]), "images": [runs.image_out(service, request, i) for i in run["images"]]})
+
+
+def _thread_or_404(conn, caller, thread_id: str) -> dict[str, Any]:
+    thread = get_thread(conn, caller.tenant, thread_id)
+    if thread is None:
+        raise ApiError(404, f"no thread {thread_id!r}", code="thread_not_found")
+    return thread
+
+
+@router.post("/threads", response_model=ThreadOut, status_code=201, responses=ERRORS)
+def create_thread(body: ThreadCreate, service: ServiceDep, caller: CallerDep) -> ThreadOut:
+    thread_id = body.id or uuid.uuid4().hex[:16]
+    with service.db.connection() as conn:
+        if not ensure_thread(conn, caller.tenant, thread_id):
+            raise ApiError(409, f"thread {thread_id!r} already exists", code="thread_exists")
+        return ThreadOut(**get_thread(conn, caller.tenant, thread_id))
+
+
+@router.get("/threads/{thread_id}", response_model=ThreadState, responses=ERRORS)
+def read_thread(thread_id: str, request: Request, service: ServiceDep, caller: CallerDep) -> ThreadState:
+    with service.db.connection() as conn:
+        thread = _thread_or_404(conn, caller, thread_id)
+        history = thread_runs(conn, caller.tenant, thread_id)
+    state = service.threads.state(caller.tenant, thread_id)
+    return ThreadState(**thread, history=state.get("history") or [], plan=state.get("plan"), planner=state.get("planner"),
+                       picks=state.get("picks"), seed=state.get("seed"),
+                       runs=[_run_out(service, request, {**r, "thread_id": thread_id}) for r in history])
+
+
+@router.delete("/threads/{thread_id}", status_code=204, responses=ERRORS)
+def remove_thread(thread_id: str, service: ServiceDep, caller: CallerDep) -> Response:
+    """Delete the conversation, its runs and its images (files no other run shares are removed too)."""
+    with service.db.connection() as conn:
+        _thread_or_404(conn, caller, thread_id)
+        orphans = delete_thread(conn, caller.tenant, thread_id)
+    service.threads.delete(caller.tenant, thread_id)
+    for relative in orphans:
+        Path(service.settings.images_dir / relative).unlink(missing_ok=True)
+    return Response(status_code=204)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut, responses=ERRORS)
+def read_run(run_id: str, request: Request, service: ServiceDep, caller: CallerDep) -> RunOut:
+    with service.db.connection() as conn:
+        run = get_run_for(conn, caller.tenant, run_id)
+    if run is None:
+        raise ApiError(404, f"no run {run_id!r}", code="run_not_found")
+    return _run_out(service, request, run)
+
+
+@router.post("/threads/{thread_id}/runs", responses={**SSE_DOC, **ERRORS}, response_model=None,
+             summary="Run one turn on the thread; streams SSE events unless stream is false")
+async def create_run(thread_id: str, body: RunRequest, request: Request, service: ServiceDep, caller: CallerDep):
+    def owned() -> None:
+        with service.db.connection() as conn:
+            _thread_or_404(conn, caller, thread_id)
+
+    await run_in_threadpool(owned)
+    handle = await runs.start(service, caller, thread_id, body.message, n=body.n, seed=body.seed, steps=body.steps)
+
+    def result(state: dict[str, Any]) -> RunResult:
+        return RunResult(run_id=state["run_id"], thread_id=thread_id, answer=state["answer"], planner=state.get("planner"),
+                         plan=state.get("plan"), picks=state.get("picks"), nfe=state.get("nfe", 0),
+                         images=[runs.image_out(service, request, i) for i in state["images"]])
+
+    if not body.stream:
+        return result(await runs.wait(service, handle, request))
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for event in handle.stream(service.config.heartbeat_s):
+                if event is None:
+                    yield KEEPALIVE
+                elif event.get("event") == "run" or event.get("event") in STREAMED:
+                    yield frame(event, event["event"])
+            try:
+                state = handle.result.result()
+            except BaseException as exc:  # noqa: BLE001 - the stream ends with an error event instead
+                error = runs.as_api_error(service, exc)
+                yield frame({**error_body(error.status, error.message, error.code), "status": error.status}, "error")
+                return
+            yield frame(result(state).model_dump(mode="json"), "done")
+        finally:
+            handle.cancel.set()
+
+    return sse_response(events(), {"X-Loracle-Thread": thread_id})

@@ -1,0 +1,101 @@
+"""Starting a run for a request and turning its outcome into HTTP: limits, 429s, cancellation on
+disconnect, and errors mapped to clear 4xx/503 answers. Shared by the chat, images and native routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import psycopg
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import ApiError, database_message, is_database_error
+from api.queue import QueueFull
+from api.schemas import ImageOut
+from api.service import Principal, RunHandle, Service
+from db.tenancy import ensure_thread
+from generation.adapters import AdapterError
+from generation.loop import GenerationCancelled
+
+log = logging.getLogger("loracle.api")
+
+
+def check_limits(service: Service, message: str, n: int | None, steps: int | None, *, param: str = "message") -> None:
+    config = service.config
+    if not message.strip():
+        raise ApiError(400, f"{param} is empty", code="empty_prompt", param=param)
+    if "\x00" in message:
+        raise ApiError(400, f"{param} contains a NUL character", code="invalid_characters", param=param)
+    if len(message) > config.max_prompt_chars:
+        raise ApiError(400, f"{param} is {len(message)} characters; the limit is {config.max_prompt_chars}",
+                       code="prompt_too_long", param=param)
+    if n is not None and not 1 <= n <= config.max_n:
+        raise ApiError(400, f"n must be between 1 and {config.max_n}, got {n}", code="invalid_n", param="n")
+    if steps is not None and not 1 <= steps <= config.max_steps:
+        raise ApiError(400, f"steps must be between 1 and {config.max_steps}, got {steps}", code="invalid_steps",
+                       param="steps")
+
+
+async def start(service: Service, caller: Principal, thread_id: str, message: str, *, n: int | None = None,
+                seed: int | None = None, steps: int | None = None) -> RunHandle:
+    """Validate, make sure the thread is the caller's, and queue the run (429 when there is no room)."""
+    check_limits(service, message, n, steps)
+    if service.engine_error:
+        raise ApiError(503, f"the base model could not be loaded: {service.engine_error}", code="model_unavailable")
+
+    def claim() -> None:
+        with service.db.connection() as conn:
+            ensure_thread(conn, caller.tenant, thread_id)
+
+    await run_in_threadpool(claim)
+    try:
+        return service.start_run(caller, thread_id, message, n_images=n, seed=seed, steps=steps)
+    except QueueFull as exc:
+        service.metrics.rejected.inc()
+        raise ApiError(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None
+
+
+def as_api_error(service: Service, exc: BaseException) -> ApiError:
+    """What a failed run means to the client."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, GenerationCancelled):
+        return ApiError(499, f"the run was cancelled ({exc})", code="cancelled")
+    if is_database_error(exc) or is_database_error(exc.__context__ or exc):
+        service.repair_pools()
+        return ApiError(503, database_message(exc), code="database_unavailable", headers={"Retry-After": "5"})
+    if isinstance(exc, (ValueError, AdapterError, psycopg.DataError)):
+        return ApiError(400, str(exc), code="invalid_request")
+    log.error("run failed", exc_info=exc)
+    return ApiError(500, f"the run failed ({type(exc).__name__}: {exc})"[:500], code="run_failed")
+
+
+async def wait(service: Service, handle: RunHandle, request: Request, poll_s: float = 0.25) -> dict[str, Any]:
+    """The run's final state; cancels it when the client goes away first."""
+    while True:
+        done, _ = await asyncio.wait({handle.result}, timeout=poll_s)
+        if done:
+            break
+        if await request.is_disconnected():
+            handle.cancel.set()
+            raise ApiError(499, "the client disconnected; the run was cancelled", code="cancelled")
+    try:
+        return handle.result.result()
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a clear answer
+        raise as_api_error(service, exc) from None
+
+
+def base_url(service: Service, request: Request) -> str:
+    return (service.config.public_url or str(request.base_url)).rstrip("/")
+
+
+def image_url(service: Service, request: Request, image_id: str) -> str:
+    return f"{base_url(service, request)}/v1/images/files/{image_id}.png?sig={service.signer.sign(str(image_id))}"
+
+
+def image_out(service: Service, request: Request, image: dict[str, Any]) -> ImageOut:
+    return ImageOut(id=str(image["id"]), url=image_url(service, request, str(image["id"])), seed=image["seed"],
+                    sha256=image["sha256"], attempt=image.get("attempt", 0), mix=image.get("mix") or {})

@@ -1,0 +1,137 @@
+"""The service object the routes share: database, threads, the run queue, and starting runs.
+
+A run executes `Threads.run_turn` on a worker thread; its events cross to the event loop through an
+asyncio queue, so a stream can relay them as they happen and a disconnect can set `ctx.cancel`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from agent.settings import Settings
+from agent.state import AgentContext
+from agent.threads import Threads
+from api.config import ApiConfig
+from api.metrics import Metrics
+from api.queue import RunQueue
+from api.signing import Signer
+from db import Database
+from generation.loop import GenerationCancelled
+
+log = logging.getLogger("loracle.api")
+_END = object()
+
+
+@dataclass
+class Principal:
+    """Who is calling: the tenant that owns what they make, and whether they may administer the catalog."""
+
+    tenant: str
+    key_name: str
+    admin: bool = False
+
+
+@dataclass
+class RunHandle:
+    """One run in flight: its events as they come, its final state, and the switch that cancels it."""
+
+    thread_id: str
+    cancel: threading.Event
+    result: asyncio.Future
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+    async def stream(self, heartbeat_s: float) -> AsyncIterator[dict[str, Any] | None]:
+        """Events until the run ends (None every `heartbeat_s` of silence, for keep-alives)."""
+        while True:
+            try:
+                event = await asyncio.wait_for(self.events.get(), heartbeat_s)
+            except asyncio.TimeoutError:
+                yield None
+                continue
+            if event is _END:
+                return
+            yield event
+
+    async def wait(self) -> dict[str, Any]:
+        return await asyncio.shield(self.result)
+
+
+class Service:
+    """Long-lived state of one app: opened in the lifespan, closed at shutdown."""
+
+    def __init__(self, settings: Settings, config: ApiConfig, db: Database, threads: Threads, base_ctx: AgentContext,
+                 *, allow_local: bool, metrics: Metrics) -> None:
+        self.settings, self.config, self.db, self.threads, self.base_ctx = settings, config, db, threads, base_ctx
+        self.allow_local = allow_local
+        self.started_at = int(time.time())
+        self.metrics = metrics
+        self.queue = RunQueue(config.workers, config.queue_size, config.per_tenant)
+        self.signer = Signer.from_home(settings.home, config.secret)
+        self.engine_ready = threading.Event()
+        self.engine_error: str | None = None
+        self._repair = threading.Lock()
+
+    def warm_engine(self) -> None:
+        """Load the base model once, so the first request is not the slow one and /readyz can say so."""
+        try:
+            self.base_ctx.engine_factory()
+            self.engine_ready.set()
+        except Exception as exc:  # a bad model path: readiness reports it, requests fail with the reason
+            self.engine_error = f"{type(exc).__name__}: {exc}"
+            log.error("could not load the base model: %s", self.engine_error)
+
+    def native_size(self) -> int:
+        return int(self.base_ctx.engine_factory().base.sample_size)
+
+    def repair_pools(self) -> None:
+        """After a database error: drop broken pooled connections so the next request gets fresh ones."""
+        def check() -> None:
+            if not self._repair.acquire(blocking=False):
+                return
+            try:
+                for pool in (self.db.pool, self.threads.pool):
+                    try:
+                        pool.check()
+                    except Exception as exc:  # still down; the next error retries
+                        log.warning("database pool check failed: %s", exc)
+            finally:
+                self._repair.release()
+
+        threading.Thread(target=check, name="loracle-pool-check", daemon=True).start()
+
+    def start_run(self, principal: Principal, thread_id: str, message: str, *, n_images: int | None = None,
+                  seed: int | None = None, steps: int | None = None) -> RunHandle:
+        """Queue a turn (QueueFull when there is no room) and return its handle at once."""
+        loop = asyncio.get_running_loop()
+        settings = self.base_ctx.settings if steps is None else self.base_ctx.settings.model_copy(update={"steps": steps})
+        ctx = dataclasses.replace(self.base_ctx, tenant=principal.tenant, cancel=threading.Event(), settings=settings)
+        events: asyncio.Queue = asyncio.Queue()
+
+        def push(event: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        def run() -> dict[str, Any]:
+            return self.threads.run_turn(ctx, thread_id, message, n_images=n_images, seed=seed, on_event=push)
+
+        future = self.queue.submit(principal.tenant, run, ctx.cancel)
+        self.metrics.runs_started.inc()
+
+        def finished(fut: asyncio.Future) -> None:
+            events.put_nowait(_END)
+            exc = fut.exception() if not fut.cancelled() else GenerationCancelled("cancelled")
+            status = "done" if exc is None else "cancelled" if isinstance(exc, GenerationCancelled) else "failed"
+            self.metrics.runs_finished.labels(status).inc()
+
+        future.add_done_callback(finished)
+        return RunHandle(thread_id=thread_id, cancel=ctx.cancel, result=future, events=events)
+
+    def close(self) -> None:
+        self.queue.shutdown()
+        self.threads.close()
+        self.db.close()

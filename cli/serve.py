@@ -1,0 +1,47 @@
+"""`loracle serve`: the HTTP API under uvicorn (OpenAI-compatible under /v1, native routes, metrics)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import typer
+
+from agent.settings import get_settings
+from cli.context import fail
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback requires API keys."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve the agent over HTTP until interrupted."""
+    import uvicorn
+
+    from api.app import LOCAL_MODE_BANNER, create_app
+    from api.config import ApiConfig
+    from cli.context import open_database
+    from db.keys import any_active_key
+
+    settings = get_settings()
+    local = is_loopback(host)
+    with open_database(settings) as db, db.connection() as conn:
+        keys = any_active_key(conn)
+    if not keys and not local:
+        raise fail(f"refusing to serve on {host} without API keys: create one with "
+                   "`loracle keys create --name NAME`, or bind to 127.0.0.1")
+    if not keys:
+        typer.secho(f"WARNING: {LOCAL_MODE_BANNER}", fg=typer.colors.YELLOW, bold=True, err=True)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app = create_app(settings, ApiConfig(), allow_local=local)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

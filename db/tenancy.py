@@ -1,0 +1,72 @@
+"""What the HTTP service asks of the database about ownership: threads per tenant, their runs and images."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+
+def ensure_thread(conn: psycopg.Connection, tenant: str, thread_id: str) -> bool:
+    """Create the thread for this tenant if it is new; True when it was created."""
+    done = conn.execute("INSERT INTO api_threads (tenant, id) VALUES (%s, %s) ON CONFLICT DO NOTHING", (tenant, thread_id))
+    return done.rowcount > 0
+
+
+def get_thread(conn: psycopg.Connection, tenant: str, thread_id: str) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT id, created_at FROM api_threads WHERE tenant = %s AND id = %s",
+                           (tenant, thread_id)).fetchone()
+
+
+def thread_runs(conn: psycopg.Connection, tenant: str, thread_id: str) -> list[dict[str, Any]]:
+    """The thread's runs, oldest first, each with its images (ids and paths)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        runs = cur.execute(
+            "SELECT id, prompt, status, planner, plan, picks, attempts, nfe, timings, error, created_at, finished_at "
+            "FROM runs WHERE tenant = %s AND thread_id = %s ORDER BY created_at", (tenant, thread_id)).fetchall()
+        images = cur.execute(
+            "SELECT id, run_id, attempt, path, sha256, seed, mix, nfe FROM images WHERE tenant = %s AND run_id = ANY(%s) "
+            "ORDER BY created_at", (tenant, [r["id"] for r in runs])).fetchall()
+    for run in runs:
+        run["images"] = [i for i in images if i["run_id"] == run["id"]]
+    return runs
+
+
+def delete_thread(conn: psycopg.Connection, tenant: str, thread_id: str) -> list[str]:
+    """Delete the thread, its runs and image rows; returns image paths no other row still uses."""
+    with conn.transaction():
+        paths = [r[0] for r in conn.execute(
+            "DELETE FROM images WHERE tenant = %s AND run_id IN (SELECT id FROM runs WHERE tenant = %s AND thread_id = %s) "
+            "RETURNING path", (tenant, tenant, thread_id))]
+        conn.execute("DELETE FROM runs WHERE tenant = %s AND thread_id = %s", (tenant, thread_id))
+        conn.execute("DELETE FROM api_threads WHERE tenant = %s AND id = %s", (tenant, thread_id))
+        still_used = {r[0] for r in conn.execute("SELECT path FROM images WHERE path = ANY(%s)", (paths,))}
+    return sorted(set(paths) - still_used)
+
+
+def get_image(conn: psycopg.Connection, image_id: str) -> dict[str, Any] | None:
+    """The image row (any tenant: the caller decides who may see it); None for an unknown or malformed id."""
+    try:
+        key = uuid.UUID(image_id)
+    except ValueError:
+        return None
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT id, tenant, path, sha256 FROM images WHERE id = %s", (key,)).fetchone()
+
+
+def get_run_for(conn: psycopg.Connection, tenant: str, run_id: str) -> dict[str, Any] | None:
+    try:
+        key = uuid.UUID(run_id)
+    except ValueError:
+        return None
+    with conn.cursor(row_factory=dict_row) as cur:
+        run = cur.execute(
+            "SELECT id, thread_id, prompt, status, planner, plan, picks, attempts, nfe, timings, error, created_at, "
+            "finished_at FROM runs WHERE id = %s AND tenant = %s", (key, tenant)).fetchone()
+        if run:
+            run["images"] = cur.execute("SELECT id, attempt, path, sha256, seed, mix, nfe FROM images WHERE run_id = %s "
+                                        "ORDER BY created_at", (key,)).fetchall()
+    return run

@@ -1,0 +1,140 @@
+"""Helpers for the API tests: a tiny catalog with real LoRA files, a fresh database per module, and the
+app under a real uvicorn server on a free loopback port (in a thread of the test process)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import psycopg
+import uvicorn
+
+from agent.settings import Settings
+from api.app import create_app
+from api.config import ApiConfig
+
+STYLES = [
+    ("101", "Watercolor Wash", ["style", "watercolor"], ["wtrclr"]),
+    ("102", "Misty Forest Backgrounds", ["background", "forest", "fog"], ["mistyforest"]),
+    ("103", "Red Fox", ["animal", "fox"], ["redfox"]),
+    ("104", "Oil Painting", ["style", "oil painting"], ["oilpaint"]),
+]
+
+
+def with_dbname(url: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    name = f"test_api_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_dbname(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def build_world(folder: Path, database_url: str, embedder, **overrides) -> Settings:
+    """Adapters on disk, their catalog imported, and Settings for the tiny model (fast runs)."""
+    from db import connect
+    from generation.models import load_base_model
+    from generation.synthetic import write_synthetic_lora
+    from tools.catalog_import import import_catalog
+
+    adapters = folder / "adapters"
+    adapters.mkdir(parents=True)
+    tiny = load_base_model("tiny")
+    lines = []
+    for i, (ext, name, tags, triggers) in enumerate(STYLES):
+        file = adapters / f"lora_{ext}.safetensors"
+        write_synthetic_lora(file, tiny, seed=200 + i)
+        lines.append(json.dumps({"id": int(ext), "name": name, "tags": tags, "trigger_words": triggers,
+                                 "description": f"{name} adapter.", "base_model": "SD 1.5",
+                                 "example_prompts": [f"a picture, {triggers[0]}"], "recommended_weight": 0.9,
+                                 "file": {"name": file.name}}))
+    catalog = folder / "catalog.jsonl"
+    catalog.write_text("\n".join(lines) + "\n")
+    with connect(database_url, folder / "unused-pgdata") as db:
+        import_catalog(db, catalog, embedder)
+    values = dict(home=folder / "home", database_url=database_url, base_model="tiny", adapter_dirs=[adapters], steps=3,
+                  n_images=1, skip_threshold=0.0, max_retries=0)
+    return Settings(**{**values, **overrides})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn serving `create_app(settings, config)` until stopped; `url` is its base URL."""
+
+    def __init__(self, settings: Settings, config: ApiConfig, *, allow_local: bool = False) -> None:
+        self.app = create_app(settings, config, allow_local=allow_local, llm=None)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def service(self):
+        return self.app.state.service
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if not self.thread.is_alive():
+                raise RuntimeError("the server exited during start-up")
+            time.sleep(0.1)
+        raise TimeoutError("the server did not become ready")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def create_key(database_url: str, name: str, *, admin: bool = False, tenant: str | None = None) -> str:
+    from db.keys import create_key as create
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return create(conn, name, tenant=tenant, admin=admin)[1]
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict | str]]:
+    """(event, data) pairs of a streamed response, data parsed as JSON when it is JSON."""
+    event, data = "message", []
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            continue
+        if not line:
+            if data:
+                text = "\n".join(data)
+                try:
+                    yield event, json.loads(text)
+                except json.JSONDecodeError:
+                    yield event, text
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
