@@ -8,12 +8,14 @@ import typer
 
 from agent.settings import get_settings
 from cli.context import fail, open_database
+from cli.refine import refine
 from db.catalog import count_adapters
 from tools.catalog_import import import_catalog
 from tools.embeddings import get_embedder
 
 app = typer.Typer(no_args_is_help=True, help="Import and inspect the adapter catalog.")
 adapters_app = typer.Typer(no_args_is_help=True, help="Adapter files.")
+app.command("refine")(refine)
 
 
 @app.command("import")

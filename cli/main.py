@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import catalog, evaluate, generate, keys, search, serve, threads
+from cli import catalog, evaluate, generate, keys, search, serve, threads, world
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Choose and mix LoRA adapters for a prompt.")
 app.add_typer(catalog.app, name="catalog")
@@ -15,6 +15,7 @@ app.add_typer(evaluate.app, name="eval")
 app.command("serve")(serve.serve)
 app.add_typer(keys.app, name="keys")
 app.add_typer(threads.app, name="threads")
+app.add_typer(world.app, name="world")
 
 if __name__ == "__main__":
     app()

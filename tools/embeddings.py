@@ -44,7 +44,7 @@ class MiniLMEmbedder:
         with self._lock:
             self._model.max_seq_length = max_tokens or self._default_max
             vectors = self._model.encode(
-                texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
+                texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
             )
         return vectors.astype(np.float32)
 

@@ -1,0 +1,52 @@
+"""`loracle catalog refine`: fill refined descriptions, categories, trigger words and weights, then re-embed."""
+
+from __future__ import annotations
+
+import typer
+
+from agent.settings import get_settings
+from cli.context import fail, open_database
+
+
+def refine(
+    llm: bool = typer.Option(False, "--llm", help="Use the chat model (LORACLE_LLM_MODEL); fails if none is configured."),
+    offline: bool = typer.Option(False, "--offline", help="Use the extractive refiner (no network)."),
+    limit: int = typer.Option(0, "--limit", min=0, help="Refine at most N adapters (0 = all that need it)."),
+    only_missing: bool = typer.Option(False, "--only-missing", help="Only adapters never refined."),
+    no_embed: bool = typer.Option(False, "--no-embed", help="Skip re-embedding (run `catalog embed` later)."),
+    max_images: int = typer.Option(3, "--max-images", min=0, help="Example images sent to the model per adapter."),
+) -> None:
+    """Refine adapter docs (Stylus's refiner), with an LLM or offline; resumable, and a rerun costs nothing."""
+    from agent.llm import make_chat_model
+    from tools.refine.job import refine_catalog
+
+    if llm and offline:
+        raise fail("choose one of --llm and --offline")
+    settings = get_settings()
+    chat_model = None if offline else make_chat_model(settings)
+    if llm and chat_model is None:
+        raise fail("--llm needs a chat model: set LORACLE_LLM_MODEL (and OPENAI_API_KEY / OPENAI_BASE_URL)")
+    if chat_model is None and not offline:
+        typer.echo("no LLM configured (LORACLE_LLM_MODEL); using the offline refiner", err=True)
+    with open_database(settings) as db:
+        embedder = None
+        if not no_embed:
+            from tools.embeddings import get_embedder
+
+            embedder = get_embedder(settings.embedding_model)
+        try:
+            report = refine_catalog(
+                db,
+                chat_model=chat_model,
+                embedder=embedder,
+                limit=limit or None,
+                only_missing=only_missing,
+                concurrency=settings.llm_concurrency,
+                max_images=max_images,
+                progress=True,
+            )
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    for note in report.notes:
+        typer.secho(note, fg=typer.colors.YELLOW, err=True)
+    typer.echo(report.summary())

@@ -1,0 +1,205 @@
+"""The world's judge: one small CNN that names the digit, detects each style, and gives features for FD.
+
+Trained on real training digits, each drawn plain or with one or two compatible styles (so the digit is still
+named under any style, and styles are detected in mixes). Scored on held-out real digits. Saved as
+safetensors + JSON (no pickle). The agent's inspection can use it as its "prompt fit" check in this world.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from evals.world.data import Split
+from evals.world.styles import STYLE_NAMES, apply_styles, compatible
+
+FEATURE_DIM = 128
+
+
+class JudgeNet(nn.Module):
+    def __init__(self, n_styles: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.c3 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc = nn.Linear(64 * 4 * 4, FEATURE_DIM)
+        self.digit = nn.Linear(FEATURE_DIM, 10)
+        self.style = nn.Linear(FEATURE_DIM, n_styles)
+        self.drop = nn.Dropout(0.3)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.c2(F.relu(self.c1(x)))), 2)
+        x = F.max_pool2d(F.relu(self.c3(x)), 2)
+        return F.relu(self.fc(x.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.drop(self.features(x))
+        return self.digit(f), self.style(f)
+
+
+def to_tensor(images) -> torch.Tensor:
+    """PIL images (L or RGB) or a tensor in [-1, 1] -> (N, 1, 16, 16) tensor in [-1, 1]."""
+    if isinstance(images, torch.Tensor):
+        return images.float()
+    arr = np.stack([np.asarray(im.convert("L"), dtype=np.float32) for im in images])
+    return torch.from_numpy(arr).unsqueeze(1) / 127.5 - 1
+
+
+@dataclass
+class Judge:
+    net: JudgeNet
+    styles: tuple[str, ...]
+    threshold: float = 0.5
+
+    @torch.no_grad()
+    def _run(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        self.net.eval()
+        return self.net(to_tensor(images))
+
+    def digits(self, images) -> torch.Tensor:
+        """Predicted digit per image."""
+        return self._run(images)[0].argmax(1)
+
+    def style_probs(self, images) -> torch.Tensor:
+        """(N, n_styles) probability that each style is present."""
+        return torch.sigmoid(self._run(images)[1])
+
+    def detect(self, images) -> list[set[str]]:
+        """The set of styles detected in each image."""
+        p = self.style_probs(images) > self.threshold
+        return [{s for s, on in zip(self.styles, row) if on} for row in p.tolist()]
+
+    @torch.no_grad()
+    def features(self, images) -> np.ndarray:
+        self.net.eval()
+        return self.net.features(to_tensor(images)).double().numpy()
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """FD between Gaussians fitted to two feature sets (the FID formula on the judge's features)."""
+    from scipy import linalg
+
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def _random_styles(rng: random.Random, styles: tuple[str, ...]) -> tuple[str, ...]:
+    r = rng.random()
+    if r < 0.3:
+        return ()
+    if r < 0.7:
+        return (rng.choice(styles),)
+    while True:
+        pair = tuple(rng.sample(styles, 2))
+        if compatible(pair):
+            return pair
+
+
+def styled_batch(data: Split, idx: torch.Tensor, rng: random.Random, styles: tuple[str, ...]):
+    """Images of `idx`, each with a random compatible style set, and the multi-hot style targets."""
+    xs, targets = [], torch.zeros(len(idx), len(styles))
+    sets = [_random_styles(rng, styles) for _ in range(len(idx))]
+    for combo in set(sets):
+        rows = [i for i, s in enumerate(sets) if s == combo]
+        xs.append((rows, apply_styles(data.images[idx[rows]], combo)))
+        for i in rows:
+            for s in combo:
+                targets[i, styles.index(s)] = 1
+    x = torch.empty(len(idx), *data.images.shape[1:])
+    for rows, imgs in xs:
+        x[rows] = imgs
+    return x, targets
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Whole-pixel shifts and pixel noise, so generated digits (never pixel-perfect) are judged like real ones.
+    Shifts are whole pixels: interpolated sub-pixel shifts blur every image and hide the "blurred" style."""
+    n = x.shape[0]
+    shifts = torch.randint(-1, 2, (n, 2), generator=gen)
+    padded = F.pad(x, (1, 1, 1, 1), value=-1.0)
+    out = torch.stack([padded[i, :, 1 + dy:17 + dy, 1 + dx:17 + dx] for i, (dy, dx) in enumerate(shifts.tolist())])
+    return (out + 0.05 * torch.randn(out.shape, generator=gen)).clamp(-1, 1)
+
+
+def train_judge(train: Split, held_out: Split, steps: int, seed: int = 0, batch: int = 64, log=print):
+    """Returns the judge and a report with held-out accuracies (plain digits, styled digits, each style)."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    styles = STYLE_NAMES
+    net = JudgeNet(len(styles))
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    losses = []
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = 2e-3 * (0.05 + 0.95 * (1 - step / steps))
+        idx = torch.randint(0, len(train.labels), (batch,), generator=gen)
+        x, y_style = styled_batch(train, idx, rng, styles)
+        d_logits, s_logits = net(_augment(x, gen))
+        loss = F.cross_entropy(d_logits, train.labels[idx]) + F.binary_cross_entropy_with_logits(
+            s_logits, y_style, pos_weight=torch.full((len(styles),), 2.0))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    judge = Judge(net, styles)
+    report = evaluate_judge(judge, held_out)
+    k = max(1, min(20, steps // 5))
+    report.update(steps=steps, seconds=round(time.perf_counter() - t0, 1),
+                  train_loss_first=round(sum(losses[:k]) / k, 4), train_loss_last=round(sum(losses[-k:]) / k, 4))
+    if log:
+        log(f"  judge: held-out real accuracy {report['digit_accuracy_real']:.4f}, styled "
+            f"{report['digit_accuracy_styled']:.4f}, style accuracy {report['style_accuracy_mean']:.4f} "
+            f"({report['seconds']:.0f}s)")
+    return judge, report
+
+
+def evaluate_judge(judge: Judge, held_out: Split, seed: int = 1) -> dict:
+    """Held-out accuracy on plain digits, on styled digits, and per style (present vs absent)."""
+    real = (judge.digits(held_out.images) == held_out.labels).float().mean().item()
+    idx = torch.arange(len(held_out.labels))
+    x, y = styled_batch(held_out, idx, random.Random(seed), judge.styles)
+    styled = (judge.digits(x) == held_out.labels).float().mean().item()
+    pred = (judge.style_probs(x) > judge.threshold).float()
+    per_style = {}
+    for i, s in enumerate(judge.styles):
+        single = apply_styles(held_out.images, [s])
+        tpr = (judge.style_probs(single)[:, i] > judge.threshold).float().mean().item()
+        per_style[s] = {"accuracy_mixed": round((pred[:, i] == y[:, i]).float().mean().item(), 4),
+                        "detected_when_applied": round(tpr, 4)}
+    fpr = (judge.style_probs(held_out.images) > judge.threshold).any(1).float().mean().item()
+    return {
+        "digit_accuracy_real": round(real, 4), "digit_accuracy_styled": round(styled, 4),
+        "style_accuracy_mean": round(float(np.mean([v["accuracy_mixed"] for v in per_style.values()])), 4),
+        "plain_images_with_a_false_style": round(fpr, 4), "per_style": per_style, "n_held_out": len(idx),
+    }
+
+
+def save_judge(judge: Judge, folder: Path, report: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in judge.net.state_dict().items()}, str(folder / "judge.safetensors"))
+    meta = {"styles": list(judge.styles), "threshold": judge.threshold, "feature_dim": FEATURE_DIM,
+            "input": "1x16x16 in [-1, 1] (ink +1)", "report": report or {}}
+    (folder / "judge.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def load_judge(folder: str | Path) -> Judge:
+    folder = Path(folder)
+    meta = json.loads((folder / "judge.json").read_text())
+    net = JudgeNet(len(meta["styles"]))
+    net.load_state_dict(load_file(str(folder / "judge.safetensors")))
+    net.eval()
+    return Judge(net, tuple(meta["styles"]), float(meta["threshold"]))

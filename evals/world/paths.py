@@ -1,0 +1,48 @@
+"""Where the world's artifacts live: one place, so the demo, the agent and the benchmark agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@dataclass(frozen=True)
+class WorldPaths:
+    """Folders and files of one built world (the committed one by default)."""
+
+    root: Path
+
+    @property
+    def base(self) -> Path:  # diffusers folder for generation.models.load_base_model
+        return self.root / "base"
+
+    @property
+    def guide(self) -> Path:  # the weaker model for autoguidance, same layout
+        return self.root / "guide"
+
+    @property
+    def loras(self) -> Path:  # adapter folder (LoRA safetensors, diffusers and kohya layouts)
+        return self.root / "loras"
+
+    @property
+    def catalog(self) -> Path:  # catalog JSONL in the shared catalog's format
+        return self.root / "catalog.jsonl"
+
+    @property
+    def conflicts(self) -> Path:  # pairs of adapters that must not be mixed, with the reason
+        return self.root / "conflicts.json"
+
+    @property
+    def judge(self) -> Path:  # judge.safetensors + judge.json (evals.world.judge.load_judge)
+        return self.root / "judge"
+
+    @property
+    def report(self) -> Path:  # training report: losses, held-out numbers, seconds
+        return self.root / "train_report.json"
+
+
+def world_paths(root: str | Path | None = None) -> WorldPaths:
+    """Paths of the committed world (or of one built elsewhere with `loracle world train --out DIR`)."""
+    return WorldPaths(Path(root) if root is not None else ARTIFACTS)

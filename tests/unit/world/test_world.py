@@ -1,0 +1,127 @@
+"""The digits world: quick build (losses fall, artifacts load through generation/), determinism, the committed
+artifacts (size, formats, judge accuracy), and the small pieces (tokenizer, styles, catalog)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from evals.world.build import build_world
+from evals.world.paths import world_paths
+
+
+@pytest.fixture(scope="module")
+def quick_world(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("world")
+    report = build_world(out, quick=True, log=None)
+    return world_paths(out), report
+
+
+def test_quick_build_losses_fall(quick_world):
+    _, report = quick_world
+    for part in ("base", "guide"):
+        assert report[part]["eval_loss_after"] < report[part]["eval_loss_before"], report[part]
+    for name, r in report["loras"].items():
+        assert r["eval_loss_after"] < r["eval_loss_before"], (name, r)
+    assert report["judge"]["train_loss_last"] < report["judge"]["train_loss_first"]
+
+
+def test_quick_world_loads_and_generates_through_the_engine(quick_world):
+    from generation.engine import Engine, GenerationRequest
+    from generation.guidance import GuidanceSettings, GuideSpec
+    from generation.models import load_base_model
+
+    paths, _ = quick_world
+    base, guide = load_base_model(paths.base, device="cpu"), load_base_model(paths.guide, device="cpu")
+    assert base.pixel_space and base.sample_size == 16 and base.latent_channels == 1
+    engine = Engine(base, [paths.loras], guide_models={"guide": guide})
+    files = sorted(p.stem for p in paths.loras.glob("*.safetensors"))
+    assert {engine.adapters.get(f).source_format for f in files} == {"diffusers", "kohya"}
+    req = GenerationRequest(prompt="a handwritten seven", mixes=[{f: 1.0} for f in files], steps=3, scheduler="ddim",
+                            guidance=GuidanceSettings(kind="auto", scale=1.5, guide=GuideSpec(kind="model", model="guide")))
+    out = engine.generate(req)
+    assert [im.size for im in out.images] == [(16, 16)] * len(files)
+
+
+def test_kohya_and_diffusers_files_give_the_same_model(quick_world, tmp_path: Path):
+    from safetensors.torch import load_file
+
+    from evals.world.modelio import save_lora
+    from generation.engine import Engine, GenerationRequest
+    from generation.models import load_base_model
+
+    paths, _ = quick_world
+    src = next(paths.loras.glob("*_diffusers.safetensors"))
+    peft = {k.removeprefix("unet."): v for k, v in load_file(str(src)).items()}
+    save_lora(tmp_path / "a.safetensors", peft, "diffusers", 8, {})
+    save_lora(tmp_path / "b.safetensors", peft, "kohya", 8, {})
+    engine = Engine(load_base_model(paths.base, device="cpu"), [tmp_path])
+    imgs = [engine.generate(GenerationRequest(prompt="digit 3", mixes=[{n: 1.0}], steps=4, scheduler="ddim")).images[0]
+            for n in ("a", "b")]
+    assert imgs[0].tobytes() == imgs[1].tobytes()
+
+
+def test_catalog_and_conflicts(quick_world):
+    paths, _ = quick_world
+    lines = [json.loads(x) for x in paths.catalog.read_text().splitlines()]
+    assert [e["id"] for e in lines] == [900001, 900002]
+    for e in lines:
+        f = paths.loras / e["file"]["name"]
+        assert hashlib.sha256(f.read_bytes()).hexdigest() == e["file"]["sha256"]
+        assert e["type"] == "LORA" and e["trigger_words"] and e["download_url"] is None
+        assert e["source"] == "loracle/digits-world" and e["stylus_blacklisted"] is False
+    conflicts = json.loads(paths.conflicts.read_text())["conflicts"]
+    assert conflicts[0]["styles"] == ["bold", "thin"] and conflicts[0]["tag"] == "stroke-weight"
+
+
+def test_parts_are_deterministic(tmp_path: Path):
+    digests = []
+    for sub in ("a", "b"):
+        build_world(tmp_path / sub, quick=True, only=("guide",), log=None)
+        digests.append(hashlib.sha256((tmp_path / sub / "guide/unet/diffusion_pytorch_model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_tokenizer_gives_known_words_one_token():
+    from evals.world.data import vocabulary_words
+    from evals.world.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(vocabulary_words())
+    assert tok.convert_ids_to_tokens(tok("a bold, slanted seven").input_ids)[1:-1] == ["a</w>", "bold</w>", ",</w>",
+                                                                                        "slanted</w>", "seven</w>"]
+    assert len(tok("zzqx unknown-ish").input_ids) > 2  # anything still tokenizes, by characters
+
+
+def test_styles_keep_range_and_conflicts():
+    from evals.world.styles import STYLES, apply_styles, compatible
+
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    for s in STYLES:
+        y = apply_styles(x, [s.name])
+        assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    assert not compatible(["bold", "thin"]) and compatible(["slanted", "boxed"])
+
+
+committed = world_paths()
+needs_artifacts = pytest.mark.skipif(not (committed.judge / "judge.safetensors").is_file(), reason="world not built")
+
+
+@needs_artifacts
+def test_committed_artifacts_are_small_and_pickle_free():
+    files = [p for p in committed.root.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 20 * 2**20
+    assert {p.suffix for p in files} <= {".safetensors", ".json", ".jsonl"}
+
+
+@needs_artifacts
+def test_committed_judge_accuracy_on_held_out_digits():
+    from evals.world.data import load_splits
+    from evals.world.judge import load_judge
+
+    _, held_out = load_splits()
+    judge = load_judge(committed.judge)
+    assert (judge.digits(held_out.images) == held_out.labels).float().mean() >= 0.97
