@@ -60,10 +60,10 @@ def generate(
             elif kind == "mixes":
                 bar.set_description(f"composing {event['distinct']} mixes")
             elif kind == "progress":
-                bar.total = event["steps"]
-                bar.n = event["step"]
-                bar.set_description("sampling")
-                bar.refresh()
+                if bar.total != event["steps"]:
+                    bar.reset(total=event["steps"])
+                    bar.set_description("sampling", refresh=False)
+                bar.update(event["step"] - bar.n)
             elif kind == "retry":
                 bar.write(f"retrying (attempt {event['attempt'] + 1}), dropped adapters {event['dropped']}")
             elif kind == "inspection":
