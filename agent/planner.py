@@ -105,6 +105,18 @@ class SelectionSettings:
     relative: float = 0.9  # keep candidates within this fraction of the task's best score
     max_per_task: int = 3
     max_total: int = 6
+    whole_prompt: bool = False  # also score the whole prompt's candidates as one more task
+
+
+def offline_ranking() -> tuple[str, SelectionSettings]:
+    """The retrieval strategy and thresholds for offline selection: the learned reranker with the
+    thresholds calibrated for its scores when its artifact exists (`loracle rank train`), else the
+    hand-weighted reranker with the defaults above."""
+    from tools.learned_rank import available, load_ranker
+
+    if available():
+        return "learned", SelectionSettings(**load_ranker().selection.get("settings", {}))
+    return "rerank", SelectionSettings()
 
 
 def select_offline(scored: dict[str, list[tuple[int, float]]], settings: SelectionSettings) -> dict[str, list[int]]:

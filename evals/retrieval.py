@@ -16,7 +16,7 @@ from db import Database
 from evals.metrics import ndcg_at, percentile, recall_at
 from evals.queries import external_to_row_ids, load_queries
 from tools.embeddings import Embedder
-from tools.retrieve import SearchFilters, _search
+from tools.retrieve import FUSED_LISTS, FUSED_REFINED_LISTS, SearchFilters, _search
 
 KS = (10, 50, 150)
 
@@ -26,6 +26,7 @@ class Variant:
     name: str
     strategy: str
     filtered: bool
+    fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS
 
 
 VARIANTS = (
@@ -35,6 +36,12 @@ VARIANTS = (
     Variant("fused", "fused", False),
     Variant("fused + filter", "fused", True),
     Variant("rerank + filter", "rerank", True),
+    # after `loracle catalog refine`: the refiner's descriptions as one more fused list
+    Variant("fused + refined", "fused", False, FUSED_REFINED_LISTS),
+    Variant("fused + refined + filter", "fused", True, FUSED_REFINED_LISTS),
+    Variant("rerank + refined + filter", "rerank", True, FUSED_REFINED_LISTS),
+    # the learned reranker (tools/learned_rank.py); left out when no artifact exists
+    Variant("learned + filter", "learned", True),
 )
 
 
@@ -48,15 +55,26 @@ def evaluate_retrieval(
     limit: int | None = None,
     ef_search: int = 200,
     progress: bool = False,
+    heldout: bool = False,
 ) -> dict:
-    queries = load_queries(queries_path)[:limit]
+    queries = load_queries(queries_path)
+    if heldout:  # only the queries the learned ranker never saw (its fixed hash split, tools/rank_train.py)
+        from tools.rank_train import is_heldout
+
+        queries = [q for q in queries if is_heldout(q.id)]
+    queries = queries[:limit]
     with db.connection() as conn:
         row_ids = external_to_row_ids(conn)
     labelled = [(q, {row_ids[i] for i in q.labels if i in row_ids}) for q in queries]
     labelled = [(q, rel) for q, rel in labelled if rel]
     vectors = embedder.encode([q.prompt for q, _ in labelled])
-    results = {"queries": len(labelled), "file": str(queries_path), "strategies": []}
+    results = {"queries": len(labelled), "file": str(queries_path) + (" (ranker's held-out split)" if heldout else ""),
+               "strategies": []}
+    from tools.learned_rank import available
+
     for variant in variants:
+        if variant.strategy == "learned" and not available():
+            continue
         filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True) if variant.filtered else SearchFilters()
         recalls = {k: [] for k in KS}
         ndcgs, latencies = [], []
@@ -65,7 +83,9 @@ def evaluate_retrieval(
                 list(zip(labelled, vectors)), desc=variant.name, disable=not progress, leave=False
             ):
                 started = time.perf_counter()
-                hits = _search(conn, embedder, query.prompt, vector, variant.strategy, max(KS), filters, ef_search)
+                hits = _search(
+                    conn, embedder, query.prompt, vector, variant.strategy, max(KS), filters, ef_search, variant.fused_lists
+                )
                 latencies.append((time.perf_counter() - started) * 1000)
                 ranked = [h.adapter_id for h in hits]
                 for k in KS:
@@ -80,10 +100,10 @@ def evaluate_retrieval(
 
 def format_table(results: dict) -> str:
     lines = [f"{results['queries']} labelled queries from {results['file']}"]
-    lines.append(f"{'strategy':<22}{'R@10':>8}{'R@50':>8}{'R@150':>8}{'nDCG@10':>9}{'p50 ms':>9}")
+    lines.append(f"{'strategy':<28}{'R@10':>8}{'R@50':>8}{'R@150':>8}{'nDCG@10':>9}{'p50 ms':>9}")
     for row in results["strategies"]:
         lines.append(
-            f"{row['strategy']:<22}{row['R@10']:>8.3f}{row['R@50']:>8.3f}{row['R@150']:>8.3f}"
+            f"{row['strategy']:<28}{row['R@10']:>8.3f}{row['R@50']:>8.3f}{row['R@150']:>8.3f}"
             f"{row['nDCG@10']:>9.3f}{row['p50_ms']:>9.1f}"
         )
     return "\n".join(lines)

@@ -37,8 +37,15 @@ def plan_and_select(ctx: AgentContext, prompt: str, seed: int = 0) -> tuple[dict
     return state, timings
 
 
-def evaluate_selection(ctx: AgentContext, queries_path: Path, *, limit: int | None = None, progress: bool = False) -> dict:
-    queries = load_queries(queries_path)[:limit]
+def evaluate_selection(
+    ctx: AgentContext, queries_path: Path, *, limit: int | None = None, progress: bool = False, heldout: bool = False
+) -> dict:
+    queries = load_queries(queries_path)
+    if heldout:  # only queries the learned ranker and its thresholds never saw (tools/rank_train.py)
+        from tools.rank_train import is_heldout
+
+        queries = [q for q in queries if is_heldout(q.id)]
+    queries = queries[:limit]
     with ctx.db.connection() as conn:
         row_ids = external_to_row_ids(conn)
     rows = {"offline planner": [], "top-3 dense": []}

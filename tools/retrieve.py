@@ -3,7 +3,8 @@
 Strategies, cheapest first: `dense` (HNSW over the adapter's full text, Stylus's approach and the
 baseline), `head` (name, tags, trigger words), `lexical` (PostgreSQL full text), `fused` (reciprocal
 rank fusion of the dense lists and the lexical list) and `rerank` (fused, then re-scored by
-tools/rerank.py with all of an adapter's evidence).
+tools/rerank.py with all of an adapter's evidence) or `learned` (fused, then re-scored by the model
+trained on real prompt -> LoRA choices, tools/learned_rank.py).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from db.catalog import get_adapters
 from db.search import SearchFilters, dense_search, lexical_search
 from tools.embeddings import Embedder
 
-STRATEGIES = ("dense", "head", "lexical", "fused", "rerank")
-RRF_K = 60
+STRATEGIES = ("dense", "head", "lexical", "fused", "rerank", "learned")
+RRF_K = 30  # k=30 beat 60 and 120 on dev (see evals/)
 # (list name, weight) fused by `fused`; dense lists name a kind of stored vector.
 FUSED_LISTS: tuple[tuple[str, float], ...] = (("full", 1.0), ("head", 1.0), ("prompt", 1.0), ("lexical", 1.0))
-PROMPT_ROWS_PER_ADAPTER = 3  # the example-prompt kind holds up to 3 vectors per adapter
+# The same plus the refiner's descriptions (tools/refine); "refined" is empty until a refine has run.
+FUSED_REFINED_LISTS: tuple[tuple[str, float], ...] = (*FUSED_LISTS, ("refined", 1.0))
+PROMPT_ROWS_PER_ADAPTER = 1  # the example-prompt kind holds one vector per adapter (tools/adapter_texts.py)
 
 __all__ = ["Hit", "SearchFilters", "STRATEGIES", "retrieve", "retrieve_for_tasks"]
 
@@ -92,6 +95,7 @@ def _search(
     k: int,
     filters: SearchFilters,
     ef_search: int,
+    fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
 ) -> list[Hit]:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -101,13 +105,17 @@ def _search(
         fused = [(adapter_id, score, {kind: rank}) for rank, (adapter_id, score) in enumerate(items, start=1)]
     else:
         depth = max(k, 150)
-        lists = {name: _ranked_list(conn, name, query_vector, text, embedder, depth, filters, ef_search) for name, _ in FUSED_LISTS}
-        fused = rrf(lists, dict(FUSED_LISTS))
+        lists = {name: _ranked_list(conn, name, query_vector, text, embedder, depth, filters, ef_search) for name, _ in fused_lists}
+        fused = rrf(lists, dict(fused_lists))
     hits = [Hit(adapter_id, score, evidence={"ranks": ranks}) for adapter_id, score, ranks in fused]
     if strategy == "rerank":
         from tools.rerank import rerank
 
         hits = rerank(conn, embedder, text, query_vector, hits)
+    elif strategy == "learned":  # fused, then the learned reranker (tools/learned_rank.py, `loracle rank train`)
+        from tools.learned_rank import rerank_learned
+
+        hits = rerank_learned(conn, embedder, text, query_vector, hits)
     hits = hits[:k]
     _attach_cards(conn, hits, text)
     return hits

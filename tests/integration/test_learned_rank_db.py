@@ -1,0 +1,62 @@
+"""The learned reranker against the real database and MiniLM, on the tiny catalog of test_catalog_db."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from db.search import SearchFilters, dense_search
+from evals.queries import load_queries
+from tests.integration.test_catalog_db import catalog, write_catalog  # noqa: F401  (fixture)
+from tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker
+from tools.rank_features import INDEX
+from tools.rank_train import attach_features, collect_candidates, export_hgb, fit_hgb
+from tools.retrieve import retrieve
+
+pytestmark = pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="no committed ranker artifact")
+
+
+def test_learned_strategy_scores_and_orders(db, embedder, catalog) -> None:  # noqa: F811
+    with db.connection() as conn:
+        hits = retrieve(conn, embedder, "a watercolor painting of a fox", strategy="learned", k=5)
+        fused = retrieve(conn, embedder, "a watercolor painting of a fox", strategy="fused", k=150)
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
+    assert hits[0].name in ("Watercolor Painting Style", "Red Fox")
+    assert {h.adapter_id for h in hits} <= {h.adapter_id for h in fused}  # a reranking of the fused candidates
+    assert all("fused_score" in h.evidence for h in hits)
+
+
+def test_serving_features_match_the_database(db, embedder, catalog) -> None:  # noqa: F811
+    text = "misty forest, watercolor"
+    vector = embedder.encode([text])[0]
+    with db.connection() as conn:
+        hits = retrieve(conn, embedder, text, strategy="fused", k=150)
+        x = hit_features(conn, embedder.name, text, vector, hits)
+        head = dict(dense_search(conn, embedder.name, "head", vector, 10, SearchFilters(), exact=True))
+        learned = {h.adapter_id: h.score for h in retrieve(conn, embedder, text, strategy="learned", k=150)}
+    assert len(hits) == 10
+    for row, hit in enumerate(hits):
+        assert x[row, INDEX["cos_head"]] == pytest.approx(head[hit.adapter_id], abs=2e-3)  # halfvec rounding
+        assert x[row, INDEX["trigger_phrase"]] == float(hit.name in ("Misty Forest", "Watercolor Painting Style"))
+    # the strategy's scores are the artifact's model applied to exactly these features
+    np.testing.assert_allclose(load_ranker().score(x), [learned[h.adapter_id] for h in hits], rtol=1e-5)
+
+
+def test_training_pipeline_learns_from_labels(db, embedder, catalog, tmp_path: Path) -> None:  # noqa: F811
+    rows = [{"id": f"civitai-image-{i}", "prompt_no_lora": p, "lora_ids": [ext]} for i, (p, ext) in enumerate([
+        ("watercolor fox", 1), ("neon streets at night", 2), ("retro game sprite", 3), ("a fox in the snow", 4),
+        ("knight in japanese armor", 5), ("foggy woods", 7), ("impasto portrait", 8), ("soft washes of paint", 1),
+    ])]
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = collect_candidates(db, embedder, load_queries(path), SearchFilters(exclude_blocklisted=True))
+    assert len(items) == 8 and all(c.labels.sum() == 1 for c in items)  # every label is among the candidates
+    attach_features(db, embedder.name, items)
+    x = np.concatenate([c.features for c in items])
+    y = np.concatenate([c.labels for c in items])
+    model = fit_hgb(np.tile(x, (10, 1)), np.tile(y, 10), max_iter=20)
+    assert export_hgb(model)["trees"] and model.predict_proba(x)[y == 1, 1].mean() > model.predict_proba(x)[y == 0, 1].mean()

@@ -1,0 +1,110 @@
+"""The learned reranker without a database: artifact round-trip, exact scoring, sane features."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.learned_rank import DEFAULT_PATH, ArtifactError, Ranker, load_ranker, save_artifact
+from tools.rank_features import FEATURE_VERSION, FEATURES, INDEX, build_features, card_info
+from tools.rank_train import export_hgb, fit_hgb, is_heldout
+
+
+def _artifact(model: dict) -> dict:
+    return {"format": "loracle-ranker", "version": 1, "feature_version": FEATURE_VERSION, "features": list(FEATURES),
+            "model": model, "selection": None}
+
+
+def _data(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
+    logit = 2 * x[:, 0] - 1.5 * x[:, 5] + x[:, 10] * x[:, 11]
+    return x, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+
+
+def test_gbdt_artifact_round_trip_scores_exactly_like_sklearn(tmp_path: Path) -> None:
+    x, y = _data()
+    model = fit_hgb(x, y, max_iter=40)
+    path = tmp_path / "ranker.json"
+    save_artifact(_artifact(export_hgb(model)), path)
+    ranker = load_ranker(path)
+    test, _ = _data(500, seed=1)
+    test[::7, 3] = np.nan  # missing values follow the trees' missing-value branches
+    np.testing.assert_allclose(ranker.raw(test), model.decision_function(test.astype(np.float64)), atol=1e-5)
+    np.testing.assert_allclose(ranker.score(test), model.predict_proba(test.astype(np.float64))[:, 1], atol=1e-6)
+    assert "pickle" not in path.read_text()[:50] and json.loads(path.read_text())["model"]["type"] == "gbdt"
+
+
+def test_logistic_artifact_scores() -> None:
+    coef = np.zeros(len(FEATURES))
+    coef[2] = 2.0
+    ranker = Ranker(_artifact({"type": "logistic", "mean": [0.0] * len(FEATURES), "scale": [1.0] * len(FEATURES),
+                               "coef": coef.tolist(), "intercept": -1.0}))
+    x = np.zeros((2, len(FEATURES)), dtype=np.float32)
+    x[1, 2] = 1.0
+    np.testing.assert_allclose(ranker.score(x), [1 / (1 + math.e), 1 / (1 + math.exp(-1))], rtol=1e-6)
+
+
+def test_artifact_with_another_feature_list_is_refused() -> None:
+    artifact = _artifact({"type": "logistic", "mean": [0.0], "scale": [1.0], "coef": [1.0], "intercept": 0.0})
+    artifact["features"] = ["cos_head"]
+    with pytest.raises(ArtifactError):
+        Ranker(artifact)
+
+
+def _card(name, tags, triggers, downloads=100, weight=None):
+    return card_info((1, name, tags, triggers, None, "SD 1.5", weight, downloads, 5, 4.5, 10, 2, 500))
+
+
+def test_features_are_sane() -> None:
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=8).astype(np.float32)
+    query /= np.linalg.norm(query)
+    near = query + 0.1 * rng.normal(size=8).astype(np.float32)
+    far = rng.normal(size=8).astype(np.float32)
+    vectors = {(1, "head"): near[None, :] / np.linalg.norm(near), (2, "head"): far[None, :] / np.linalg.norm(far),
+               (1, "prompt"): np.stack([far / np.linalg.norm(far), near / np.linalg.norm(near)])}
+    cards = {1: _card("Watercolor Style", ["style", "watercolor"], ["wtrcolor"], downloads=1000, weight=0.7),
+             2: _card("Pixel Art", ["pixel art", "anime"], [])}
+    text = "a wtrcolor painting of a fox, watercolor"
+    x = build_features(text, query, [1, 2], [{"head": 1, "lexical": 4}, {"full": 2}], [0.05, 0.02], vectors, cards)
+    assert x.shape == (2, len(FEATURES)) and x.dtype == np.float32 and np.isfinite(x).all()
+    f = lambda row, name: float(x[row, INDEX[name]])  # noqa: E731
+    assert f(0, "cos_head") == pytest.approx(float(vectors[(1, "head")][0] @ query), abs=1e-5)
+    assert f(0, "cos_prompt") == pytest.approx(float((vectors[(1, "prompt")] @ query).max()), abs=1e-5)  # best row
+    assert f(0, "cos_head_gap") == 0.0 and f(1, "cos_head_gap") < 0
+    assert (f(0, "has_prompt_vector"), f(1, "has_prompt_vector"), f(1, "cos_prompt")) == (1.0, 0.0, 0.0)
+    assert f(0, "log_rank_head") == 0.0 and f(0, "log_rank_lexical") == pytest.approx(math.log(4))
+    assert f(1, "log_rank_head") == pytest.approx(math.log(300)) and (f(0, "n_lists"), f(1, "n_lists")) == (2, 1)
+    assert (f(0, "trigger_phrase"), f(1, "trigger_phrase")) == (1.0, 0.0)
+    assert f(0, "tag_hits") == 1 and f(1, "tag_hits") == 0  # "watercolor" (the stop-word "style" is ignored)
+    assert f(0, "name_cover") == 1.0 and f(1, "name_cover") == 0.0
+    assert f(0, "log_downloads") == pytest.approx(math.log1p(1000)) and f(0, "has_recommended_weight") == 1.0
+    assert (f(0, "group_style"), f(1, "group_style"), f(1, "group_anime")) == (1.0, 0.0, 1.0)
+    assert f(0, "log_fused_pos") == 0.0 and f(1, "log_fused_pos") == pytest.approx(math.log(2))
+    assert f(0, "query_commas") == 1.0
+
+
+def test_heldout_split_is_fixed_and_proportionate() -> None:
+    dev = [f"coco-{i}" for i in range(4000)]
+    civitai = [f"civitai-image-{i}" for i in range(4000)]
+    assert 0.45 < np.mean([is_heldout(i) for i in dev]) < 0.55
+    assert 0.15 < np.mean([is_heldout(i) for i in civitai]) < 0.25
+    assert [is_heldout(i) for i in dev[:50]] == [is_heldout(i) for i in dev[:50]]
+
+
+@pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="no committed artifact")
+def test_committed_artifact_loads_and_is_calibrated() -> None:
+    ranker = load_ranker(DEFAULT_PATH)
+    assert ranker.meta["features"] == list(FEATURES)
+    assert DEFAULT_PATH.stat().st_size < 2_000_000
+    selection = ranker.selection
+    assert 1.7 <= selection["mean_picks"] <= 2.7 and selection["settings"]["max_per_task"] <= 3
+    x = np.zeros((3, len(FEATURES)), dtype=np.float32)
+    x[1, INDEX["cos_max"]] = x[1, INDEX["cos_head"]] = 0.8
+    scores = ranker.score(x)
+    assert ((scores > 0) & (scores < 1)).all()
