@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import catalog, evaluate, generate, keys, search, serve, threads, world
+from cli import catalog, evaluate, generate, keys, rank, search, serve, threads, world
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Choose and mix LoRA adapters for a prompt.")
 app.add_typer(catalog.app, name="catalog")
@@ -16,6 +16,7 @@ app.command("serve")(serve.serve)
 app.add_typer(keys.app, name="keys")
 app.add_typer(threads.app, name="threads")
 app.add_typer(world.app, name="world")
+app.add_typer(rank.app, name="rank")
 
 if __name__ == "__main__":
     app()
