@@ -108,13 +108,14 @@ class SelectionSettings:
     whole_prompt: bool = False  # also score the whole prompt's candidates as one more task
 
 
-def offline_ranking() -> tuple[str, SelectionSettings]:
-    """The retrieval strategy and thresholds for offline selection: the learned reranker with the
-    thresholds calibrated for its scores when its artifact exists (`loracle rank train`), else the
-    hand-weighted reranker with the defaults above."""
+def offline_ranking(ranker: str = "rerank") -> tuple[str, SelectionSettings]:
+    """The retrieval strategy and thresholds for offline selection. `ranker="learned"` uses the learned
+    reranker with the thresholds calibrated for its scores, when its artifact exists (`loracle rank train`);
+    the default is the hand-weighted reranker, because the learned one still misses obvious matches on
+    small catalogs (see the issue notes)."""
     from tools.learned_rank import available, load_ranker
 
-    if available():
+    if ranker == "learned" and available():
         return "learned", SelectionSettings(**load_ranker().selection.get("settings", {}))
     return "rerank", SelectionSettings()
 
