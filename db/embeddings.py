@@ -80,11 +80,12 @@ def write_embeddings(
 
 def load_vectors(conn: psycopg.Connection, model: str, adapter_ids: list[int]) -> dict[tuple[int, str], np.ndarray]:
     """Stored vectors of the given adapters, stacked per (adapter, kind) as a (positions, dims) array."""
-    rows = conn.execute(
-        "SELECT adapter_id, kind, embedding FROM adapter_embeddings WHERE model = %s AND adapter_id = ANY(%s) "
-        "ORDER BY adapter_id, kind, position",
-        (model, adapter_ids),
-    ).fetchall()
+    with conn.cursor(binary=True) as cur:  # binary halfvecs parse ~10x faster than their text form
+        rows = cur.execute(
+            "SELECT adapter_id, kind, embedding FROM adapter_embeddings WHERE model = %s AND adapter_id = ANY(%s) "
+            "ORDER BY adapter_id, kind, position",
+            (model, adapter_ids),
+        ).fetchall()
     grouped: dict[tuple[int, str], list[np.ndarray]] = {}
     for adapter_id, kind, vector in rows:
         grouped.setdefault((adapter_id, kind), []).append(vector.to_numpy().astype(np.float32))

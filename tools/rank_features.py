@@ -128,7 +128,8 @@ def card_info(row: Sequence) -> CardInfo:
 
 
 def load_cards(conn: psycopg.Connection, adapter_ids: Iterable[int]) -> dict[int, CardInfo]:
-    rows = conn.execute(_CARD_SQL, (list(adapter_ids),)).fetchall()
+    with conn.cursor(binary=True) as cur:
+        rows = cur.execute(_CARD_SQL, (list(adapter_ids),)).fetchall()
     return {row[0]: card_info(row) for row in rows}
 
 
