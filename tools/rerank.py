@@ -30,13 +30,15 @@ def _best_cosine(vectors: dict[tuple[int, str], np.ndarray], adapter_id: int, ki
     return float((stacked @ query).max()) if stacked is not None else 0.0
 
 
-def rerank(conn: psycopg.Connection, embedder: Embedder, text: str, query: np.ndarray, hits: list) -> list:
+def rerank(
+    conn: psycopg.Connection, embedder: Embedder, text: str, query: np.ndarray, hits: list, cards: dict | None = None
+) -> list:
     """Return the hits re-ordered by the evidence score; each hit's evidence records the features."""
     if not hits:
         return hits
     ids = [h.adapter_id for h in hits]
     vectors = load_vectors(conn, embedder.name, ids)
-    cards = get_adapters(conn, ids)
+    cards = cards if cards is not None else get_adapters(conn, ids)
     words = content_words(text)
     for hit in hits:
         card = cards[hit.adapter_id]

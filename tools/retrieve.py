@@ -108,21 +108,23 @@ def _search(
         lists = {name: _ranked_list(conn, name, query_vector, text, embedder, depth, filters, ef_search) for name, _ in fused_lists}
         fused = rrf(lists, dict(fused_lists))
     hits = [Hit(adapter_id, score, evidence={"ranks": ranks}) for adapter_id, score, ranks in fused]
+    cards = None
     if strategy == "rerank":
         from tools.rerank import rerank
 
-        hits = rerank(conn, embedder, text, query_vector, hits)
+        cards = get_adapters(conn, [h.adapter_id for h in hits])  # read once: scored here, attached below
+        hits = rerank(conn, embedder, text, query_vector, hits, cards)
     elif strategy == "learned":  # fused, then the learned reranker (tools/learned_rank.py, `loracle rank train`)
         from tools.learned_rank import rerank_learned
 
         hits = rerank_learned(conn, embedder, text, query_vector, hits)
     hits = hits[:k]
-    _attach_cards(conn, hits, text)
+    _attach_cards(conn, hits, text, cards)
     return hits
 
 
-def _attach_cards(conn: psycopg.Connection, hits: list[Hit], text: str) -> None:
-    cards = get_adapters(conn, [h.adapter_id for h in hits])
+def _attach_cards(conn: psycopg.Connection, hits: list[Hit], text: str, cards: dict | None = None) -> None:
+    cards = cards if cards is not None else get_adapters(conn, [h.adapter_id for h in hits])
     words = set(text.lower().split())
     for hit in hits:
         card = cards[hit.adapter_id]
