@@ -128,7 +128,9 @@ class Judge(Protocol):
 def blame_images(failed: list[bool], mixes: list[list[int]]) -> list[int]:
     """Adapters most associated with failed images.
 
-    With some images passing: the adapters whose failure rate with them most exceeds the rate without.
+    With some images passing: the adapters whose failure rate with them most exceeds the rate without,
+    and only where failures outnumber passes among the images that used them: one unlucky seed out of
+    four with the same mix says nothing against the mix, so dropping its adapters would only hurt.
     With every image failing there is no contrast: blame what all failing images share, else the
     adapter(s) used most often.
     """
@@ -146,7 +148,10 @@ def blame_images(failed: list[bool], mixes: list[list[int]]) -> list[int]:
     for adapter in adapters:
         with_it = [f for f, mix in zip(failed, mixes) if adapter in mix]
         without = [f for f, mix in zip(failed, mixes) if adapter not in mix]
-        scores[adapter] = sum(with_it) / len(with_it) - (sum(without) / len(without) if without else 0.0)
+        rate_with = sum(with_it) / len(with_it)
+        if rate_with <= 0.5:
+            continue
+        scores[adapter] = rate_with - (sum(without) / len(without) if without else 0.0)
     top = max(scores.values(), default=0.0)
     return sorted(a for a, s in scores.items() if s > 0 and s >= top - 1e-9)
 
