@@ -19,14 +19,7 @@ import uvicorn
 from agent.settings import Settings
 from api.app import create_app
 from api.config import ApiConfig
-
-STYLES = [
-    ("101", "Watercolor Wash", ["style", "watercolor"], ["wtrclr"]),
-    ("102", "Misty Forest Backgrounds", ["background", "forest", "fog"], ["mistyforest"]),
-    ("103", "Red Fox", ["animal", "fox"], ["redfox"]),
-    ("104", "Oil Painting", ["style", "oil painting"], ["oilpaint"]),
-]
-
+from tests.integration.tiny_catalog import STYLES, write_tiny_catalog
 
 def with_dbname(url: str, name: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(url)
@@ -49,23 +42,9 @@ def fresh_database(server_url: str) -> Iterator[str]:
 def build_world(folder: Path, database_url: str, embedder, **overrides) -> Settings:
     """Adapters on disk, their catalog imported, and Settings for the tiny model (fast runs)."""
     from db import connect
-    from generation.models import load_base_model
-    from generation.synthetic import write_synthetic_lora
     from tools.catalog_import import import_catalog
 
-    adapters = folder / "adapters"
-    adapters.mkdir(parents=True)
-    tiny = load_base_model("tiny")
-    lines = []
-    for i, (ext, name, tags, triggers) in enumerate(STYLES):
-        file = adapters / f"lora_{ext}.safetensors"
-        write_synthetic_lora(file, tiny, seed=200 + i)
-        lines.append(json.dumps({"id": int(ext), "name": name, "tags": tags, "trigger_words": triggers,
-                                 "description": f"{name} adapter.", "base_model": "SD 1.5",
-                                 "example_prompts": [f"a picture, {triggers[0]}"], "recommended_weight": 0.9,
-                                 "file": {"name": file.name}}))
-    catalog = folder / "catalog.jsonl"
-    catalog.write_text("\n".join(lines) + "\n")
+    adapters, catalog = write_tiny_catalog(folder, STYLES[:4])
     with connect(database_url, folder / "unused-pgdata") as db:
         import_catalog(db, catalog, embedder)
     values = dict(home=folder / "home", database_url=database_url, base_model="tiny", adapter_dirs=[adapters], steps=3,

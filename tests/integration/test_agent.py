@@ -11,34 +11,12 @@ from agent.runtime import build_context
 from agent.settings import Settings
 from agent.threads import Threads
 from db.runs import get_run
-from generation.models import load_base_model
-from generation.synthetic import write_synthetic_lora
+from tests.integration.tiny_catalog import write_tiny_catalog
 from tools.catalog_import import import_catalog
-
-STYLES = [
-    ("101", "Watercolor Wash", ["style", "watercolor"], ["wtrclr"]),
-    ("102", "Misty Forest Backgrounds", ["background", "forest", "fog"], ["mistyforest"]),
-    ("103", "Red Fox", ["animal", "fox"], ["redfox"]),
-    ("104", "Oil Painting", ["style", "oil painting"], ["oilpaint"]),
-    ("105", "Anime Lineart", ["style", "anime"], ["animeline"]),
-]
-
 
 @pytest.fixture
 def world(tmp_path: Path, db, embedder):
-    adapters = tmp_path / "adapters"
-    adapters.mkdir()
-    tiny = load_base_model("tiny")
-    lines = []
-    for i, (ext, name, tags, triggers) in enumerate(STYLES):
-        file = adapters / f"lora_{ext}.safetensors"
-        write_synthetic_lora(file, tiny, seed=200 + i)
-        lines.append(json.dumps({"id": int(ext), "name": name, "tags": tags, "trigger_words": triggers,
-                                 "description": f"{name} adapter.", "base_model": "SD 1.5",
-                                 "example_prompts": [f"a picture, {triggers[0]}"], "recommended_weight": 0.9,
-                                 "file": {"name": file.name}}))
-    catalog = tmp_path / "catalog.jsonl"
-    catalog.write_text("\n".join(lines) + "\n")
+    adapters, catalog = write_tiny_catalog(tmp_path)
     import_catalog(db, catalog, embedder)
     settings = Settings(home=tmp_path / "home", base_model="tiny", adapter_dirs=[adapters], steps=4, n_images=2,
                         skip_threshold=0.0)
