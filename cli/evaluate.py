@@ -91,15 +91,19 @@ def run_all(
     typer.echo(f"run {results['run_id']}: {folder}/report.md")
 
 
-def _load_run(ref: str, db) -> dict:
+def _load_run(ref: str) -> dict:
+    """A run folder, a results.json, or (only then opening the database) a recorded run id."""
     path = Path(ref)
     if path.is_dir():
         path = path / "results.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise fail(f"{path}: not a results.json ({exc})") from None
     from db.evals import get_eval_run
 
-    with db.connection() as conn:
+    with open_database() as db, db.connection() as conn:
         found = get_eval_run(conn, ref)
     if found is None:
         raise fail(f"no eval run {ref!r} (neither a run folder, a results.json nor a recorded run id)")
@@ -116,8 +120,7 @@ def compare_runs(
     """A regression table of A vs B; exits 1 when a chosen metric got worse than the tolerance."""
     from evals.harness.compare import compare, format_rows
 
-    with open_database() as db:
-        a, b = _load_run(run_a, db), _load_run(run_b, db)
+    a, b = _load_run(run_a), _load_run(run_b)
     rows, regressed = compare(a, b, metric or None, tolerance)
     if metric and not any(r["metric"] == m or r["metric"].startswith(m + ".") for m in metric for r in rows):
         raise fail(f"no metric matches {metric} in both runs")
