@@ -44,6 +44,31 @@ def plot_all(results: dict[str, Any], out: Path, cache: dict[str, Any]) -> list[
         written.append(_save(fig, out / "nfe_vs_psnr.png"))
         for name, images in cache.get("sampling_grids", {}).items():
             written.append(_grid(images, out / f"grid_{_slug(name)}.png", name))
+    g = suites.get("guidance", {})
+    if g.get("status") == "ok":
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
+        rows = list(g["metrics"].values())
+        for kind in dict.fromkeys(r["kind"] for r in rows):
+            pts = [r for r in rows if r["kind"] == kind]
+            ax1.plot([r["w"] for r in pts], [r["fd"] for r in pts], marker="o", label=kind)
+            ax2.plot([r["w"] for r in pts], [r["adherence"] for r in pts], marker="o", label=kind)
+        ax1.set(xlabel="guidance weight w", ylabel="FD (lower is better)", title="guidance: FD vs weight")
+        ax2.set(xlabel="guidance weight w", ylabel="adherence", title="guidance: adherence vs weight")
+        ax1.legend()
+        written.append(_save(fig, out / "fd_vs_weight.png"))
+    lat_suite = suites.get("latency", {})
+    if lat_suite.get("status") == "ok":
+        lat = lat_suite["metrics"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        xs = range(len(lat))
+        ax.bar([x - 0.2 for x in xs], [v["p50_s"] for v in lat.values()], width=0.4, label="p50")
+        ax.bar([x + 0.2 for x in xs], [v["p95_s"] for v in lat.values()], width=0.4, label="p95")
+        ax.axhline(lat_suite["stylus_overhead_s"], color="red", linestyle="--", label="Stylus overhead 12.1 s")
+        ax.set_xticks(list(xs), list(lat), rotation=30, fontsize=7)
+        ax.set(ylabel="seconds", title="latency: time per graph node (whole graph)")
+        ax.set_yscale("log")
+        ax.legend()
+        written.append(_save(fig, out / "latency_nodes.png"))
     sel = suites.get("selection", {})
     if sel.get("status") == "ok":
         lat = {k: v for k, v in sel["metrics"]["latency_ms"].items() if k != "total"}

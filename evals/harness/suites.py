@@ -79,3 +79,87 @@ def sampling(ctx: RunContext) -> dict:
     ctx.cache["sampling_grids"] = grids
     return {"metrics": {r["setting"]: {k: r[k] for k in ("nfe", "wall_s", "psnr_vs_full", "adherence", "fd")} for r in rows},
             "rows": rows, "samples": n, "cfg": 1.5}
+
+
+def _world(ctx: RunContext):
+    import torch
+
+    from evals.world.bench import World
+    from evals.world.paths import world_paths
+
+    torch.set_num_threads(1)
+    if ctx.cache.get("world") is None:
+        ctx.cache["world"] = World(world_paths())
+    return ctx.cache["world"]
+
+
+@suite("guidance")
+def guidance(ctx: RunContext) -> dict:
+    """Digits world: none / CFG / autoguidance / both over a sweep of w; FD and adherence per setting."""
+    from generation.guidance import GuidanceSettings, GuideSpec
+
+    world = _world(ctx)
+    n = ctx.options.get("samples") or (20 if ctx.quick else 600)
+    steps = 20
+    ws = (1.25, 2.0) if ctx.quick else (1.25, 1.5, 2.0)
+    guide = GuideSpec(kind="model", model="guide")
+    settings = [("none", 1.0, GuidanceSettings(kind="none", scale=1.0))]
+    for kind in ("cfg", "auto", "both"):
+        settings += [(kind, w, GuidanceSettings(kind=kind, scale=w, guide=guide if kind != "cfg" else GuideSpec()))
+                     for w in ws]
+    metrics = {}
+    for kind, w, g in ctx.progress(settings, desc="guidance"):
+        s = world.sample(n, steps=steps, guidance=g, seed0=100_000 + ctx.seed)
+        metrics[f"{kind} w={w:g}"] = {"kind": kind, "w": w, "fd": round(world.fd(s), 2),
+                                      "adherence": round(world.adherence(s), 4), "wall_s": round(s.seconds, 2)}
+    return {"metrics": metrics, "samples": n, "steps": steps}
+
+
+STYLUS_OVERHEAD_S = 12.1  # Stylus's published mean overhead per prompt (refine + retrieve + compose)
+
+
+@suite("latency")
+def latency(ctx: RunContext) -> dict:
+    """Time per graph node over N prompts through the whole graph (digits world), p50 / p95, vs Stylus's 12.1 s."""
+    import time
+
+    from agent.runtime import build_context
+    from agent.settings import get_settings
+    from agent.threads import Threads
+    from cli.generate import ensure_world_catalog
+    from evals.metrics import percentile
+
+    _world(ctx)
+    db = ctx.cache["db"]
+    settings = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "home", "steps": 20,
+                                                 "n_images": 2})
+    ensure_world_catalog(db, settings)
+    agent = build_context(settings, db, tenant="eval", llm=None)
+    threads = Threads(db.url)
+    prompts = ["a handwritten three, bold", "a slanted seven in a box", "a mirrored two", "a thin five, inverted"]
+    n = ctx.options.get("prompts") or (4 if ctx.quick else 20)
+    per_node: dict[str, list[float]] = {}
+    totals = []
+    try:
+        for i in ctx.progress(range(n), desc="latency"):
+            marks = [time.perf_counter()]
+            names: list[str] = []
+
+            def on_event(event: dict) -> None:
+                if event.get("event") == "node":
+                    names.append(event["node"])
+                    marks.append(time.perf_counter())
+
+            threads.run_turn(agent, f"eval-latency-{ctx.out.name}-{i}", prompts[i % len(prompts)], seed=ctx.seed + i,
+                             on_event=on_event)
+            for name, a, b in zip(names, marks, marks[1:]):
+                per_node.setdefault(name, []).append(b - a)
+            totals.append(marks[-1] - marks[0])
+    finally:
+        threads.close()
+    metrics = {name: {"p50_s": percentile(v, 50), "p95_s": percentile(v, 95)} for name, v in per_node.items()}
+    metrics["total"] = {"p50_s": percentile(totals, 50), "p95_s": percentile(totals, 95)}
+    overhead = [t for t in totals]
+    return {"metrics": metrics, "prompts": n, "stylus_overhead_s": STYLUS_OVERHEAD_S,
+            "note": "node times include sampling (sample node); Stylus's 12.1 s excludes sampling",
+            "max_total_s": max(overhead) if overhead else None}
