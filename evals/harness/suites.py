@@ -163,3 +163,60 @@ def latency(ctx: RunContext) -> dict:
     return {"metrics": metrics, "prompts": n, "stylus_overhead_s": STYLUS_OVERHEAD_S,
             "note": "node times include sampling (sample node); Stylus's 12.1 s excludes sampling",
             "max_total_s": max(overhead) if overhead else None}
+
+
+@suite("composition")
+def composition(ctx: RunContext) -> dict:
+    """Diversity across a batch (unique mixes, mean pairwise judge-feature distance) of the agent's masked
+    mixes, against the same seeds with one adapter (the first pick) on every image and with no adapter."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from agent.runtime import build_context
+    from agent.settings import get_settings
+    from agent.threads import Threads
+    from cli.generate import ensure_world_catalog
+    from evals.world.judge import to_tensor
+    from generation.engine import GenerationRequest
+    from generation.guidance import GuidanceSettings
+
+    world = _world(ctx)
+    db = ctx.cache["db"]
+    n_images = 4 if ctx.quick else 8
+    settings = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "home", "steps": 20,
+                                                 "n_images": n_images, "max_retries": 0})
+    ensure_world_catalog(db, settings)
+    agent = build_context(settings, db, tenant="eval", llm=None)
+    threads = Threads(db.url)
+    prompts = ["a handwritten three, bold and slanted, in a box", "a mirrored seven, inverted, framed"]
+
+    def spread(images: torch.Tensor) -> float:
+        f = torch.as_tensor(np.asarray(world.judge.features(images)), dtype=torch.float32)
+        d = torch.cdist(f, f)
+        k = len(f)
+        return float(d.sum() / (k * (k - 1))) if k > 1 else 0.0
+
+    rows = {"agent mixes": [], "single adapter": [], "no adapter": []}
+    unique = {"agent mixes": [], "single adapter": [], "no adapter": []}
+    try:
+        for i, prompt in enumerate(ctx.progress(prompts, desc="composition")):
+            state = threads.run_turn(agent, f"eval-comp-{ctx.out.name}-{i}", prompt, n_images=n_images, seed=ctx.seed + i)
+            recs = state["images"]
+            imgs = to_tensor([Image.open(settings.images_dir / r["path"]).convert("L") for r in recs])
+            mixes = [r["mix"] for r in recs]
+            first = max(mixes[0], key=mixes[0].get) if mixes[0] else None
+            single = [{first: mixes[0][first]}] * len(mixes) if first else [{}] * len(mixes)
+            seeds = [r["seed"] for r in recs]
+            for name, ms in (("single adapter", single), ("no adapter", [{}] * len(mixes))):
+                out = world.engine.generate(GenerationRequest(prompt=recs[0]["prompt"], mixes=ms, seeds=seeds, steps=20,
+                                                              scheduler="ddim", guidance=GuidanceSettings(kind="cfg", scale=1.5)))
+                rows[name].append(spread(to_tensor(out.images)))
+                unique[name].append(len({tuple(sorted(m.items())) for m in ms}))
+            rows["agent mixes"].append(spread(imgs))
+            unique["agent mixes"].append(len({tuple(sorted(m.items())) for m in mixes}))
+    finally:
+        threads.close()
+    metrics = {name: {"unique_mixes": float(np.mean(unique[name])), "mean_pairwise_distance": float(np.mean(v))}
+               for name, v in rows.items()}
+    return {"metrics": metrics, "prompts": prompts, "images_per_prompt": n_images}
