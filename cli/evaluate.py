@@ -1,9 +1,10 @@
-"""`loracle eval ...`: evaluation suites that print numbers."""
+"""`loracle eval ...`: evaluation suites that print numbers, the harness (`all`) and `compare`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import typer
 
@@ -12,54 +13,119 @@ from cli.context import fail, open_database
 
 app = typer.Typer(no_args_is_help=True, help="Measure retrieval, selection and sampling.")
 
+QUERIES = typer.Option(..., "--queries", help="A labelled queries JSONL (../shared/data/queries format).")
+AS_JSON = typer.Option(False, "--json", help="Print the results as JSON.")
+LIMIT = typer.Option(0, help="Only the first N labelled queries (0 = all).")
+HELDOUT = typer.Option(False, "--heldout", help="Only the learned ranker's held-out queries (its fixed split).")
 
-@app.command("retrieval")
-def retrieval(
-    queries: Path = typer.Option(..., "--queries", help="A labelled queries JSONL (../shared/data/queries format)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    limit: int = typer.Option(0, help="Only the first N labelled queries (0 = all)."),
-    heldout: bool = typer.Option(False, "--heldout", help="Only the learned ranker's held-out queries (its fixed split)."),
-) -> None:
-    """Recall@10/50/150 and nDCG@10 for every strategy, dense baseline first, in one run."""
-    from evals.retrieval import evaluate_retrieval, format_table
-    from tools.embeddings import get_embedder
 
+def _run_labelled(queries: Path, as_json: bool, run: Callable[[Any, Any], dict], fmt: Callable[[dict], str]) -> None:
+    """The option handling retrieval and selection share: check the file, open the database, print."""
     settings = get_settings()
     if not queries.is_file():
         raise fail(f"no such queries file: {queries}")
     with open_database(settings) as db:
         try:
-            results = evaluate_retrieval(
-                db,
-                get_embedder(settings.embedding_model),
-                queries,
-                exclude_tags=settings.exclude_tags,
-                limit=limit or None,
-                ef_search=settings.hnsw_ef_search,
-                progress=not as_json,
-                heldout=heldout,
-            )
+            results = run(settings, db)
         except ValueError as exc:
             raise fail(str(exc)) from None
-    typer.echo(json.dumps(results, indent=2) if as_json else format_table(results))
+    typer.echo(json.dumps(results, indent=2) if as_json else fmt(results))
+
+
+@app.command("retrieval")
+def retrieval(queries: Path = QUERIES, as_json: bool = AS_JSON, limit: int = LIMIT, heldout: bool = HELDOUT) -> None:
+    """Recall@10/50/150 and nDCG@10 for every strategy, dense baseline first, in one run."""
+    from evals.retrieval import evaluate_retrieval, format_table
+    from tools.embeddings import get_embedder
+
+    def run(settings, db) -> dict:
+        return evaluate_retrieval(db, get_embedder(settings.embedding_model), queries, exclude_tags=settings.exclude_tags,
+                                  limit=limit or None, ef_search=settings.hnsw_ef_search, progress=not as_json,
+                                  heldout=heldout)
+
+    _run_labelled(queries, as_json, run, format_table)
 
 
 @app.command("selection")
-def selection(
-    queries: Path = typer.Option(..., "--queries", help="A labelled queries JSONL."),
-    as_json: bool = typer.Option(False, "--json"),
-    limit: int = typer.Option(0, help="Only the first N queries (0 = all)."),
-    heldout: bool = typer.Option(False, "--heldout", help="Only the learned ranker's held-out queries (its fixed split)."),
-) -> None:
+def selection(queries: Path = QUERIES, as_json: bool = AS_JSON, limit: int = LIMIT, heldout: bool = HELDOUT) -> None:
     """Precision/recall of the offline planner's final picks vs top-3 dense, and time per graph node."""
     from agent.runtime import build_context
     from evals.selection import evaluate_selection, format_selection
 
-    settings = get_settings()
-    if not queries.is_file():
-        raise fail(f"no such queries file: {queries}")
-    with open_database(settings) as db:
+    def run(settings, db) -> dict:
         ctx = build_context(settings.model_copy(update={"base_model": "tiny"}), db, llm=None)
         ctx.base_models = None  # score against every labelled adapter, whatever its base model
-        results = evaluate_selection(ctx, queries, limit=limit or None, progress=not as_json, heldout=heldout)
-    typer.echo(json.dumps(results, indent=2) if as_json else format_selection(results))
+        return evaluate_selection(ctx, queries, limit=limit or None, progress=not as_json, heldout=heldout)
+
+    _run_labelled(queries, as_json, run, format_selection)
+
+
+@app.command("all")
+def run_all(
+    quick: bool = typer.Option(False, "--quick", help="Small slices and sample counts (minutes on 2 cores)."),
+    suites: str = typer.Option("", "--suites", help="Comma-separated suites (default: all registered)."),
+    out: Path = typer.Option(Path("eval-runs"), "--out", help="Folder that gets one sub-folder per run."),
+    queries: Path | None = typer.Option(None, "--queries", help="Labelled queries over the full catalog (default: a slice)."),
+    limit: int = typer.Option(0, help="Only the first N labelled queries (0 = all)."),
+    samples: int = typer.Option(0, help="Images per sampler setting (0 = 20 quick / 200 full)."),
+    seed: int = typer.Option(0, help="Base seed."),
+) -> None:
+    """Run the suites into OUT/RUN_ID (results.json, report.md, PNG plots) and record the run."""
+    from evals.harness.registry import SUITES
+    from evals.harness.run import run_harness
+
+    names = [s.strip() for s in suites.split(",") if s.strip()] or None
+    if names:
+        import evals.harness.suites  # noqa: F401
+
+        unknown = [n for n in names if n not in SUITES]
+        if unknown:
+            raise fail(f"unknown suites {unknown}; known: {', '.join(sorted(SUITES))}")
+    if queries is not None and not queries.is_file():
+        raise fail(f"no such queries file: {queries}")
+    options = {k: v for k, v in {"queries": queries, "limit": limit or None, "samples": samples or None}.items() if v}
+    with open_database() as db:
+        results, folder = run_harness(db, out, suites=names, quick=quick, seed=seed, options=options)
+    for name, s in results["suites"].items():
+        typer.echo(f"{name:<12} {s['status']:<7} {s['seconds']:>7.1f} s" + (f"  {s['error']}" if s["status"] != "ok" else ""))
+    typer.echo(f"run {results['run_id']}: {folder}/report.md")
+
+
+def _load_run(ref: str) -> dict:
+    """A run folder, a results.json, or (only then opening the database) a recorded run id."""
+    path = Path(ref)
+    if path.is_dir():
+        path = path / "results.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise fail(f"{path}: not a results.json ({exc})") from None
+    from db.evals import get_eval_run
+
+    with open_database() as db, db.connection() as conn:
+        found = get_eval_run(conn, ref)
+    if found is None:
+        raise fail(f"no eval run {ref!r} (neither a run folder, a results.json nor a recorded run id)")
+    return found
+
+
+@app.command("compare")
+def compare_runs(
+    run_a: str = typer.Argument(..., help="Baseline: a run id, a run folder or a results.json."),
+    run_b: str = typer.Argument(..., help="Candidate, the same way."),
+    metric: list[str] = typer.Option([], "--metric", help="Metric (or prefix, e.g. retrieval.fused) to gate on; repeatable."),
+    tolerance: float = typer.Option(0.0, "--tolerance", help="How much worse (absolute) a metric may get."),
+) -> None:
+    """A regression table of A vs B; exits 1 when a chosen metric got worse than the tolerance."""
+    from evals.harness.compare import compare, format_rows
+
+    a, b = _load_run(run_a), _load_run(run_b)
+    rows, regressed = compare(a, b, metric or None, tolerance)
+    if metric and not any(r["metric"] == m or r["metric"].startswith(m + ".") for m in metric for r in rows):
+        raise fail(f"no metric matches {metric} in both runs")
+    typer.echo(format_rows(rows))
+    if regressed:
+        typer.echo(f"REGRESSED ({len(regressed)}, tolerance {tolerance}): {', '.join(regressed)}")
+        raise typer.Exit(1)
+    typer.echo("no regression")

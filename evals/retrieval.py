@@ -56,6 +56,7 @@ def evaluate_retrieval(
     ef_search: int = 200,
     progress: bool = False,
     heldout: bool = False,
+    source: str = "civitai",
 ) -> dict:
     queries = load_queries(queries_path)
     if heldout:  # only the queries the learned ranker never saw (its fixed hash split, tools/rank_train.py)
@@ -64,7 +65,7 @@ def evaluate_retrieval(
         queries = [q for q in queries if is_heldout(q.id)]
     queries = queries[:limit]
     with db.connection() as conn:
-        row_ids = external_to_row_ids(conn)
+        row_ids = external_to_row_ids(conn, source)
     labelled = [(q, {row_ids[i] for i in q.labels if i in row_ids}) for q in queries]
     labelled = [(q, rel) for q, rel in labelled if rel]
     vectors = embedder.encode([q.prompt for q, _ in labelled])

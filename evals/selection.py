@@ -38,7 +38,8 @@ def plan_and_select(ctx: AgentContext, prompt: str, seed: int = 0) -> tuple[dict
 
 
 def evaluate_selection(
-    ctx: AgentContext, queries_path: Path, *, limit: int | None = None, progress: bool = False, heldout: bool = False
+    ctx: AgentContext, queries_path: Path, *, limit: int | None = None, progress: bool = False, heldout: bool = False,
+    source: str = "civitai",
 ) -> dict:
     queries = load_queries(queries_path)
     if heldout:  # only queries the learned ranker and its thresholds never saw (tools/rank_train.py)
@@ -47,7 +48,7 @@ def evaluate_selection(
         queries = [q for q in queries if is_heldout(q.id)]
     queries = queries[:limit]
     with ctx.db.connection() as conn:
-        row_ids = external_to_row_ids(conn)
+        row_ids = external_to_row_ids(conn, source)
     rows = {"offline planner": [], "top-3 dense": []}
     per_node: dict[str, list[float]] = {n: [] for n in NODES}
     totals, n_picks = [], []

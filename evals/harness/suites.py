@@ -1,0 +1,222 @@
+"""The registered suites. Each returns {"metrics": {...numbers compare can diff...}, ...details}."""
+
+from __future__ import annotations
+
+from evals.harness.registry import RunContext, suite
+
+
+def _catalog(ctx: RunContext):
+    """The scratch database with the labelled catalog imported once per run."""
+    if "catalog" not in ctx.cache:
+        from evals.harness.catalog_slice import labelled_catalog
+        from tools.catalog_import import import_catalog
+        from tools.embeddings import get_embedder
+
+        labelled = labelled_catalog(ctx.out / "data", quick=ctx.quick, queries=ctx.options.get("queries"))
+        report = import_catalog(ctx.cache["db"], labelled.catalog, get_embedder())
+        ctx.cache["catalog"] = labelled
+        ctx.cache["catalog_summary"] = report.summary()
+    return ctx.cache["catalog"]
+
+
+@suite("retrieval")
+def retrieval(ctx: RunContext) -> dict:
+    """Recall@K and nDCG@10 per strategy, the dense baseline first."""
+    from agent.settings import get_settings
+    from evals.retrieval import evaluate_retrieval
+    from tools.embeddings import get_embedder
+
+    labelled = _catalog(ctx)
+    settings = get_settings()
+    res = evaluate_retrieval(ctx.cache["db"], get_embedder(), labelled.queries, exclude_tags=settings.exclude_tags,
+                             limit=ctx.options.get("limit"), progress=True, source=labelled.source)
+    metrics = {row["strategy"]: {k: v for k, v in row.items() if k != "strategy"} for row in res["strategies"]}
+    return {"metrics": metrics, "queries": res["queries"], "catalog": labelled.description}
+
+
+@suite("selection")
+def selection(ctx: RunContext) -> dict:
+    """The offline planner's picks against the labels, next to top-3 dense; ms per node."""
+    from agent.runtime import build_context
+    from agent.settings import get_settings
+    from evals.selection import evaluate_selection
+
+    labelled = _catalog(ctx)
+    settings = get_settings().model_copy(update={"base_model": "tiny"})
+    agent = build_context(settings, ctx.cache["db"], llm=None)
+    agent.base_models = None
+    res = evaluate_selection(agent, labelled.queries, limit=ctx.options.get("limit"), progress=True, source=labelled.source)
+    return {"metrics": {"methods": res["methods"], "latency_ms": res["latency_ms"]}, "queries": res["queries"],
+            "catalog": labelled.description}
+
+
+@suite("sampling")
+def sampling(ctx: RunContext) -> dict:
+    """Digits world: NFE, wall time, PSNR against the full-step run, adherence and FD per sampler setting."""
+    import torch
+
+    from evals.world.bench import World, _cfg, psnr
+    from evals.world.paths import world_paths
+    from generation.skipping import SkipSettings
+
+    torch.set_num_threads(1)
+    world = ctx.cache.setdefault("world", None) or World(world_paths())
+    ctx.cache["world"] = world
+    n = ctx.options.get("samples") or (20 if ctx.quick else 200)
+    full = 50
+    settings = [("ddim", full, 0.0), ("ddim", 20, 0.0), ("ddim", full, 0.02), ("ddim", full, 0.05)]
+    rows, grids = [], {}
+    ref = None
+    for scheduler, steps, thr in ctx.progress(settings, desc="sampling"):
+        s = world.sample(n, steps=steps, guidance=_cfg(1.5), skipping=SkipSettings(threshold=thr), seed0=ctx.seed)
+        ref = ref if ref is not None else s
+        name = f"{scheduler} {steps} steps" + (f" skip {thr}" if thr else "")
+        rows.append({"setting": name, "scheduler": scheduler, "steps": steps, "threshold": thr,
+                     "nfe": round(float(s.evals.mean()), 2), "wall_s": round(s.seconds, 2),
+                     "psnr_vs_full": round(psnr(s.images, ref.images), 2), "adherence": round(world.adherence(s), 4),
+                     "fd": round(world.fd(s), 2)})
+        grids[name] = s.images[:20]
+    ctx.cache["sampling_grids"] = grids
+    return {"metrics": {r["setting"]: {k: r[k] for k in ("nfe", "wall_s", "psnr_vs_full", "adherence", "fd")} for r in rows},
+            "rows": rows, "samples": n, "cfg": 1.5}
+
+
+def _world(ctx: RunContext):
+    import torch
+
+    from evals.world.bench import World
+    from evals.world.paths import world_paths
+
+    torch.set_num_threads(1)
+    if ctx.cache.get("world") is None:
+        ctx.cache["world"] = World(world_paths())
+    return ctx.cache["world"]
+
+
+@suite("guidance")
+def guidance(ctx: RunContext) -> dict:
+    """Digits world: none / CFG / autoguidance / both over a sweep of w; FD and adherence per setting."""
+    from generation.guidance import GuidanceSettings, GuideSpec
+
+    world = _world(ctx)
+    n = ctx.options.get("samples") or (20 if ctx.quick else 600)
+    steps = 20
+    ws = (1.25, 2.0) if ctx.quick else (1.25, 1.5, 2.0)
+    guide = GuideSpec(kind="model", model="guide")
+    settings = [("none", 1.0, GuidanceSettings(kind="none", scale=1.0))]
+    for kind in ("cfg", "auto", "both"):
+        settings += [(kind, w, GuidanceSettings(kind=kind, scale=w, guide=guide if kind != "cfg" else GuideSpec()))
+                     for w in ws]
+    metrics = {}
+    for kind, w, g in ctx.progress(settings, desc="guidance"):
+        s = world.sample(n, steps=steps, guidance=g, seed0=100_000 + ctx.seed)
+        metrics[f"{kind} w={w:g}"] = {"kind": kind, "w": w, "fd": round(world.fd(s), 2),
+                                      "adherence": round(world.adherence(s), 4), "wall_s": round(s.seconds, 2)}
+    return {"metrics": metrics, "samples": n, "steps": steps}
+
+
+STYLUS_OVERHEAD_S = 12.1  # Stylus's published mean overhead per prompt (refine + retrieve + compose)
+
+
+@suite("latency")
+def latency(ctx: RunContext) -> dict:
+    """Time per graph node over N prompts through the whole graph (digits world), p50 / p95, vs Stylus's 12.1 s."""
+    import time
+
+    from agent.runtime import build_context
+    from agent.settings import get_settings
+    from agent.threads import Threads
+    from cli.generate import ensure_world_catalog
+    from evals.metrics import percentile
+
+    _world(ctx)
+    db = ctx.cache["db"]
+    settings = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "home", "steps": 20,
+                                                 "n_images": 2})
+    ensure_world_catalog(db, settings)
+    agent = build_context(settings, db, tenant="eval", llm=None)
+    threads = Threads(db.url)
+    prompts = ["a handwritten three, bold", "a slanted seven in a box", "a mirrored two", "a thin five, inverted"]
+    n = ctx.options.get("prompts") or (4 if ctx.quick else 20)
+    per_node: dict[str, list[float]] = {}
+    totals = []
+    try:
+        for i in ctx.progress(range(n), desc="latency"):
+            marks = [time.perf_counter()]
+            names: list[str] = []
+
+            def on_event(event: dict) -> None:
+                if event.get("event") == "node":
+                    names.append(event["node"])
+                    marks.append(time.perf_counter())
+
+            threads.run_turn(agent, f"eval-latency-{ctx.out.name}-{i}", prompts[i % len(prompts)], seed=ctx.seed + i,
+                             on_event=on_event)
+            for name, a, b in zip(names, marks, marks[1:]):
+                per_node.setdefault(name, []).append(b - a)
+            totals.append(marks[-1] - marks[0])
+    finally:
+        threads.close()
+    metrics = {name: {"p50_s": percentile(v, 50), "p95_s": percentile(v, 95)} for name, v in per_node.items()}
+    metrics["total"] = {"p50_s": percentile(totals, 50), "p95_s": percentile(totals, 95)}
+    overhead = [t for t in totals]
+    return {"metrics": metrics, "prompts": n, "stylus_overhead_s": STYLUS_OVERHEAD_S,
+            "note": "node times include sampling (sample node); Stylus's 12.1 s excludes sampling",
+            "max_total_s": max(overhead) if overhead else None}
+
+
+@suite("composition")
+def composition(ctx: RunContext) -> dict:
+    """Diversity across a batch (unique mixes, mean pairwise judge-feature distance) of the agent's masked
+    mixes, against the same seeds with one adapter (the first pick) on every image and with no adapter."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from agent.runtime import build_context
+    from agent.settings import get_settings
+    from agent.threads import Threads
+    from cli.generate import ensure_world_catalog
+    from evals.world.judge import to_tensor
+    from generation.engine import GenerationRequest
+    from generation.guidance import GuidanceSettings
+
+    world = _world(ctx)
+    db = ctx.cache["db"]
+    n_images = 4 if ctx.quick else 8
+    settings = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "home", "steps": 20,
+                                                 "n_images": n_images, "max_retries": 0})
+    ensure_world_catalog(db, settings)
+    agent = build_context(settings, db, tenant="eval", llm=None)
+    threads = Threads(db.url)
+    prompts = ["a handwritten three, bold and slanted, in a box", "a mirrored seven, inverted, framed"]
+
+    def spread(images: torch.Tensor) -> float:
+        f = torch.as_tensor(np.asarray(world.judge.features(images)), dtype=torch.float32)
+        d = torch.cdist(f, f)
+        k = len(f)
+        return float(d.sum() / (k * (k - 1))) if k > 1 else 0.0
+
+    rows = {"agent mixes": [], "single adapter": [], "no adapter": []}
+    unique = {"agent mixes": [], "single adapter": [], "no adapter": []}
+    try:
+        for i, prompt in enumerate(ctx.progress(prompts, desc="composition")):
+            state = threads.run_turn(agent, f"eval-comp-{ctx.out.name}-{i}", prompt, n_images=n_images, seed=ctx.seed + i)
+            recs = state["images"]
+            imgs = to_tensor([Image.open(settings.images_dir / r["path"]).convert("L") for r in recs])
+            mixes = [r["mix"] for r in recs]
+            first = max(mixes[0], key=mixes[0].get) if mixes[0] else None
+            single = [{first: mixes[0][first]}] * len(mixes) if first else [{}] * len(mixes)
+            seeds = [r["seed"] for r in recs]
+            for name, ms in (("single adapter", single), ("no adapter", [{}] * len(mixes))):
+                out = world.engine.generate(GenerationRequest(prompt=recs[0]["prompt"], mixes=ms, seeds=seeds, steps=20,
+                                                              scheduler="ddim", guidance=GuidanceSettings(kind="cfg", scale=1.5)))
+                rows[name].append(spread(to_tensor(out.images)))
+                unique[name].append(len({tuple(sorted(m.items())) for m in ms}))
+            rows["agent mixes"].append(spread(imgs))
+            unique["agent mixes"].append(len({tuple(sorted(m.items())) for m in mixes}))
+    finally:
+        threads.close()
+    metrics = {name: {"unique_mixes": float(np.mean(unique[name])), "mean_pairwise_distance": float(np.mean(v))}
+               for name, v in rows.items()}
+    return {"metrics": metrics, "prompts": prompts, "images_per_prompt": n_images}
