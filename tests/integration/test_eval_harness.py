@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -15,7 +14,7 @@ from evals.harness.registry import SUITES
 from evals.harness.run import run_harness
 
 
-@pytest.mark.slow  # ~20 s: loads the digits world and samples 40 images
+# ~20 s (loads the digits world, samples 40 images): kept in the default suite as the CI smoke run of `eval all`
 def test_eval_all_smoke_and_compare(db, tmp_path: Path) -> None:
     def boom(ctx):
         raise RuntimeError("injected failure")
