@@ -95,17 +95,19 @@ def lexical_search(conn: psycopg.Connection, text: str, k: int, filters: SearchF
     IDF and the average length come from term statistics kept in step with the catalog by triggers,
     so rare words outweigh common ones (ts_rank_cd has no IDF; BM25 fused better on dev).
     """
+    # Postings are read term by term through the primary key (term, adapter_id), never by a scan.
     statement = (
         "WITH q AS (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector('english', %(text)s))),"
         " s AS (SELECT greatest(docs, 1)::float8 AS n, greatest(total_len / greatest(docs, 1), 1) AS avgdl"
         "       FROM lexical_stats),"
-        " df AS (SELECT t.term, count(*)::float8 AS df FROM adapter_terms t JOIN q USING (term) GROUP BY t.term),"
+        " p AS MATERIALIZED (SELECT t.term, t.adapter_id, t.doc_len,"
+        "       %(wa)s * t.tf_a + %(wb)s * t.tf_b + %(wc)s * t.tf_c + %(wd)s * t.tf_d AS tf"
+        "       FROM q CROSS JOIN LATERAL (SELECT * FROM adapter_terms x WHERE x.term = q.term) t),"
+        " df AS (SELECT term, count(*)::float8 AS df FROM p GROUP BY term),"
         " scored AS ("
-        "  SELECT t.adapter_id, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))"
-        "         * w.tf * (%(k1)s + 1) / (w.tf + %(k1)s * (1 - %(b)s + %(b)s * t.doc_len / s.avgdl))) AS score"
-        "  FROM adapter_terms t JOIN df USING (term) CROSS JOIN s"
-        "  CROSS JOIN LATERAL (SELECT %(wa)s * t.tf_a + %(wb)s * t.tf_b + %(wc)s * t.tf_c + %(wd)s * t.tf_d AS tf) w"
-        "  WHERE w.tf > 0 GROUP BY t.adapter_id)"
+        "  SELECT p.adapter_id, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))"
+        "         * p.tf * (%(k1)s + 1) / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.doc_len / s.avgdl))) AS score"
+        "  FROM p JOIN df USING (term) CROSS JOIN s WHERE p.tf > 0 GROUP BY p.adapter_id)"
         " SELECT a.id, sc.score FROM scored sc JOIN adapters a ON a.id = sc.adapter_id"
         f" WHERE {_FILTER_SQL}"
         " ORDER BY sc.score DESC, a.id LIMIT %(k)s"
