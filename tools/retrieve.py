@@ -1,7 +1,7 @@
 """Retrieval of candidate adapters for a prompt or for each task of a plan.
 
 Strategies, cheapest first: `dense` (HNSW over the adapter's full text, Stylus's approach and the
-baseline), `head` (name, tags, trigger words), `lexical` (PostgreSQL full text), `fused` (reciprocal
+baseline), `head` (name, tags, trigger words), `lexical` (BM25 over the full text), `fused` (reciprocal
 rank fusion of the dense lists and the lexical list) and `rerank` (fused, then re-scored by
 tools/rerank.py with all of an adapter's evidence) or `learned` (fused, then re-scored by the model
 trained on real prompt -> LoRA choices, tools/learned_rank.py).

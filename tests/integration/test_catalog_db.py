@@ -156,3 +156,37 @@ def test_unreachable_database_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatabaseUnavailable, match="cannot reach the database") as info:
         connect("postgresql://nobody@127.0.0.1:1/nowhere?connect_timeout=1", tmp_path)
     assert "password" not in str(info.value)
+
+
+def test_bm25_term_statistics_follow_edits_and_deletes(tmp_path: Path, db, embedder, catalog) -> None:
+    """The trigger-kept postings and lexical_stats match the catalog after an update and a delete."""
+    from db.search import lexical_search
+
+    def stats(conn):
+        expected = conn.execute(
+            "SELECT count(*), coalesce(sum(loracle_tsvector_len(search_text)), 0) FROM adapters"
+        ).fetchone()
+        kept = conn.execute("SELECT docs, total_len FROM lexical_stats").fetchone()
+        return tuple(float(x) for x in expected), tuple(float(x) for x in kept)
+
+    edited = write_catalog(tmp_path / "edited.jsonl", **{"4": {"description": "Arctic foxes in snow."}})
+    import_catalog(db, edited, embedder)
+    with db.connection() as conn:
+        expected, kept = stats(conn)
+        assert expected == kept
+        assert [i for i, _ in lexical_search(conn, "arctic", 5, SearchFilters())]  # the new word is searchable
+        conn.execute("DELETE FROM adapters WHERE external_id = '4'")
+        expected, kept = stats(conn)
+        assert expected == kept and kept[0] == 9
+        assert lexical_search(conn, "arctic", 5, SearchFilters()) == []
+        assert conn.execute("SELECT count(*) FROM adapter_terms WHERE term = 'arctic'").fetchone()[0] == 0
+
+
+def test_bm25_rare_word_outweighs_common_word(db, embedder, catalog) -> None:
+    """IDF: 'impasto' (one adapter) beats 'style' (four) in the lexical list, unlike plain ts_rank_cd."""
+    from db.search import lexical_search
+
+    with db.connection() as conn:
+        ranked = lexical_search(conn, "style impasto", 10, SearchFilters())
+        top = conn.execute("SELECT external_id FROM adapters WHERE id = %s", (ranked[0][0],)).fetchone()[0]
+    assert top == "8"
