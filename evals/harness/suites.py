@@ -220,3 +220,65 @@ def composition(ctx: RunContext) -> dict:
     metrics = {name: {"unique_mixes": float(np.mean(unique[name])), "mean_pairwise_distance": float(np.mean(v))}
                for name, v in rows.items()}
     return {"metrics": metrics, "prompts": prompts, "images_per_prompt": n_images}
+
+
+@suite("service")
+def service(ctx: RunContext) -> dict:
+    """The latency suite's prompts through a live `loracle serve` (digits world) with the official `openai` client."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from openai import OpenAI
+
+    from agent.settings import get_settings
+    from cli.generate import ensure_world_catalog
+    from db.keys import create_key
+    from evals.bench_service import free_port, server_metrics
+    from evals.metrics import percentile
+
+    db = ctx.cache["db"]
+    settings = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "service-home"})
+    ensure_world_catalog(db, settings)
+    with db.connection() as conn:
+        _, key = create_key(conn, f"eval-service-{time.time_ns()}")
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "LORACLE_DATABASE_URL": db.url, "LORACLE_HOME": str(settings.home), "LORACLE_BASE_MODEL": "world",
+           "LORACLE_STEPS": "20", "LORACLE_N_IMAGES": "1", "LORACLE_ADAPTER_DIRS": json.dumps([str(p) for p in settings.adapter_dirs]),
+           "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
+                              env=env, stderr=subprocess.DEVNULL)
+    prompts = ["a handwritten three, bold", "a slanted seven in a box", "a mirrored two", "a thin five, inverted"]
+    n = ctx.options.get("prompts") or (4 if ctx.quick else 20)
+    latencies: list[float] = []
+    answered = 0
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("loracle serve did not become ready within 180 s")
+            time.sleep(0.2)
+        before = server_metrics(base_url)
+        client = OpenAI(base_url=f"{base_url}/v1", api_key=key, timeout=600)
+        for i in ctx.progress(range(n), desc="service"):
+            started = time.perf_counter()
+            reply = client.chat.completions.create(model="loracle", seed=ctx.seed + i,
+                                                   messages=[{"role": "user", "content": prompts[i % len(prompts)]}])
+            latencies.append(time.perf_counter() - started)
+            answered += bool(reply.choices and reply.choices[0].message.content)
+        after = server_metrics(base_url)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"metrics": {"chat turn": {"p50_s": percentile(latencies, 50), "p95_s": percentile(latencies, 95),
+                                      "answered_rate": answered / n, "http_5xx": after["5xx"] - before["5xx"]}},
+            "prompts": n, "client": "openai (official), chat.completions over HTTP"}

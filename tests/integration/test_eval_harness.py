@@ -49,3 +49,12 @@ def test_eval_all_smoke_and_compare(db, tmp_path: Path) -> None:
     lenient = runner.invoke(app, ["eval", "compare", str(folder), str(tmp_path / "worse.json"), "--metric", "sampling",
                                   "--tolerance", "0.5"])
     assert lenient.exit_code == 0, lenient.output
+
+
+def test_service_suite_drives_a_live_server_with_the_openai_client(db, tmp_path: Path) -> None:
+    """A real `loracle serve` subprocess answers every chat turn with no 5xx (~16 s)."""
+    results, _ = run_harness(db, tmp_path / "runs", suites=["service"], quick=True, options={"prompts": 2})
+    service = results["suites"]["service"]
+    assert service["status"] == "ok", service.get("error")
+    assert service["metrics"]["chat turn"]["answered_rate"] == 1.0
+    assert service["metrics"]["chat turn"]["http_5xx"] == 0
