@@ -61,6 +61,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_ready(base_url: str, server: subprocess.Popen, timeout_s: float = 180) -> bool:
+    """Poll /readyz until it answers 200; False if the process exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() <= deadline and server.poll() is None:
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -138,16 +151,8 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
                                   env=env, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.2)
+            if not wait_until_ready(base_url, server):
+                raise SystemExit("the server did not start")
 
             # 1. load
             latencies: list[float] = []

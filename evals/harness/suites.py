@@ -115,6 +115,7 @@ def guidance(ctx: RunContext) -> dict:
     return {"metrics": metrics, "samples": n, "steps": steps}
 
 
+WORLD_PROMPTS = ["a handwritten three, bold", "a slanted seven in a box", "a mirrored two", "a thin five, inverted"]
 STYLUS_OVERHEAD_S = 12.1  # Stylus's published mean overhead per prompt (refine + retrieve + compose)
 
 
@@ -136,7 +137,7 @@ def latency(ctx: RunContext) -> dict:
     ensure_world_catalog(db, settings)
     agent = build_context(settings, db, tenant="eval", llm=None)
     threads = Threads(db.url)
-    prompts = ["a handwritten three, bold", "a slanted seven in a box", "a mirrored two", "a thin five, inverted"]
+    prompts = WORLD_PROMPTS
     n = ctx.options.get("prompts") or (4 if ctx.quick else 20)
     per_node: dict[str, list[float]] = {}
     totals = []
@@ -231,13 +232,12 @@ def service(ctx: RunContext) -> dict:
     import sys
     import time
 
-    import httpx
     from openai import OpenAI
 
     from agent.settings import get_settings
     from cli.generate import ensure_world_catalog
     from db.keys import create_key
-    from evals.bench_service import free_port, server_metrics
+    from evals.bench_service import free_port, server_metrics, wait_until_ready
     from evals.metrics import percentile
 
     db = ctx.cache["db"]
@@ -252,21 +252,13 @@ def service(ctx: RunContext) -> dict:
            "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
                               env=env, stderr=subprocess.DEVNULL)
-    prompts = ["a handwritten three, bold", "a slanted seven in a box", "a mirrored two", "a thin five, inverted"]
+    prompts = WORLD_PROMPTS
     n = ctx.options.get("prompts") or (4 if ctx.quick else 20)
     latencies: list[float] = []
     answered = 0
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("loracle serve did not become ready within 180 s")
-            time.sleep(0.2)
+        if not wait_until_ready(base_url, server):
+            raise RuntimeError("loracle serve did not become ready within 180 s")
         before = server_metrics(base_url)
         client = OpenAI(base_url=f"{base_url}/v1", api_key=key, timeout=600)
         for i in ctx.progress(range(n), desc="service"):
