@@ -21,6 +21,9 @@ class TurnInput(TypedDict, total=False):
     n_images: int
     seed: int
     run_id: str
+    input_image: str  # path of a PNG to edit (image-to-image / inpainting); absent: text-to-image
+    input_mask: str  # path of a PNG mask, white = repaint, black = keep; absent: edit the whole image
+    strength: float  # how far to move from the input image, 0 (unchanged) .. 1 (text-to-image)
 
 
 class AgentState(TypedDict, total=False):
@@ -29,6 +32,9 @@ class AgentState(TypedDict, total=False):
     run_id: str
     n_images: int
     seed: int
+    input_image: str
+    input_mask: str
+    strength: float
     # carried across turns (checkpointed)
     history: list[str]
     plan: dict[str, Any]
