@@ -241,7 +241,8 @@ def check_mix_node(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     return {"findings": [f.as_dict() for f in findings]}
 
 
-def _guidance(ctx: AgentContext, engine) -> GuidanceSettings:
+def guidance_for(ctx: AgentContext, engine) -> GuidanceSettings:
+    """The guidance the settings ask for, with the weaker guide model when the engine has one."""
     settings = ctx.settings
     scale = settings.guidance_scale if settings.guidance_scale is not None else ctx.guidance_scale
     guide = GuideSpec(kind="model", model="guide") if "guide" in engine.guide_models else GuideSpec()
@@ -255,7 +256,7 @@ def sample_node(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     engine = ctx.engine_factory()
     plan_ = Plan.model_validate(state["plan"])
     settings = SampleSettings(
-        steps=ctx.settings.steps, scheduler=ctx.settings.scheduler, guidance=_guidance(ctx, engine),
+        steps=ctx.settings.steps, scheduler=ctx.settings.scheduler, guidance=guidance_for(ctx, engine),
         skipping=SkipSettings(threshold=ctx.settings.skip_threshold, max_skip=ctx.settings.max_skip),
     )
     composition = Composition([Mix.from_dict(m, tuple(t)) for m, t in zip(state["mixes"], state["triggers"])])

@@ -91,6 +91,41 @@ def run_all(
     typer.echo(f"run {results['run_id']}: {folder}/report.md")
 
 
+@app.command("real")
+def run_real(
+    prompts: Path = typer.Option(..., "--prompts", help="Prompts: .txt lines, .jsonl (prompt field), PartiPrompts .tsv or COCO captions .json."),
+    clip: Path = typer.Option(..., "--clip", help="A local CLIP model folder (transformers format, safetensors)."),
+    real_images: Path | None = typer.Option(None, "--real-images", help="A folder of real images for FD (e.g. COCO val2014)."),
+    k: int = typer.Option(4, "--k", min=1, max=16, help="Images per prompt; best-of-k keeps the best CLIP score."),
+    limit: int = typer.Option(0, help="Only the first N prompts (0 = all)."),
+    real_limit: int = typer.Option(5000, help="At most this many real images."),
+    out: Path = typer.Option(Path("eval-runs"), "--out", help="Folder that gets one sub-folder per run."),
+    seed: int = typer.Option(0, help="Base seed."),
+) -> None:
+    """Stylus's protocol on your own base model (LORACLE_BASE_MODEL), catalog and CLIP model: CLIP score,
+    best-of-k and FD against real images, loracle next to the bare base model with the same seeds."""
+    from evals.harness.real import load_prompts
+    from evals.harness.run import run_harness
+
+    for path, what in ((prompts, "prompts file"), (clip, "CLIP model folder"), (real_images, "real images folder")):
+        if path is not None and not path.exists():
+            raise fail(f"no such {what}: {path}")
+    try:
+        load_prompts(prompts, limit or None)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    options = {"prompts": prompts, "clip": clip, "real_images": real_images, "k": k, "limit": limit or None,
+               "real_limit": real_limit}
+    with open_database() as db:
+        results, folder = run_harness(db, out, suites=["real"], seed=seed, options={k: v for k, v in options.items() if v})
+    s = results["suites"]["real"]
+    if s["status"] != "ok":
+        raise fail(f"real-model suite failed: {s['error']}")
+    for arm, row in s["metrics"].items():
+        typer.echo(f"{arm:<8} " + "  ".join(f"{key} {value}" for key, value in row.items()))
+    typer.echo(f"run {results['run_id']}: {folder}/report.md")
+
+
 def _load_run(ref: str) -> dict:
     """A run folder, a results.json, or (only then opening the database) a recorded run id."""
     path = Path(ref)

@@ -28,14 +28,21 @@ class RunContext:
 
 SuiteFn = Callable[[RunContext], dict]
 SUITES: dict[str, SuiteFn] = {}
+OPT_IN: set[str] = set()  # suites that run only when named, because they need the user's own models
 
 
-def suite(name: str) -> Callable[[SuiteFn], SuiteFn]:
+def suite(name: str, *, opt_in: bool = False) -> Callable[[SuiteFn], SuiteFn]:
     def register(fn: SuiteFn) -> SuiteFn:
         SUITES[name] = fn
+        if opt_in:
+            OPT_IN.add(name)
         return fn
 
     return register
+
+
+def default_suites() -> list[str]:
+    return [name for name in SUITES if name not in OPT_IN]
 
 
 def run_suites(ctx: RunContext, names: list[str]) -> dict[str, dict]:

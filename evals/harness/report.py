@@ -37,9 +37,12 @@ def plot_all(results: dict[str, Any], out: Path, cache: dict[str, Any]) -> list[
     s = suites.get("sampling", {})
     if s.get("status") == "ok":
         fig, ax = plt.subplots(figsize=(6, 4))
-        for row in s["rows"]:
-            ax.scatter(row["nfe"], row["psnr_vs_full"])
-            ax.annotate(row["setting"], (row["nfe"], row["psnr_vs_full"]), fontsize=7)
+        for scheduler in dict.fromkeys(row["scheduler"] for row in s["rows"]):
+            pts = [row for row in s["rows"] if row["scheduler"] == scheduler]
+            ax.scatter([r["nfe"] for r in pts], [r["psnr_vs_full"] for r in pts], label=scheduler)
+            for r in pts:
+                ax.annotate(r["setting"].removeprefix(scheduler + " "), (r["nfe"], r["psnr_vs_full"]), fontsize=6)
+        ax.legend(fontsize=7)
         ax.set(xlabel="model evaluations per image (NFE)", ylabel="PSNR vs full run (dB)", title="sampling: NFE vs PSNR")
         written.append(_save(fig, out / "nfe_vs_psnr.png"))
         for name, images in cache.get("sampling_grids", {}).items():
@@ -80,6 +83,8 @@ def plot_all(results: dict[str, Any], out: Path, cache: dict[str, Any]) -> list[
         ax.set(ylabel="ms", title="time per graph node (selection suite)")
         ax.legend()
         written.append(_save(fig, out / "latency_bars.png"))
+    for arm, images in cache.get("real_grids", {}).items():
+        written.append(_image_grid(images, out / f"grid_real_{arm}.png", f"real-model: {arm}"))
     return written
 
 
@@ -101,6 +106,17 @@ def _grid(images, path: Path, title: str) -> str:
         ax.axis("off")
         if i < len(images):
             ax.imshow(images[i, 0].numpy(), cmap="gray", vmin=-1, vmax=1)
+    fig.suptitle(title, fontsize=8)
+    return _save(fig, path)
+
+
+def _image_grid(images, path: Path, title: str) -> str:
+    """Up to 4 x 5 RGB PIL images."""
+    fig, axes = plt.subplots(4, 5, figsize=(8, 6.5))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i])
     fig.suptitle(title, fontsize=8)
     return _save(fig, path)
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import psycopg
 
+import evals.harness.real  # noqa: F401  (registers the opt-in real-model suite)
 import evals.harness.suites  # noqa: F401  (registers the suites)
 from db import Database, connect
 from db.evals import record_eval_run
-from evals.harness.registry import SUITES, RunContext, run_suites
+from evals.harness.registry import RunContext, default_suites, run_suites
 from evals.harness.report import git_commit, write_run
 
 
@@ -24,15 +25,16 @@ def _with_dbname(url: str, name: str) -> str:
 
 def run_harness(db: Database, out_root: Path, *, suites: list[str] | None = None, quick: bool = False, seed: int = 0,
                 options: dict[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
-    """Run the suites into out_root/RUN_ID and record the run in `db`; the catalog lives in a scratch database."""
-    names = suites or list(SUITES)
+    """Run the suites into out_root/RUN_ID and record the run in `db`. The catalog suites build their own catalog in
+    a scratch database; the real-model suite uses the user's catalog in `db`."""
+    names = suites or default_suites()
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     out = out_root / run_id
     out.mkdir(parents=True)
     scratch = f"loracle_eval_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(db.url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{scratch}"')
-    ctx = RunContext(out=out, quick=quick, seed=seed, options=dict(options or {}))
+    ctx = RunContext(out=out, quick=quick, seed=seed, options=dict(options or {}), cache={"user_db": db})
     try:
         ctx.cache["db"] = connect(_with_dbname(db.url, scratch), out / "unused-pgdata")
         suite_results = run_suites(ctx, names)

@@ -52,24 +52,21 @@ def selection(ctx: RunContext) -> dict:
 
 @suite("sampling")
 def sampling(ctx: RunContext) -> dict:
-    """Digits world: NFE, wall time, PSNR against the full-step run, adherence and FD per sampler setting."""
-    import torch
-
-    from evals.world.bench import World, _cfg, psnr
-    from evals.world.paths import world_paths
+    """Digits world, per scheduler: NFE, wall time, PSNR against that scheduler's full-step run, adherence and FD
+    for fewer steps and for step skipping at two thresholds."""
+    from evals.world.bench import _cfg, psnr
     from generation.skipping import SkipSettings
 
-    torch.set_num_threads(1)
-    world = ctx.cache.setdefault("world", None) or World(world_paths())
-    ctx.cache["world"] = world
+    world = _world(ctx)
     n = ctx.options.get("samples") or (20 if ctx.quick else 200)
     full = 50
-    settings = [("ddim", full, 0.0), ("ddim", 20, 0.0), ("ddim", full, 0.02), ("ddim", full, 0.05)]
-    rows, grids = [], {}
-    ref = None
+    schedulers = ("ddim", "dpmpp_2m", "euler") if ctx.quick else ("ddim", "dpmpp_2m", "euler", "euler_a")
+    settings = [(sch, steps, thr) for sch in schedulers for steps, thr in ((full, 0.0), (20, 0.0), (full, 0.02), (full, 0.05))]
+    rows, grids, refs = [], {}, {}
     for scheduler, steps, thr in ctx.progress(settings, desc="sampling"):
-        s = world.sample(n, steps=steps, guidance=_cfg(1.5), skipping=SkipSettings(threshold=thr), seed0=ctx.seed)
-        ref = ref if ref is not None else s
+        s = world.sample(n, steps=steps, guidance=_cfg(1.5), skipping=SkipSettings(threshold=thr), seed0=ctx.seed,
+                         scheduler=scheduler)
+        ref = refs.setdefault(scheduler, s)  # the first setting per scheduler is its full-step run
         name = f"{scheduler} {steps} steps" + (f" skip {thr}" if thr else "")
         rows.append({"setting": name, "scheduler": scheduler, "steps": steps, "threshold": thr,
                      "nfe": round(float(s.evals.mean()), 2), "wall_s": round(s.seconds, 2),

@@ -47,7 +47,7 @@ class World:
         self.real_features = self.judge.features(self.train.images)
 
     def sample(self, n: int, *, steps: int, guidance, skipping=None, mix: dict[str, float] | None = None,
-               suffix: str = "", seed0: int = 0, batch: int = 100) -> Samples:
+               suffix: str = "", seed0: int = 0, batch: int = 100, scheduler: str = "ddim") -> Samples:
         """n images, digit i % 10 with seed seed0 + i: every setting sees the same (digit, seed) pairs."""
         from generation.engine import GenerationRequest
         from generation.skipping import SkipSettings
@@ -63,7 +63,7 @@ class World:
                 continue
             req = GenerationRequest(
                 prompt=f"a handwritten {DIGIT_WORDS[d]}{suffix}", mixes=[dict(mix or {})] * len(idx),
-                seeds=[seed0 + i for i in idx], steps=steps, scheduler="ddim", guidance=guidance,
+                seeds=[seed0 + i for i in idx], steps=steps, scheduler=scheduler, guidance=guidance,
                 skipping=skipping, max_batch=batch)
             out = self.engine.generate(req)
             images[idx] = to_tensor(out.images)

@@ -32,6 +32,9 @@ def test_eval_all_smoke_and_compare(db, tmp_path: Path) -> None:
     assert sampling["status"] == "ok"
     assert sampling["metrics"]["ddim 20 steps"]["nfe"] == 20
     assert sampling["metrics"]["ddim 50 steps skip 0.05"]["nfe"] < 50
+    assert {r["scheduler"] for r in sampling["rows"]} == {"ddim", "dpmpp_2m", "euler"}
+    assert sampling["metrics"]["dpmpp_2m 50 steps"]["psnr_vs_full"] == 60.0  # its own full run is its reference
+    assert sampling["metrics"]["euler 20 steps"]["nfe"] == 20
     assert "nfe_vs_psnr.png" in written["plots"] and (folder / "nfe_vs_psnr.png").stat().st_size > 1000
     assert "injected failure" in (folder / "report.md").read_text()
     with db.connection() as conn:
