@@ -13,7 +13,9 @@ after resizing; an unfeathered mask is binarised at 0.5 like diffusers' `VaeImag
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,6 +53,19 @@ def check_edit_inputs(image: Image.Image | None, mask: Image.Image | None, stren
     if mask.size != image.size:
         raise ValueError(f"mask size {mask.size[0]}x{mask.size[1]} does not match image size "
                          f"{image.size[0]}x{image.size[1]}")
+
+
+def load_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
+    """Open an image file fully (so a truncated or non-image file fails here, with its name, not mid-run)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{what} file not found: {p}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return im.copy()
+    except (OSError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise ValueError(f"{what} file {p} is not a readable image ({exc})") from None
 
 
 def image_channels(model: BaseModel) -> int:
