@@ -27,29 +27,25 @@ from tools.sample import store_png
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
 DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*?)(?P<b64>;base64)?,", re.I)
 OWN_FILE = re.compile(r"^/v1/images/files/(?P<id>[0-9A-Fa-f-]{32,36})\.png$")
-EDIT_STRENGTH = 0.75  # image-to-image: keep the composition, change the look
-INPAINT_STRENGTH = 1.0  # inpainting: repaint the masked region from scratch
 
 
 @dataclass(frozen=True)
 class EditInput:
-    """What a turn edits: the stored image (and mask) and how far to move from it."""
+    """What a turn edits: the stored image (and mask) and how far to move from it (None: the agent's default,
+    `LORACLE_EDIT_STRENGTH`, or `LORACLE_INPAINT_STRENGTH` with a mask)."""
 
     image: str
     mask: str | None
-    strength: float
+    strength: float | None
 
     def turn(self) -> dict[str, Any]:
-        """The graph turn's keys (agent/state.TurnInput)."""
-        keys: dict[str, Any] = {"input_image": self.image, "strength": self.strength}
-        if self.mask is not None:
-            keys["input_mask"] = self.mask
-        return keys
+        """The graph turn's keys (agent/state.TurnInput), as `Threads.run_turn` keywords."""
+        return {"input_image": self.image, "input_mask": self.mask, "strength": self.strength}
 
 
-def check_strength(strength: float | None, *, masked: bool, param: str = "strength") -> float:
+def check_strength(strength: float | None, param: str = "strength") -> float | None:
     if strength is None:
-        return INPAINT_STRENGTH if masked else EDIT_STRENGTH
+        return None
     if not 0.0 <= strength <= 1.0:  # also false for NaN
         raise ApiError(400, f"{param} must be between 0 and 1, got {strength}", code="invalid_strength", param=param)
     return float(strength)
@@ -109,7 +105,7 @@ def tenant_folder(images_dir: Path, tenant: str) -> Path:
 def prepare(image_data: bytes, mask_data: bytes | None, strength: float | None, *, config: ApiConfig, native: int,
             images_dir: Path, tenant: str, image_param: str = "image", strength_param: str = "strength") -> EditInput:
     """Check the image (and mask), bring them to the model's native size, store them; the turn's edit input."""
-    strength = check_strength(strength, masked=mask_data is not None, param=strength_param)
+    strength = check_strength(strength, param=strength_param)
     image = decode(image_data, config, image_param)
     if image.width != image.height:
         raise ApiError(400, f"{image_param} is {image.width}x{image.height}; it must be square (the base model makes "

@@ -85,8 +85,8 @@ async def edits(
     model: Annotated[str | None, Form(max_length=200)] = None,
     user: Annotated[str | None, Form(max_length=256)] = None,
     strength: Annotated[float | None, Form(description=(
-        "loracle: how far to move from the image, 0 (unchanged) to 1 (made anew); default 0.75, or 1.0 "
-        "inside a mask."))] = None,
+        "loracle: how far to move from the image, 0 (unchanged) to 1 (made anew); default "
+        "LORACLE_EDIT_STRENGTH (0.6), or LORACLE_INPAINT_STRENGTH (1.0) with a mask."))] = None,
     seed: Annotated[int | None, Form(ge=0, le=2**31 - 1)] = None,
     steps: Annotated[int | None, Form(ge=1, description="loracle: sampling steps (default from settings).")] = None,
 ) -> ImagesResponse:
@@ -94,7 +94,7 @@ async def edits(
     runs.check_limits(service, prompt, n, steps, param="prompt")
     runs.check_engine(service)
     await check_size(service, size)
-    uploads.check_strength(strength, masked=mask is not None)
+    uploads.check_strength(strength)
     files = ([image] if image is not None else []) + list(images or [])
     if not files:
         raise ApiError(400, "image is required: send the image to edit as a multipart file field 'image'",

@@ -70,12 +70,12 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def last_turn(live, tenant: str = "alice") -> dict:
-    """The graph state of the tenant's latest run: what the API passed into the turn."""
+def last_edit(live, tenant: str = "alice") -> dict:
+    """The edit the tenant's latest run recorded in its plan (image, mask, strength): what the API passed in."""
     with live.service.db.connection() as conn:
-        thread_id = conn.execute("SELECT thread_id FROM runs WHERE tenant = %s ORDER BY created_at DESC LIMIT 1",
-                                 (tenant,)).fetchone()[0]
-    return live.service.threads.state(tenant, thread_id)
+        plan = conn.execute("SELECT plan FROM runs WHERE tenant = %s ORDER BY created_at DESC LIMIT 1",
+                            (tenant,)).fetchone()[0]
+    return plan["edit"]
 
 
 def test_edit_with_an_openai_mask_returns_native_images_and_passes_the_turn_keys(live, client) -> None:
@@ -85,11 +85,11 @@ def test_edit_with_an_openai_mask_returns_native_images_and_passes_the_turn_keys
     for item in result.data:
         with Image.open(io.BytesIO(base64.b64decode(item.b64_json))) as out:
             assert out.format == "PNG" and out.size == (NATIVE, NATIVE)
-    state = last_turn(live)
-    image, mask = Path(state["input_image"]), Path(state["input_mask"])
+    edit = last_edit(live)
+    image, mask = Path(edit["image"]), Path(edit["mask"])
     uploads = live.service.settings.images_dir / "uploads"
     assert image.is_relative_to(uploads) and mask.is_relative_to(uploads) and "fox" not in str(image)
-    assert state["strength"] == 1.0  # inpainting default
+    assert edit["source"] == "upload" and edit["strength"] == live.service.settings.inpaint_strength
     with Image.open(image) as stored:
         assert stored.mode == "RGB" and stored.getpixel((5, 5)) == (200, 40, 40)
     with Image.open(mask) as stored:  # transparent = edit became white = repaint
@@ -105,12 +105,12 @@ def test_edit_without_a_mask_as_urls_with_a_list_a_jpeg_and_a_resize(live, clien
     assert response.status_code == 200
     with Image.open(io.BytesIO(response.content)) as out:
         assert out.size == (NATIVE, NATIVE)
-    state = last_turn(live)
-    assert "input_mask" not in state and state["strength"] == 0.4 and state["seed"] == 3
-    with Image.open(state["input_image"]) as stored:
+    edit = last_edit(live)
+    assert edit["mask"] is None and edit["strength"] == 0.4
+    with Image.open(edit["image"]) as stored:
         assert stored.size == (NATIVE, NATIVE)  # a square input is brought to the model's size
     default = client.images.edit(image=("a.png", png(), "image/png"), prompt="a fox")
-    assert default.data[0].url and last_turn(live)["strength"] == 0.75
+    assert default.data[0].url and last_edit(live)["strength"] == live.service.settings.edit_strength
 
 
 def test_a_mask_without_alpha_is_white_for_repaint(live, client) -> None:
@@ -119,7 +119,7 @@ def test_a_mask_without_alpha_is_white_for_repaint(live, client) -> None:
     buffer = io.BytesIO()
     Image.fromarray(mask, "L").save(buffer, format="PNG")
     client.images.edit(image=("a.png", png(), "image/png"), mask=("m.png", buffer.getvalue(), "image/png"), prompt="a fox")
-    with Image.open(last_turn(live)["input_mask"]) as stored:
+    with Image.open(last_edit(live)["mask"]) as stored:
         assert (np.asarray(stored) == mask).all()
 
 
@@ -129,9 +129,9 @@ def test_chat_with_a_data_url_image_runs_as_an_edit(live, client) -> None:
     reply = client.chat.completions.create(model="loracle", messages=[{"role": "user", "content": content}],
                                            metadata={"strength": "0.6"})
     assert "thread:" in reply.choices[0].message.content
-    state = last_turn(live)
-    assert state["strength"] == 0.6 and "input_mask" not in state
-    with Image.open(state["input_image"]) as stored:
+    edit = last_edit(live)
+    assert edit["strength"] == 0.6 and edit["mask"] is None
+    with Image.open(edit["image"]) as stored:
         assert stored.getpixel((0, 0)) == (10, 200, 10)
 
 
@@ -139,7 +139,7 @@ def test_chat_with_a_link_to_an_own_image_runs_but_not_another_tenants(live, cli
     link = client.images.generate(prompt="a red fox").data[0].url
     content = [{"type": "text", "text": "more oil painting"}, {"type": "image_url", "image_url": {"url": link}}]
     client.chat.completions.create(model="loracle", messages=[{"role": "user", "content": content}])
-    assert last_turn(live)["strength"] == 0.75
+    assert last_edit(live)["source"] == "upload" and last_edit(live)["mask"] is None
     with pytest.raises(openai.BadRequestError) as caught:
         client_for(live, "bob").chat.completions.create(model="loracle", messages=[{"role": "user", "content": content}])
     assert caught.value.body["code"] == "image_not_found" and "yours" in caught.value.body["message"]
@@ -202,3 +202,46 @@ def test_malformed_multipart_requests_are_400s(live) -> None:
     chat = httpx.post(f"{live.url}/v1/chat/completions", headers=auth,
                       json={"model": "loracle", "messages": [{"role": "user", "content": two_images}]})
     assert chat.status_code == 400 and chat.json()["error"]["code"] == "too_many_images"
+
+
+@pytest.fixture(scope="module")
+def world(server_url, tmp_path_factory):
+    """A server on the digits world: pixel space, so the kept region can be compared pixel for pixel."""
+    from agent.settings import Settings
+
+    with fresh_database(server_url) as url:
+        settings = Settings(home=tmp_path_factory.mktemp("api-edits-world") / "home", database_url=url,
+                            base_model="world", steps=10, n_images=1, skip_threshold=0.0, max_retries=0)
+        with LiveServer(settings, ApiConfig(max_n=2)) as server:
+            server.key = create_key(url, "carol")
+            yield server
+
+
+def held_out_seven() -> np.ndarray:
+    from evals.world.data import load_splits
+
+    _, held_out = load_splits()
+    x = held_out.images[(held_out.labels == 7).nonzero()[0, 0], 0]
+    return ((x.numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
+def test_inpainting_through_the_api_keeps_the_unmasked_region(world) -> None:
+    seven = held_out_seven()
+    size = seven.shape[0]
+    buffer = io.BytesIO()
+    Image.fromarray(seven, "L").save(buffer, format="PNG")
+    alpha = np.full((size, size), 255, dtype=np.uint8)
+    alpha[size // 2:] = 0  # OpenAI's convention: repaint the transparent bottom half
+    mask = io.BytesIO()
+    Image.fromarray(np.dstack([np.zeros((size, size, 3), np.uint8), alpha]), "RGBA").save(mask, format="PNG")
+    client = OpenAI(base_url=f"{world.url}/v1", api_key=world.key, max_retries=0, timeout=120)
+    result = client.images.edit(image=("seven.png", buffer.getvalue(), "image/png"),
+                                mask=("mask.png", mask.getvalue(), "image/png"), prompt="a bold seven",
+                                response_format="b64_json", n=2, extra_body={"seed": 3})
+    assert len(result.data) == 2
+    for item in result.data:
+        with Image.open(io.BytesIO(base64.b64decode(item.b64_json))) as out:
+            assert out.size == (size, size)
+            pixels = np.asarray(out.convert("L"), dtype=np.int16)
+        assert np.array_equal(pixels[: size // 2], seven[: size // 2]), "the unmasked top half is the input"
+        assert np.abs(pixels[size // 2:] - seven[size // 2:]).mean() > 1, "the masked bottom half was repainted"

@@ -1,4 +1,4 @@
-"""api/uploads without a server: OpenAI masks to loracle's, data URLs, own-image links, strength defaults."""
+"""api/uploads without a server: OpenAI masks to loracle's, data URLs, own-image links, strength bounds."""
 
 from __future__ import annotations
 
@@ -39,12 +39,12 @@ def test_a_palette_mask_with_a_transparent_index_uses_it() -> None:
     assert np.asarray(internal_mask(mask)).tolist() == [[0, 255]]
 
 
-def test_strength_defaults_and_bounds() -> None:
-    assert check_strength(None, masked=False) == 0.75 and check_strength(None, masked=True) == 1.0
-    assert check_strength(0.0, masked=True) == 0.0
+def test_strength_bounds_and_no_default_of_its_own() -> None:
+    assert check_strength(None) is None  # the agent's settings decide
+    assert check_strength(0.0) == 0.0 and check_strength(1.0) == 1.0
     for bad in (-0.01, 1.01, float("nan")):
         with pytest.raises(ApiError, match="between 0 and 1"):
-            check_strength(bad, masked=False)
+            check_strength(bad)
 
 
 def test_data_urls() -> None:
