@@ -123,8 +123,8 @@ def prepare(image_data: bytes, mask_data: bytes | None, strength: float | None, 
         mask = mask.resize((native, native), Image.Resampling.NEAREST) if mask is not None else None
     folder = tenant_folder(images_dir, tenant)
     image_path = folder / store_png(rgb, "loracle input image", folder)[0]
-    mask_path = folder / store_png(mask, "loracle input mask (white = repaint)", folder)[0] if mask is not None else None
-    return EditInput(str(image_path), str(mask_path) if mask_path else None, strength)
+    mask_path = None if mask is None else folder / store_png(mask, "loracle input mask (white = repaint)", folder)[0]
+    return EditInput(str(image_path), None if mask_path is None else str(mask_path), strength)
 
 
 def data_url_bytes(url: str, config: ApiConfig, param: str) -> bytes:
@@ -142,8 +142,8 @@ def data_url_bytes(url: str, config: ApiConfig, param: str) -> bytes:
                        param=param)
     payload = url[match.end():]
     if len(payload) * 3 // 4 > config.max_upload_bytes + 2:
-        raise ApiError(400, f"{param} holds about {len(payload) * 3 // 4} bytes; the limit is {config.max_upload_bytes}",
-                       code="image_too_large", param=param)
+        raise ApiError(400, f"{param} holds about {len(payload) * 3 // 4} bytes; the limit is "
+                            f"{config.max_upload_bytes}", code="image_too_large", param=param)
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):

@@ -89,7 +89,8 @@ def image_bytes(service: Service, request: Request, caller: Principal, url: str,
 def chat_edit(service: Service, request: Request, caller: Principal, body: ChatCompletionRequest) -> EditInput | None:
     """The last user message's image (an `image_url` content part) as this turn's edit input; None without one."""
     index, last = len(body.messages) - 1, body.messages[-1]
-    parts = [(j, p) for j, p in enumerate(last.content) if p.type == "image_url"] if isinstance(last.content, list) else []
+    content = last.content if isinstance(last.content, list) else []
+    parts = [(j, p) for j, p in enumerate(content) if p.type == "image_url"]
     if not parts:
         return None
     if len(parts) > 1:

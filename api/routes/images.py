@@ -109,8 +109,8 @@ async def edits(
     edit = await run_in_threadpool(lambda: uploads.prepare(
         image_data, mask_data, strength, config=service.config, native=native,
         images_dir=service.settings.images_dir, tenant=caller.tenant))
-    handle = await runs.start(service, caller, f"edit-{uuid.uuid4().hex[:16]}", prompt, n=n or 1, seed=seed, steps=steps,
-                              edit=edit)
+    handle = await runs.start(service, caller, f"edit-{uuid.uuid4().hex[:16]}", prompt, n=n or 1, seed=seed,
+                              steps=steps, edit=edit)
     return await images_response(service, request, await runs.wait(service, handle, request), response_format)
 
 
