@@ -3,7 +3,8 @@
 "drop the anime look", "no text", "less blur" exclude; "more painterly" adds a task and strengthens
 matching adapters; "keep the seed", "same picture but ..." keep the seed; anything else ("warmer
 light", "at night", "add a red scarf") adds tasks from its words. The LLM path does the same through
-the SubmitSelection tool's edit fields.
+the SubmitSelection tool's edit fields. `refinement_source` says whether a follow-up refines a previous
+result (image-to-image from it) rather than asking for a new picture.
 """
 
 from __future__ import annotations
@@ -24,11 +25,38 @@ _PIN = re.compile(r"\b(?:use|pin|keep)\s+(?:adapter\s+)?((?:civitai|local):\S+)"
 _FILLER = re.compile(r"\b(?:make it|make the|but|please|now|also|and|add|use|pin|with)\b", re.I)
 
 
+_REFINE = re.compile(
+    r"\b(?:make (?:it|this|that|them|the (?:image|picture|\w+ one)|(?:image|picture) #?\d+)|same (?:picture|image|composition|layout)|"
+    r"keep the (?:composition|layout|picture|image)|(?:this|that) (?:picture|image) but|turn (?:it|this) into|restyle)\b",
+    re.I,
+)
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+             "last": -1}
+_NAMED = re.compile(r"(?:\b(?:image|picture|number)\s*#?\s*(\d+)|#(\d+)|\bthe\s+(" + "|".join(_ORDINALS)
+                    + r")\s+(?:one|image|picture))\b", re.I)
+
+
+def refinement_source(text: str, n_previous: int) -> int | None:
+    """Index of the previous result a follow-up refines ("make it more X", "same picture but ..."), or None
+    for a turn that should be drawn from scratch. The user may name one ("image 2", "#3", "the second one");
+    otherwise the first image. A named image that does not exist is an error, not a silent fallback."""
+    if n_previous == 0 or not _REFINE.search(text):
+        return None
+    match = _NAMED.search(text)
+    if match is None:
+        return 0
+    number = int(match.group(1) or match.group(2)) if (match.group(1) or match.group(2)) else _ORDINALS[match.group(3).lower()]
+    index = n_previous - 1 if number == -1 else number - 1
+    if not 0 <= index < n_previous:
+        raise ValueError(f"there is no image {number} in the previous turn (it made {n_previous})")
+    return index
+
+
 def read_follow_up(text: str, plan: Plan) -> Plan:
     """A new plan: the previous one with this turn's edits applied."""
     edits = plan.edits.model_copy(deep=True)
     tasks = [t.model_copy() for t in plan.tasks]
-    rest = text
+    rest = _NAMED.sub(" ", text)  # "image 2" names what to refine; it is not a wish
     if _KEEP_SEED.search(text):
         edits.keep_seed = True
         rest = _KEEP_SEED.sub(" ", rest)

@@ -14,19 +14,20 @@ from typing import Any
 from langgraph.runtime import Runtime
 from PIL import Image
 
-from agent.edits import read_follow_up
-from agent.plan import Plan
+from agent.edits import read_follow_up, refinement_source
+from agent.plan import ImageEdit, Plan
 from agent.planner import SelectionSettings, negative_wishes, offline_ranking, select_offline, split_tasks
 from agent.selector import LLMFailed, select_with_llm
 from agent.state import AgentContext, AgentState
 from db.catalog import find_adapters, get_adapters
 from db.runs import add_image, known_conflicts, record_conflict
 from db.search import SearchFilters
+from generation.edit import check_edit_inputs, load_image
 from generation.guidance import GuidanceSettings, GuideSpec
 from generation.masks import ComposerSettings, Composition, Mix
 from generation.skipping import SkipSettings
 from tools.compose import DEFAULT_WEIGHT, adapter_file, compose_mixes
-from tools.inspect import Finding, MixAdapter, check_mix, inspect_images
+from tools.inspect import Finding, MixAdapter, check_kept_region, check_mix, inspect_images
 from tools.retrieve import Hit, retrieve_for_tasks
 from tools.sample import SampleSettings, sample
 
@@ -48,15 +49,41 @@ def plan(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
         tasks = split_tasks(message)
         new_plan = Plan(prompt=message, subject=tasks[0].phrase if tasks else "", tasks=tasks,
                         negative=", ".join(negative_wishes(message)))
+    new_plan.edit = _image_edit(state, runtime.context, message, previous is not None)
     if new_plan.edits.keep_seed and state.get("seed") is not None and previous is not None:
         seed = state["seed"]
     else:
         seed = state.get("seed") if previous is None and state.get("seed") is not None else random.randrange(2**31)
-    _emit(runtime, "plan", tasks=[t.phrase for t in new_plan.tasks], follow_up=previous is not None)
+    _emit(runtime, "plan", tasks=[t.phrase for t in new_plan.tasks], follow_up=previous is not None,
+          edit=new_plan.edit.model_dump() if new_plan.edit else None)
     return {
         "plan": new_plan.model_dump(), "history": history + [message], "seed": seed, "attempt": 0, "dropped": [],
         "downweighted": {}, "attempts": [], "findings": [], "images": [], "nfe": 0, "timings": {},
+        # this turn's image inputs now live in the plan; cleared so the next turn does not inherit them
+        "input_image": None, "input_mask": None, "strength": None,
     }
+
+
+def _image_edit(state: AgentState, ctx: AgentContext, message: str, follow_up: bool) -> ImageEdit | None:
+    """This turn's input image: an upload (with an optional mask), or, for a refinement follow-up ("make
+    it more X"), the previous turn's first image (or the one named) at the default edit strength."""
+    settings, strength = ctx.settings, state.get("strength")
+    if state.get("input_image"):
+        image, mask = load_image(state["input_image"], "input image"), None
+        if state.get("input_mask"):
+            mask = load_image(state["input_mask"], "input mask")
+        default = settings.inpaint_strength if mask is not None else settings.edit_strength
+        strength = default if strength is None else strength
+        check_edit_inputs(image, mask, strength, settings.mask_feather)
+        return ImageEdit(image=str(state["input_image"]), mask=state.get("input_mask") or None, strength=strength)
+    previous = state.get("images") or []
+    index = refinement_source(message, len(previous)) if follow_up else None
+    if index is None:
+        return None
+    strength = settings.edit_strength if strength is None else strength
+    check_edit_inputs(None, None, strength, settings.mask_feather)
+    return ImageEdit(image=str(ctx.images_dir / previous[index]["path"]), strength=strength, source="previous",
+                     image_id=previous[index].get("id"))
 
 
 def _card_candidate(hit: Hit, card: dict, adapter_dirs: list) -> dict:
@@ -265,8 +292,13 @@ def sample_node(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     def progress(p) -> None:
         _emit(runtime, "progress", step=p.step, steps=p.steps)
 
+    edit = plan_.edit
+    image = load_image(edit.image, "input image") if edit else None
+    mask = load_image(edit.mask, "input mask") if edit and edit.mask else None
     result, stored = sample(engine, plan_.prompt, composition, seeds, settings, ctx.images_dir,
-                            negative_prompt=plan_.negative, on_progress=progress, cancel=ctx.cancel)
+                            negative_prompt=plan_.negative, on_progress=progress, cancel=ctx.cancel,
+                            image=image, mask=mask, strength=edit.strength if edit else 0.8,
+                            mask_feather=ctx.settings.mask_feather)
     images = []
     with ctx.db.connection() as conn:
         for image, adapters in zip(stored, state["mix_adapters"]):
@@ -286,7 +318,12 @@ def inspect_node(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     for record in state["images"]:
         with Image.open(ctx.images_dir / record["path"]) as im:
             images.append(im.convert("RGB"))
-    findings = inspect_images(images, [r["adapters"] for r in state["images"]], [r["prompt"] for r in state["images"]], ctx.judge)
+    edit = Plan.model_validate(state["plan"]).edit
+    findings = inspect_images(images, [r["adapters"] for r in state["images"]], [r["prompt"] for r in state["images"]],
+                              ctx.judge, check_duplicates=edit is None)
+    if edit is not None and edit.mask:
+        findings += check_kept_region(images, load_image(edit.image, "input image"), load_image(edit.mask, "input mask"),
+                                      ctx.settings.inpaint_keep_error, ctx.settings.mask_feather)
     if findings:
         _emit(runtime, "inspection", stage="images", findings=[f.message for f in findings])
     return {"findings": [f.as_dict() for f in findings]}
@@ -334,6 +371,10 @@ def respond(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     plan_ = Plan.model_validate(state["plan"])
     dropped = set(state.get("dropped", []))
     lines = [f"Planner: {state.get('planner', 'offline')}. Tasks: " + "; ".join(t.phrase for t in plan_.tasks) + "."]
+    if plan_.edit is not None:
+        what = "the uploaded image" if plan_.edit.source == "upload" else "the previous result"
+        how = "inpainted the masked region of" if plan_.edit.mode == "inpaint" else "image-to-image from"
+        lines.append(f"Edit: {how} {what} at strength {plan_.edit.strength:g}.")
     for task, picks in state.get("picks", {}).items():
         for pick in picks:
             status = " (dropped after inspection)" if pick["adapter_id"] in dropped else ("" if pick.get("file") else " (file not available locally)")

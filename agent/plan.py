@@ -26,6 +26,21 @@ class Edits(BaseModel):
     keep_seed: bool = False
 
 
+class ImageEdit(BaseModel):
+    """The image a turn starts from: an upload (image-to-image, or inpainting with a mask) or a previous
+    result being refined. Recorded in the plan so later turns, the run record and the API can see it."""
+
+    image: str = Field(description="Path of the input image.")
+    mask: str | None = Field(default=None, description="Path of the mask (white = repaint); None: the whole image.")
+    strength: float = Field(ge=0, le=1, description="0 = the input unchanged, 1 = drawn afresh.")
+    source: str = Field(default="upload", description="'upload' or 'previous' (a refinement of an earlier result).")
+    image_id: str | None = Field(default=None, description="The earlier result's image id, for source 'previous'.")
+
+    @property
+    def mode(self) -> str:
+        return "inpaint" if self.mask else "img2img"
+
+
 class Plan(BaseModel):
     prompt: str
     subject: str = ""
@@ -33,6 +48,7 @@ class Plan(BaseModel):
     negative: str = ""
     base_model: str | None = None
     edits: Edits = Field(default_factory=Edits)
+    edit: ImageEdit | None = None  # this turn's input image, if any (not carried to the next turn)
 
 
 class Pick(BaseModel):

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     guidance_scale: float | None = Field(default=None, ge=0, le=30, description="Unset: the base model's own default.")
     skip_threshold: float = Field(default=0.01, ge=0, le=1, description="Adaptive step skipping; 0 turns it off.")
     max_skip: int = Field(default=4, ge=0, le=20)
+    # Image edits (image-to-image, inpainting)
+    edit_strength: float = Field(default=0.6, ge=0, le=1, description="Image-to-image strength for an uploaded image or a 'make it more X' refinement of a previous result.")
+    inpaint_strength: float = Field(default=1.0, ge=0, le=1, description="Strength when a mask is given (1: the masked region is drawn afresh).")
+    mask_feather: int = Field(default=0, ge=0, le=64, description="Gaussian blur radius (pixels) of inpainting masks.")
+    inpaint_keep_error: float = Field(default=0.05, ge=0, le=1, description="Inspection: most mean abs pixel change (0-1 units) allowed in the unmasked region.")
     # Agent
     max_retries: int = Field(default=2, ge=0, le=10, description="Re-compositions after a failed inspection.")
     composer_scale: float = Field(default=0.8, gt=0, le=4)

@@ -58,8 +58,12 @@ class Threads:
         n_images: int | None = None,
         seed: int | None = None,
         on_event: Callable[[Event], None] | None = None,
+        input_image: str | None = None,
+        input_mask: str | None = None,
+        strength: float | None = None,
     ) -> dict[str, Any]:
-        """Run one turn of a thread to the end; returns the final state (with `run_id`)."""
+        """Run one turn of a thread to the end; returns the final state (with `run_id`). `input_image`
+        (and `input_mask`, white = repaint) are PNG paths this turn edits, at `strength` (0..1)."""
         if not message or not message.strip():
             raise ValueError("the message is empty")
         with ctx.db.connection() as conn:
@@ -69,6 +73,9 @@ class Threads:
             turn["n_images"] = n_images
         if seed is not None:
             turn["seed"] = seed
+        for key, value in (("input_image", input_image), ("input_mask", input_mask), ("strength", strength)):
+            if value is not None:
+                turn[key] = str(value) if key != "strength" else float(value)
         config = self.config(ctx.tenant, thread_id)
         emit = on_event or (lambda event: None)
         emit({"event": "run", "run_id": str(run_id), "thread_id": thread_id})

@@ -16,6 +16,10 @@ class ApiConfig(BaseSettings):
     max_messages: int = Field(default=200, ge=1, description="Messages in one chat request.")
     max_n: int = Field(default=4, ge=1, le=16, description="Images per request.")
     max_steps: int = Field(default=50, ge=1, le=200, description="Sampling steps a request may ask for.")
+    max_upload_bytes: int = Field(default=4 << 20, ge=1024,
+                                  description="Largest input image or mask file (OpenAI's limit is 4 MB).")
+    max_image_pixels: int = Field(default=2048 * 2048, ge=64,
+                                  description="Most pixels (width x height) of an input image.")
     workers: int = Field(default=2, ge=1, le=64, description="Runs executing at once (the engine serialises sampling).")
     queue_size: int = Field(default=32, ge=0, description="Runs waiting for a worker before new ones get 429.")
     per_tenant: int = Field(default=4, ge=1, description="Runs one tenant may have queued or running at once.")

@@ -16,18 +16,23 @@ class _TooLarge(Exception):
 
 
 class BodyLimit:
-    """413 for bodies over `max_bytes`, by Content-Length up front or by counting a chunked body."""
+    """413 for bodies over `max_bytes`, by Content-Length up front or by counting a chunked body.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    `per_path` raises the limit for routes that take images (uploads, data URLs); those routes check
+    each image's own size and say which one is too large.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.per_path = app, max_bytes, per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await self._reject(send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await self._reject(send, limit)
         seen = 0
         started = False
 
@@ -36,7 +41,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge()
             return message
 
@@ -49,10 +54,10 @@ class BodyLimit:
             await self.app(scope, counted, tracked)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, limit)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(error_body(413, f"the request body is larger than {self.max_bytes} bytes",
+    async def _reject(self, send: Send, limit: int) -> None:
+        body = json.dumps(error_body(413, f"the request body is larger than {limit} bytes",
                                      "body_too_large")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

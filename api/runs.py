@@ -16,6 +16,7 @@ from api.errors import ApiError, database_message, is_database_error
 from api.queue import QueueFull
 from api.schemas import ImageOut
 from api.service import Principal, RunHandle, Service
+from api.uploads import EditInput
 from db.tenancy import ensure_thread
 from generation.adapters import AdapterError
 from generation.loop import GenerationCancelled
@@ -39,12 +40,16 @@ def check_limits(service: Service, message: str, n: int | None, steps: int | Non
                        param="steps")
 
 
-async def start(service: Service, caller: Principal, thread_id: str, message: str, *, n: int | None = None,
-                seed: int | None = None, steps: int | None = None) -> RunHandle:
-    """Validate, make sure the thread is the caller's, and queue the run (429 when there is no room)."""
-    check_limits(service, message, n, steps)
+def check_engine(service: Service) -> None:
     if service.engine_error:
         raise ApiError(503, f"the base model could not be loaded: {service.engine_error}", code="model_unavailable")
+
+
+async def start(service: Service, caller: Principal, thread_id: str, message: str, *, n: int | None = None,
+                seed: int | None = None, steps: int | None = None, edit: EditInput | None = None) -> RunHandle:
+    """Validate, make sure the thread is the caller's, and queue the run (429 when there is no room)."""
+    check_limits(service, message, n, steps)
+    check_engine(service)
 
     def claim() -> None:
         with service.db.connection() as conn:
@@ -52,7 +57,7 @@ async def start(service: Service, caller: Principal, thread_id: str, message: st
 
     await run_in_threadpool(claim)
     try:
-        return service.start_run(caller, thread_id, message, n_images=n, seed=seed, steps=steps)
+        return service.start_run(caller, thread_id, message, n_images=n, seed=seed, steps=steps, edit=edit)
     except QueueFull as exc:
         service.metrics.rejected.inc()
         raise ApiError(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None

@@ -27,10 +27,17 @@ class ErrorResponse(BaseModel):
 
 # --- OpenAI: chat -------------------------------------------------------------------------------
 
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    url: str = Field(description="A data URL (data:image/png;base64,...) or a link to one of your own loracle images.")
+    detail: str | None = Field(default=None, max_length=16)
+
+
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: str = Field(max_length=64)
     text: str | None = None
+    image_url: ImageUrl | None = Field(default=None, description="With type 'image_url': an image to edit.")
 
 
 class ChatMessage(BaseModel):
@@ -43,6 +50,11 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, list):
             return "\n".join(p.text for p in self.content if p.type == "text" and p.text)
         return self.content or ""
+
+    def image_urls(self) -> list[str]:
+        if not isinstance(self.content, list):
+            return []
+        return [p.image_url.url for p in self.content if p.type == "image_url" and p.image_url is not None]
 
 
 class ChatCompletionRequest(BaseModel):
@@ -57,7 +69,8 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Seed
     user: str | None = Field(default=None, max_length=256)
     metadata: dict[str, str] | None = Field(
-        default=None, description="`thread_id` continues a thread; `n_images` sets how many images to make.")
+        default=None, description="`thread_id` continues a thread; `n_images` sets how many images to make; "
+                                  "`strength` (0-1) how far to move from an image in the last user message.")
 
 
 class AssistantMessage(BaseModel):

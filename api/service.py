@@ -21,6 +21,7 @@ from api.config import ApiConfig
 from api.metrics import Metrics
 from api.queue import RunQueue
 from api.signing import Signer
+from api.uploads import EditInput
 from db import Database
 from generation.loop import GenerationCancelled
 
@@ -106,8 +107,8 @@ class Service:
         threading.Thread(target=check, name="loracle-pool-check", daemon=True).start()
 
     def start_run(self, principal: Principal, thread_id: str, message: str, *, n_images: int | None = None,
-                  seed: int | None = None, steps: int | None = None) -> RunHandle:
-        """Queue a turn (QueueFull when there is no room) and return its handle at once."""
+                  seed: int | None = None, steps: int | None = None, edit: EditInput | None = None) -> RunHandle:
+        """Queue a turn (QueueFull when there is no room) and return its handle at once; `edit`: an image to edit."""
         loop = asyncio.get_running_loop()
         settings = self.base_ctx.settings if steps is None else self.base_ctx.settings.model_copy(update={"steps": steps})
         ctx = dataclasses.replace(self.base_ctx, tenant=principal.tenant, cancel=threading.Event(), settings=settings)
@@ -117,7 +118,8 @@ class Service:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
         def run() -> dict[str, Any]:
-            return self.threads.run_turn(ctx, thread_id, message, n_images=n_images, seed=seed, on_event=push)
+            return self.threads.run_turn(ctx, thread_id, message, n_images=n_images, seed=seed, on_event=push,
+                                         **(edit.turn() if edit else {}))
 
         future = self.queue.submit(principal.tenant, run, ctx.cancel)
         self.metrics.runs_started.inc()

@@ -28,6 +28,26 @@ def ensure_world_catalog(db, settings) -> None:
             typer.echo(f"world catalog: {report.summary()}", err=True)
 
 
+def check_edit_files(image: Path | None, mask: Path | None) -> None:
+    """--image / --mask must be readable images of one size; a clear usage error otherwise, before any work."""
+    from generation.edit import check_edit_inputs, load_image
+
+    if mask is not None and image is None:
+        raise typer.BadParameter("--mask needs --image (the picture whose white region is repainted)", param_hint="--mask")
+    opened = {}
+    for flag, path in (("--image", image), ("--mask", mask)):
+        if path is not None:
+            try:
+                opened[flag] = load_image(path, flag.strip("-"))
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint=flag) from None
+    if mask is not None:
+        try:
+            check_edit_inputs(opened["--image"], opened["--mask"], 0.0, 0)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--mask") from None
+
+
 def generate(
     prompt: str = typer.Argument(..., help="What to draw; a follow-up turn when --thread names an earlier thread."),
     n: int = typer.Option(None, "--n", min=1, max=16, help="Images to make (default from settings)."),
@@ -35,6 +55,10 @@ def generate(
     seed: int = typer.Option(None, "--seed", help="Seed (default: random, or kept when the turn says so)."),
     out: Path = typer.Option(None, "--out", help="Also copy the images into this folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    image: Path = typer.Option(None, "--image", help="Edit this image (image-to-image) instead of drawing from scratch."),
+    mask: Path = typer.Option(None, "--mask", help="Inpainting mask for --image: white = repaint, black = keep."),
+    strength: float = typer.Option(None, "--strength", min=0.0, max=1.0,
+                                   help="How far to move from --image: 0 = unchanged, 1 = from scratch (default from settings)."),
 ) -> None:
     """Plan, retrieve, select, compose, sample, inspect and retry; print what was picked and where the images are."""
     from agent.runtime import build_context
@@ -44,6 +68,7 @@ def generate(
     settings = get_settings()
     if not prompt.strip():
         raise fail("the prompt is empty")
+    check_edit_files(image, mask)
     thread_id = thread or uuid.uuid4().hex[:12]
     with open_database(settings) as db:
         ensure_world_catalog(db, settings)
@@ -65,12 +90,14 @@ def generate(
                     bar.set_description("sampling", refresh=False)
                 bar.update(event["step"] - bar.n)
             elif kind == "retry":
-                bar.write(f"retrying (attempt {event['attempt'] + 1}), dropped adapters {event['dropped']}")
+                bar.write(f"retrying (attempt {event['attempt'] + 1}), dropped adapters {event['dropped']}", file=sys.stderr)
             elif kind == "inspection":
-                bar.write("inspection: " + "; ".join(event["findings"]))
+                bar.write("inspection: " + "; ".join(event["findings"]), file=sys.stderr)
 
         try:
-            state = threads.run_turn(ctx, thread_id, prompt, n_images=n, seed=seed, on_event=show)
+            state = threads.run_turn(ctx, thread_id, prompt, n_images=n, seed=seed, on_event=show,
+                                     input_image=str(image.resolve()) if image else None,
+                                     input_mask=str(mask.resolve()) if mask else None, strength=strength)
         except (ValueError, AdapterError) as exc:
             raise fail(str(exc)) from None
         finally:

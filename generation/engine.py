@@ -21,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from generation.adapters import AdapterManager, parse_lora_tags
+from generation.edit import check_edit_inputs, prepare_edit
 from generation.guidance import GuidanceSettings
 from generation.loop import SCHEDULERS, Branch, Progress, decode, denoise, encode_prompts, initial_latents
 from generation.masks import Composition, Mix, group_mixes
@@ -49,6 +50,10 @@ class GenerationRequest:
     max_batch: int = 8
     callback: Callable[[Progress], None] | None = None
     cancel: threading.Event | None = None
+    image: Image.Image | None = None  # image-to-image / inpainting input (resized to the request size)
+    mask: Image.Image | None = None  # inpainting: white = repaint, black = keep; same size as `image`
+    strength: float = 0.8  # with `image`: 0 = the input unchanged, 1 = text-to-image (ignored without one)
+    mask_feather: int = 0  # Gaussian blur radius of the mask, in pixels (0 = hard edge)
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str):
@@ -78,6 +83,7 @@ class GenerationRequest:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        check_edit_inputs(self.image, self.mask, self.strength, self.mask_feather)
         if self.mixes is not None and not isinstance(self.mixes, Composition):
             for i, mix in enumerate(self.mixes):
                 for ref, w in mix.items():
@@ -153,6 +159,7 @@ class Engine:
                                  f"max_loaded is {self.adapters.max_loaded}")
             for ref in refs:
                 self.adapters.get(ref)
+        edit = prepare_edit(self.base, req.image, req.mask, req.strength, height, width, req.mask_feather)
         n = req.n_images
         images: list[Image.Image | None] = [None] * n
         nfe, prompts = [0] * n, [""] * n
@@ -171,7 +178,8 @@ class Engine:
                     td = time.perf_counter()
                     out = denoise(branches, initial_latents(self.base, seeds, height, width),
                                   scheduler_name=req.scheduler, steps=req.steps, guidance=g,
-                                  skipping=req.skipping, seeds=seeds, callback=req.callback, cancel=req.cancel)
+                                  skipping=req.skipping, seeds=seeds, callback=req.callback, cancel=req.cancel,
+                                  edit=edit.expand(len(chunk)) if edit is not None else None)
                     tdec = time.perf_counter()
                     imgs = decode(self.base, out.latents)
                     timings["denoise_s"] += tdec - td
@@ -200,6 +208,10 @@ class Engine:
             extra["Guide"] = g.guide.model or g.guide.kind
         if g.kind == "both":
             extra["Guidance a"] = g.a
+        if req.image is not None:  # A1111 writes img2img strength as "Denoising strength"
+            extra["Denoising strength"] = req.strength
+            if req.mask is not None:
+                extra["Mask blur"] = req.mask_feather
         if s.enabled:
             extra["Skip threshold"] = s.threshold
             extra["Max skip"] = s.max_skip

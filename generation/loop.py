@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from generation.edit import EditInputs, edit_steps, is_inpainting_unet
 from generation.guidance import GuidanceSettings, combine
 from generation.models import BaseModel
 from generation.skipping import SkipSettings, SkipState
@@ -141,14 +142,34 @@ def denoise(
     seeds: list[int] | None = None,
     callback: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
+    edit: EditInputs | None = None,
 ) -> LoopOutput:
-    """Run the scheduler's timesteps; evaluate branches where the skip state says so; combine; step."""
+    """Run the scheduler's timesteps; evaluate branches where the skip state says so; combine; step.
+
+    `latents` is the seeded noise. With `edit` (image-to-image / inpainting) only the last
+    round(strength x steps) timesteps run, from the input noised to the first of them (pure noise at
+    strength 1, as text-to-image); a mask keeps its black region by blending in the input re-noised to the
+    next timestep after every step, or, for inpainting UNets, goes in as extra input channels."""
     main = next(b for b in branches if b.name == "cond").model
     scheduler = make_scheduler(scheduler_name, main.scheduler_config)
     scheduler.set_timesteps(steps, device=main.device)
-    latents = latents * scheduler.init_noise_sigma
-    batch = latents.shape[0]
-    skip = SkipState(skipping, batch, len(scheduler.timesteps))
+    timesteps = scheduler.timesteps
+    noise, batch = latents, latents.shape[0]
+    blend = edit is not None and edit.mask is not None and not is_inpainting_unet(main)
+    if edit is None:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        start = len(timesteps) - edit_steps(edit.strength, len(timesteps))
+        timesteps = timesteps[start:]
+        if len(timesteps) == 0:  # strength 0: the input itself, no model evaluation
+            return LoopOutput(edit.image_latents.clone(), [0] * batch, 0, [[] for _ in range(batch)])
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        if edit.strength >= 1.0:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            latents = scheduler.add_noise(edit.image_latents, noise, timesteps[:1].repeat(batch))
+    skip = SkipState(skipping, batch, len(timesteps))
     skip.start(latents)
     cache: dict[str, torch.Tensor] = {}
     nfe = [0] * batch
@@ -156,9 +177,9 @@ def denoise(
     calls = 0
     gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds] if seeds else None
     groups = _groups(branches)
-    for i, t in enumerate(scheduler.timesteps):
+    for i, t in enumerate(timesteps):
         if cancel is not None and cancel.is_set():
-            raise GenerationCancelled(f"cancelled before step {i + 1}/{len(scheduler.timesteps)}")
+            raise GenerationCancelled(f"cancelled before step {i + 1}/{len(timesteps)}")
         mask = skip.compute_mask(i)
         if not cache:
             mask[:] = True
@@ -171,9 +192,12 @@ def denoise(
                 added = None
                 if conds[0].added:
                     added = {k: torch.cat([c.added[k] for c in conds]) for k in conds[0].added}
+                x_model = x_in
+                if edit is not None and is_inpainting_unet(model):
+                    x_model = torch.cat([x_in, edit.extra_channels(idx).to(x_in)], dim=1)
                 with (group[0].state() if group[0].state else nullcontext()):
                     out = model.unet(
-                        torch.cat([x_in] * len(group)).to(model.dtype), t,
+                        torch.cat([x_model] * len(group)).to(model.dtype), t,
                         encoder_hidden_states=torch.cat([c.embeds for c in conds]),
                         added_cond_kwargs=added, return_dict=False,
                     )[0]
@@ -188,9 +212,14 @@ def denoise(
         noise_pred = combine(guidance, cache).to(latents.dtype)
         step_kwargs = {"generator": gens} if scheduler_name == "euler_a" and gens else {}
         latents = scheduler.step(noise_pred, t, latents, return_dict=False, **step_kwargs)[0]
+        if blend:
+            known = edit.image_latents
+            if i < len(timesteps) - 1:
+                known = scheduler.add_noise(known, noise, timesteps[i + 1:i + 2].repeat(batch))
+            latents = (1 - edit.mask) * known.to(latents.dtype) + edit.mask * latents
         skip.observe(latents)
         if callback is not None:
-            callback(Progress(i + 1, len(scheduler.timesteps), len(idx), calls))
+            callback(Progress(i + 1, len(timesteps), len(idx), calls))
     return LoopOutput(latents, nfe, calls, computed_steps)
 
 

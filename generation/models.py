@@ -60,7 +60,10 @@ class BaseModel:
 
     @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        """Channels the loop denoises (an inpainting UNet takes more input channels than it predicts)."""
+        if self.vae is not None:
+            return int(self.vae.config.latent_channels)
+        return int(self.unet.config.out_channels)
 
     @property
     def sample_size(self) -> int:

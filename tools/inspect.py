@@ -3,7 +3,8 @@
 Before: adapters made for another base model, two adapters of one exclusive group (two art styles,
 two characters, conflicting strokes) both at high weight, a total weight that overdrives the model,
 and pairs that failed together in earlier runs. After: black, blank, NaN, saturated or noise-like
-images, near-duplicates within a batch, and prompt fit when a judge is configured.
+images, near-duplicates within a batch, prompt fit when a judge is configured, and after inpainting, that
+the unmasked region stayed put.
 """
 
 from __future__ import annotations
@@ -156,13 +157,48 @@ def blame_images(failed: list[bool], mixes: list[list[int]]) -> list[int]:
     return sorted(a for a, s in scores.items() if s > 0 and s >= top - 1e-9)
 
 
+def kept_region_error(image: Image.Image, source: Image.Image, mask: Image.Image, feather: int = 0) -> float:
+    """Mean abs pixel change (0-1 units) where the mask keeps the input: the part inpainting must not touch.
+    The input and mask are brought to the output's size as the engine does; pixels the feathered mask
+    touches at all are left out. NaN when nothing is kept (an all-white mask)."""
+    from generation.edit import mask_to_tensor
+
+    w, h = image.size
+    mode = "L" if image.mode == "L" else "RGB"
+    out = np.asarray(image.convert(mode), dtype=np.float32) / 255.0
+    ref = source.convert(mode)
+    ref = np.asarray(ref if ref.size == (w, h) else ref.resize((w, h), Image.BICUBIC), dtype=np.float32) / 255.0
+    keep = mask_to_tensor(mask, h, w, feather)[0, 0].numpy() <= 1e-3
+    if not keep.any():
+        return float("nan")
+    diff = np.abs(out - ref)
+    return float((diff if diff.ndim == 2 else diff.mean(axis=-1))[keep].mean())
+
+
+def check_kept_region(images: list[Image.Image], source: Image.Image, mask: Image.Image, max_error: float,
+                      feather: int = 0) -> list[Finding]:
+    """After inpainting: a finding when an image's unmasked region moved more than `max_error`. Nothing to
+    blame among the adapters (the engine keeps that region whatever the mix), so the action is none."""
+    errors = [kept_region_error(im, source, mask, feather) for im in images]
+    bad = [(i, e) for i, e in enumerate(errors) if e > max_error]
+    if not bad:
+        return []
+    detail = "; ".join(f"image {i}: {e:.3f}" for i, e in bad)
+    return [Finding("kept_region", f"the unmasked region changed (mean abs pixel difference over {max_error}): {detail}",
+                    [], action="none")]
+
+
 def inspect_images(
     images: list[Image.Image],
     mixes: list[list[int]],
     prompts: list[str],
     judge: Judge | Callable[[Image.Image, str], str | None] | None = None,
     settings: InspectionSettings = InspectionSettings(),
+    *,
+    check_duplicates: bool = True,
 ) -> list[Finding]:
+    """Findings over a batch; a failing image's adapters are blamed by comparison with passing images.
+    `check_duplicates=False` for edits, where images share the input and may rightly look alike."""
     """Findings over a batch; a failing image's adapters are blamed by comparison with passing images."""
     problems: list[str | None] = []
     for image, prompt in zip(images, prompts):
@@ -176,7 +212,7 @@ def inspect_images(
         blamed = blame_images(failed, mixes)
         detail = "; ".join(f"image {i}: {p}" for i, p in enumerate(problems) if p)
         findings.append(Finding("images", detail, blamed, action="drop" if blamed else "none"))
-    for i, j in near_duplicates(images, settings):
+    for i, j in (near_duplicates(images, settings) if check_duplicates else []):
         if mixes[i] != mixes[j]:
             continue  # the same mix with other seeds may legitimately look alike in tiny worlds
         findings.append(Finding("duplicates", f"images {i} and {j} are near-identical despite different seeds", list(mixes[i]), action="downweight"))

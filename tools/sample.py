@@ -79,7 +79,12 @@ def sample(
     negative_prompt: str = "",
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
+    image: Image.Image | None = None,
+    mask: Image.Image | None = None,
+    strength: float = 0.8,
+    mask_feather: int = 0,
 ) -> tuple[GenerationResult, list[StoredImage]]:
+    """`image` (and `mask`, white = repaint): image-to-image / inpainting at `strength`; else text-to-image."""
     request = GenerationRequest(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -93,6 +98,10 @@ def sample(
         width=settings.size,
         callback=on_progress,
         cancel=cancel,
+        image=image,
+        mask=mask,
+        strength=strength,
+        mask_feather=mask_feather,
     )
     result = engine.generate(request)
     stored = []

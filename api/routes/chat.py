@@ -2,7 +2,8 @@ r"""POST /v1/chat/completions: the agent runs on the conversation's last user me
 
 A thread is continued by (first match wins) the `X-Loracle-Thread` header, `metadata.thread_id`, or the
 `thread: \`ID\`` line loracle puts at the end of every answer, so a stock chat front end that sends the
-history back continues the thread without knowing about it.
+history back continues the thread without knowing about it. An `image_url` part in the last user message
+(a data URL, or a link to one of the tenant's own images) makes the turn an edit of that image.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ import re
 import time
 import uuid
 from typing import Annotated, Any, AsyncIterator
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from api import runs
+from api import runs, uploads
 from api.deps import CallerDep, ServiceDep
 from api.errors import ApiError, error_body
 from api.schemas import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, ErrorResponse, Usage
-from api.service import Service
+from api.service import Principal, Service
+from api.uploads import EditInput
+from db.tenancy import get_image
 from api.sse import KEEPALIVE, frame, sse_response
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -53,6 +58,52 @@ def n_images(body: ChatCompletionRequest) -> int | None:
     if not raw.isdigit():
         raise ApiError(400, "metadata.n_images must be a whole number", code="invalid_n", param="metadata.n_images")
     return int(raw)
+
+
+def strength(body: ChatCompletionRequest) -> float | None:
+    raw = (body.metadata or {}).get("strength")
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ApiError(400, f"metadata.strength must be a number between 0 and 1, got {raw!r}", code="invalid_strength",
+                       param="metadata.strength") from None
+
+
+def image_bytes(service: Service, request: Request, caller: Principal, url: str, param: str) -> bytes:
+    """A data URL's bytes, or the file of one of the caller's own images (never anything fetched from outside)."""
+    if url[:5].lower() == "data:":
+        return uploads.data_url_bytes(url, service.config, param)
+    hosts = {urlsplit(runs.base_url(service, request)).netloc.lower(), request.base_url.netloc.lower()}
+    image_id = uploads.own_image_id(url, hosts, param)
+    with service.db.connection() as conn:
+        row = get_image(conn, image_id)
+    path = service.settings.images_dir / row["path"] if row is not None and row["tenant"] == caller.tenant else None
+    if path is None or not path.is_file():
+        raise ApiError(400, f"{param}: no image {image_id!r} of yours; link only images this API key's tenant made",
+                       code="image_not_found", param=param)
+    return path.read_bytes()
+
+
+def chat_edit(service: Service, request: Request, caller: Principal, body: ChatCompletionRequest) -> EditInput | None:
+    """The last user message's image (an `image_url` content part) as this turn's edit input; None without one."""
+    index, last = len(body.messages) - 1, body.messages[-1]
+    content = last.content if isinstance(last.content, list) else []
+    parts = [(j, p) for j, p in enumerate(content) if p.type == "image_url"]
+    if not parts:
+        return None
+    if len(parts) > 1:
+        raise ApiError(400, f"the last message has {len(parts)} images; loracle edits one image per turn",
+                       code="too_many_images", param=f"messages[{index}].content")
+    j, part = parts[0]
+    param = f"messages[{index}].content[{j}].image_url.url"
+    if part.image_url is None:
+        raise ApiError(400, f"{param} is missing", code="invalid_image_url", param=param)
+    data = image_bytes(service, request, caller, part.image_url.url, param)
+    return uploads.prepare(data, None, strength(body), config=service.config, native=service.native_size(),
+                           images_dir=service.settings.images_dir, tenant=caller.tenant, image_param=param,
+                           strength_param="metadata.strength")
 
 
 def describe(event: dict[str, Any]) -> str | None:
@@ -95,7 +146,10 @@ async def chat_completions(
     if last.role != "user":
         raise ApiError(400, "the last message must be the user's", code="invalid_messages", param="messages")
     thread_id = pick_thread(body, x_loracle_thread)
-    handle = await runs.start(service, caller, thread_id, last.text(), n=n_images(body), seed=body.seed)
+    runs.check_limits(service, last.text(), n_images(body), None)
+    runs.check_engine(service)
+    edit = await run_in_threadpool(chat_edit, service, request, caller, body)
+    handle = await runs.start(service, caller, thread_id, last.text(), n=n_images(body), seed=body.seed, edit=edit)
     created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
     headers = {"X-Loracle-Thread": thread_id}
     if not body.stream:

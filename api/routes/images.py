@@ -1,4 +1,4 @@
-"""POST /v1/images/generations (the agent on a fresh thread per request) and the image files themselves."""
+"""POST /v1/images/generations and /v1/images/edits (the agent on a fresh thread per request), and the image files."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import base64
 import re
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import runs
+from api import runs, uploads
 from api.deps import CallerDep, OptionalCallerDep, ServiceDep
 from api.errors import ApiError
 from api.routes.chat import ERRORS, model_ids
@@ -36,19 +36,17 @@ async def check_size(service: Service, size: str | None) -> None:
                             f"'{native}x{native}'", code="unsupported_size", param="size")
 
 
-@router.post("/v1/images/generations", response_model=ImagesResponse, response_model_exclude_none=True,
-             responses=ERRORS, summary="Generate images for a prompt (OpenAI Images API)")
-async def generations(body: ImageGenerationRequest, request: Request, service: ServiceDep, caller: CallerDep) -> ImagesResponse:
-    if body.model is not None and body.model not in model_ids(service):
-        raise ApiError(404, f"unknown model {body.model!r}; available: {', '.join(model_ids(service))}",
+def check_model(service: Service, model: str | None) -> None:
+    if model is not None and model not in model_ids(service):
+        raise ApiError(404, f"unknown model {model!r}; available: {', '.join(model_ids(service))}",
                        code="model_not_found", param="model")
-    runs.check_limits(service, body.prompt, body.n, body.steps, param="prompt")
-    await check_size(service, body.size)
-    handle = await runs.start(service, caller, f"img-{uuid.uuid4().hex[:16]}", body.prompt, n=body.n or 1, seed=body.seed,
-                                steps=body.steps)
-    state = await runs.wait(service, handle, request)
+
+
+async def images_response(service: Service, request: Request, state: dict[str, Any],
+                          response_format: str | None) -> ImagesResponse:
+    """The run's images as OpenAI returns them: signed links, or the PNG bytes in base64."""
     images = state["images"]
-    if body.response_format == "b64_json":
+    if response_format == "b64_json":
         def read() -> list[str]:
             return [base64.b64encode((service.settings.images_dir / i["path"]).read_bytes()).decode() for i in images]
 
@@ -57,6 +55,63 @@ async def generations(body: ImageGenerationRequest, request: Request, service: S
     else:
         data = [ImageData(url=runs.image_url(service, request, i["id"]), revised_prompt=i["prompt"]) for i in images]
     return ImagesResponse(created=int(time.time()), data=data)
+
+
+@router.post("/v1/images/generations", response_model=ImagesResponse, response_model_exclude_none=True,
+             responses=ERRORS, summary="Generate images for a prompt (OpenAI Images API)")
+async def generations(body: ImageGenerationRequest, request: Request, service: ServiceDep, caller: CallerDep) -> ImagesResponse:
+    check_model(service, body.model)
+    runs.check_limits(service, body.prompt, body.n, body.steps, param="prompt")
+    await check_size(service, body.size)
+    handle = await runs.start(service, caller, f"img-{uuid.uuid4().hex[:16]}", body.prompt, n=body.n or 1, seed=body.seed,
+                                steps=body.steps)
+    return await images_response(service, request, await runs.wait(service, handle, request), body.response_format)
+
+
+@router.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True,
+             responses=ERRORS, summary="Edit an image: image-to-image, or inpainting inside a mask (OpenAI Images API)")
+async def edits(
+    request: Request, service: ServiceDep, caller: CallerDep,
+    prompt: Annotated[str, Form(min_length=1, description="What the edited image should show.")],
+    image: Annotated[UploadFile | None, File(description="The image to edit: a square PNG, JPEG or WebP file.")] = None,
+    images: Annotated[list[UploadFile] | None, File(alias="image[]", description=(
+        "The same as `image`, as the openai client sends a list; only one image is accepted."))] = None,
+    mask: Annotated[UploadFile | None, File(description=(
+        "Where to edit: fully transparent pixels (alpha 0), or white on black for a mask without alpha; "
+        "the same size as the image. Unset: the whole image changes."))] = None,
+    n: Annotated[int | None, Form(ge=1)] = 1,
+    size: Annotated[str | None, Form(max_length=32, description="'auto' or the base model's native WxH.")] = None,
+    response_format: Annotated[Literal["url", "b64_json"] | None, Form()] = "url",
+    model: Annotated[str | None, Form(max_length=200)] = None,
+    user: Annotated[str | None, Form(max_length=256)] = None,
+    strength: Annotated[float | None, Form(description=(
+        "loracle: how far to move from the image, 0 (unchanged) to 1 (made anew); default "
+        "LORACLE_EDIT_STRENGTH (0.6), or LORACLE_INPAINT_STRENGTH (1.0) with a mask."))] = None,
+    seed: Annotated[int | None, Form(ge=0, le=2**31 - 1)] = None,
+    steps: Annotated[int | None, Form(ge=1, description="loracle: sampling steps (default from settings).")] = None,
+) -> ImagesResponse:
+    check_model(service, model)
+    runs.check_limits(service, prompt, n, steps, param="prompt")
+    runs.check_engine(service)
+    await check_size(service, size)
+    uploads.check_strength(strength)
+    files = ([image] if image is not None else []) + list(images or [])
+    if not files:
+        raise ApiError(400, "image is required: send the image to edit as a multipart file field 'image'",
+                       code="missing_image", param="image")
+    if len(files) > 1:
+        raise ApiError(400, f"got {len(files)} images; loracle edits one image per request", code="too_many_images",
+                       param="image")
+    limit = service.config.max_upload_bytes
+    image_data = await files[0].read(limit + 1)
+    mask_data = await mask.read(limit + 1) if mask is not None else None
+    native = await run_in_threadpool(service.native_size)
+    edit = await run_in_threadpool(lambda: uploads.prepare(
+        image_data, mask_data, strength, config=service.config, native=native,
+        images_dir=service.settings.images_dir, tenant=caller.tenant))
+    handle = await runs.start(service, caller, f"edit-{uuid.uuid4().hex[:16]}", prompt, n=n or 1, seed=seed,
+                              steps=steps, edit=edit)
+    return await images_response(service, request, await runs.wait(service, handle, request), response_format)
 
 
 @router.get("/v1/images/files/{name}", response_class=FileResponse, tags=["images"],

@@ -20,7 +20,7 @@ IMAGE_LINK = re.compile(r"!\[[^\]]*\]\((http[^)]+)\)")
 def live(server_url, embedder, tmp_path_factory):
     with fresh_database(server_url) as url:
         settings = build_world(tmp_path_factory.mktemp("api-openai"), url, embedder)
-        with LiveServer(settings, ApiConfig(max_n=2, max_steps=8, max_body_bytes=64 * 1024)) as server:
+        with LiveServer(settings, ApiConfig(max_n=2, max_steps=8, max_body_bytes=64 * 1024, max_upload_bytes=32 * 1024)) as server:
             server.key = create_key(url, "alice")
             yield server
 
@@ -125,6 +125,10 @@ def test_wrong_key_and_oversized_body(live) -> None:
         bad.models.list()
     no_key = httpx.get(f"{live.url}/v1/models")
     assert no_key.status_code == 401, "keys exist, so the local mode is off"
-    big = httpx.post(f"{live.url}/v1/chat/completions", content=b"{" + b" " * 70_000 + b"}",
-                     headers={"Authorization": f"Bearer {live.key}", "Content-Type": "application/json"})
+    headers = {"Authorization": f"Bearer {live.key}", "Content-Type": "application/json"}
+    big = httpx.post(f"{live.url}/v1/images/generations", content=b"{" + b" " * 70_000 + b"}", headers=headers)
     assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+    # Chat may carry an image (base64): its limit is the body limit plus room for images, and no more.
+    assert httpx.post(f"{live.url}/v1/chat/completions", content=b"{" + b" " * 70_000 + b"}", headers=headers).status_code == 400
+    bigger = httpx.post(f"{live.url}/v1/chat/completions", content=b"{" + b" " * 200_000 + b"}", headers=headers)
+    assert bigger.status_code == 413 and bigger.json()["error"]["code"] == "body_too_large"

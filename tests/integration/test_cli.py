@@ -46,3 +46,34 @@ def test_bad_arguments_are_reported(tmp_path: Path, database_url: str) -> None:
     assert "no such file" in run(["catalog", "import", str(tmp_path / "missing.jsonl")], env).stderr
     empty = run(["search", "  "], env)
     assert empty.returncode == 1 and "the prompt is empty" in empty.stderr
+
+
+def test_generate_with_image_and_mask(tmp_path: Path, database_url: str) -> None:
+    """--image/--mask reach the graph as the turn's input keys; bad files are usage errors, not tracebacks."""
+    import numpy as np
+    from PIL import Image
+
+    env = {"LORACLE_DATABASE_URL": database_url, "LORACLE_HOME": str(tmp_path / "home"), "LORACLE_STEPS": "4",
+           "LORACLE_N_IMAGES": "1", "LORACLE_MAX_RETRIES": "0"}
+    image, mask, text = tmp_path / "in.png", tmp_path / "mask.png", tmp_path / "notes.png"
+    Image.fromarray(np.tile(np.arange(16, dtype=np.uint8) * 16, (16, 1)), mode="L").save(image)
+    half = np.zeros((16, 16), np.uint8)
+    half[8:] = 255
+    Image.fromarray(half, mode="L").save(mask)
+    Image.new("L", (8, 8)).save(tmp_path / "small.png")
+    text.write_text("not an image")
+    for args, message in [
+        (["--image", str(text)], "is not a readable image"),
+        (["--image", str(image), "--mask", str(tmp_path / "small.png")], "does not match image size"),
+    ]:  # each is a process start (torch import); the other checks are unit-tested in generation/edit.py
+        bad = run(["generate", "a seven", *args], env)
+        assert bad.returncode == 2 and message in " ".join(bad.stderr.replace("│", " ").split()), bad.stderr
+        assert "Traceback" not in bad.stderr
+    done = run(["generate", "a seven", "--image", str(image), "--mask", str(mask), "--strength", "0.5", "--json"], env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["plan"]["edit"] == {"image": str(image), "mask": str(mask), "strength": 0.5, "source": "upload",
+                                      "image_id": None}
+    assert result["nfe"] == 2 * 2  # CFG, the last half of 4 steps
+    out = np.asarray(Image.open(result["images"][0]))
+    assert np.array_equal(out[:8], np.asarray(Image.open(image))[:8])
