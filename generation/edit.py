@@ -32,27 +32,45 @@ def edit_steps(strength: float, steps: int) -> int:
     return min(steps, int(round(strength * steps)))
 
 
-def check_edit_inputs(image: Image.Image | None, mask: Image.Image | None, strength: float,
-                      mask_feather: int) -> None:
-    """ValueErrors naming what is wrong; nothing is silently fixed."""
+ImageInput = Image.Image | list[Image.Image] | None
+
+
+def _as_list(x: Image.Image | list[Image.Image]) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def check_edit_inputs(image: ImageInput, mask: ImageInput, strength: float, mask_feather: int,
+                      n_images: int = 1) -> None:
+    """ValueErrors naming what is wrong; nothing is silently fixed. `image` (and `mask`) is one PIL image for
+    every output, or a list with one per output image (`n_images` of them); one mask may serve a list."""
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not (0.0 <= strength <= 1.0):
         raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
     if isinstance(mask_feather, bool) or not isinstance(mask_feather, int) or mask_feather < 0:
         raise ValueError(f"mask_feather must be an integer >= 0 (Gaussian blur radius in pixels), got {mask_feather!r}")
-    if image is not None and not isinstance(image, Image.Image):
-        raise ValueError(f"image must be a PIL image, got {type(image).__name__}")
+    if image is None:
+        if mask is not None:
+            raise ValueError("a mask needs an input image: inpainting repaints part of a given image")
+        return
+    images = _as_list(image)
+    for what, given in (("input images", image), ("masks", mask)):
+        if isinstance(given, (list, tuple)) and len(given) != n_images:
+            raise ValueError(f"got {len(given)} {what} for {n_images} images (give one, or one per image)")
+    for im in images:
+        if not isinstance(im, Image.Image):
+            raise ValueError(f"image must be a PIL image, got {type(im).__name__}")
     if mask is None:
         return
-    if image is None:
-        raise ValueError("a mask needs an input image: inpainting repaints part of a given image")
-    if not isinstance(mask, Image.Image):
-        raise ValueError(f"mask must be a PIL image, got {type(mask).__name__}")
-    if mask.mode not in MASK_MODES:
-        raise ValueError(f"mask must be a grayscale or RGB image (modes {', '.join(MASK_MODES)}; white = repaint), "
-                         f"got mode {mask.mode!r}")
-    if mask.size != image.size:
-        raise ValueError(f"mask size {mask.size[0]}x{mask.size[1]} does not match image size "
-                         f"{image.size[0]}x{image.size[1]}")
+    masks = _as_list(mask)
+    for i in range(max(len(images), len(masks))):
+        im, m = images[min(i, len(images) - 1)], masks[min(i, len(masks) - 1)]
+        if not isinstance(m, Image.Image):
+            raise ValueError(f"mask must be a PIL image, got {type(m).__name__}")
+        if m.mode not in MASK_MODES:
+            raise ValueError(f"mask must be a grayscale or RGB image (modes {', '.join(MASK_MODES)}; white = repaint), "
+                             f"got mode {m.mode!r}")
+        if m.size != im.size:
+            raise ValueError(f"mask size {m.size[0]}x{m.size[1]} does not match image size "
+                             f"{im.size[0]}x{im.size[1]}")
 
 
 def load_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
@@ -126,29 +144,34 @@ def is_inpainting_unet(model: BaseModel) -> bool:
 
 @dataclass
 class EditInputs:
-    """One request's image input, ready for the loop (batch 1; `expand` repeats it for a chunk)."""
+    """One request's image inputs, ready for the loop: batch 1 (shared by every image) or one row per image."""
 
-    image_latents: torch.Tensor  # (1, C, h, w): the clean input in latent space
+    image_latents: torch.Tensor  # (B, C, h, w): the clean input in latent space
     strength: float
-    mask: torch.Tensor | None = None  # (1, 1, h, w) at latent resolution, 1 = repaint
-    masked_image_latents: torch.Tensor | None = None  # (1, C, h, w): for inpainting UNets only
+    mask: torch.Tensor | None = None  # (B, 1, h, w) at latent resolution, 1 = repaint
+    masked_image_latents: torch.Tensor | None = None  # (B, C, h, w): for inpainting UNets only
 
-    def expand(self, n: int) -> "EditInputs":
-        def rep(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.expand(n, *t.shape[1:]).contiguous()
+    def rows(self, indices: list[int]) -> "EditInputs":
+        """The inputs of the request's images `indices` (a shared input is repeated)."""
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            if t.shape[0] == 1:
+                return t.expand(len(indices), *t.shape[1:]).contiguous()
+            return t[torch.tensor(indices, device=t.device)]
 
-        return EditInputs(rep(self.image_latents), self.strength, rep(self.mask), rep(self.masked_image_latents))
+        return EditInputs(pick(self.image_latents), self.strength, pick(self.mask), pick(self.masked_image_latents))
 
     def extra_channels(self, idx: torch.Tensor) -> torch.Tensor:
         """The inpainting UNet's extra input for the samples `idx`: mask, then masked-image latents."""
         return torch.cat([self.mask[idx], self.masked_image_latents[idx]], dim=1)
 
 
-def prepare_edit(model: BaseModel, image: Image.Image | None, mask: Image.Image | None, strength: float,
+def prepare_edit(model: BaseModel, image: ImageInput, mask: ImageInput, strength: float,
                  height: int, width: int, feather: int = 0) -> EditInputs | None:
-    """Resize, convert and encode the request's image and mask. None when there is nothing to edit (plain
-    text-to-image on a regular UNet). An inpainting UNet without an input image gets an empty canvas fully
-    masked, so it can also generate from scratch (as diffusers' inpaint pipeline at strength 1)."""
+    """Resize, convert and encode the request's image(s) and mask(s). None when there is nothing to edit
+    (plain text-to-image on a regular UNet). An inpainting UNet without an input image gets an empty canvas
+    fully masked, so it can also generate from scratch (as diffusers' inpaint pipeline at strength 1)."""
     inpaint_unet = is_inpainting_unet(model)
     if image is None and not inpaint_unet:
         return None
@@ -158,8 +181,10 @@ def prepare_edit(model: BaseModel, image: Image.Image | None, mask: Image.Image 
         pixel_mask = torch.ones(1, 1, height, width)
         strength = 1.0
     else:
-        pixels = image_to_tensor(image, channels, height, width)
-        pixel_mask = mask_to_tensor(mask, height, width, feather) if mask is not None else None
+        pixels = torch.cat([image_to_tensor(im, channels, height, width) for im in _as_list(image)])
+        pixel_mask = None
+        if mask is not None:
+            pixel_mask = torch.cat([mask_to_tensor(m, height, width, feather) for m in _as_list(mask)])
     latents = encode_image(model, pixels)
     latent_mask = masked = None
     if pixel_mask is not None or inpaint_unet:

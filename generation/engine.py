@@ -50,8 +50,8 @@ class GenerationRequest:
     max_batch: int = 8
     callback: Callable[[Progress], None] | None = None
     cancel: threading.Event | None = None
-    image: Image.Image | None = None  # image-to-image / inpainting input (resized to the request size)
-    mask: Image.Image | None = None  # inpainting: white = repaint, black = keep; same size as `image`
+    image: Image.Image | list[Image.Image] | None = None  # img2img / inpainting input(s), one or one per image
+    mask: Image.Image | list[Image.Image] | None = None  # inpainting: white = repaint, black = keep; as `image`
     strength: float = 0.8  # with `image`: 0 = the input unchanged, 1 = text-to-image (ignored without one)
     mask_feather: int = 0  # Gaussian blur radius of the mask, in pixels (0 = hard edge)
 
@@ -83,7 +83,7 @@ class GenerationRequest:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
-        check_edit_inputs(self.image, self.mask, self.strength, self.mask_feather)
+        check_edit_inputs(self.image, self.mask, self.strength, self.mask_feather, self.n_images)
         if self.mixes is not None and not isinstance(self.mixes, Composition):
             for i, mix in enumerate(self.mixes):
                 for ref, w in mix.items():
@@ -179,7 +179,7 @@ class Engine:
                     out = denoise(branches, initial_latents(self.base, seeds, height, width),
                                   scheduler_name=req.scheduler, steps=req.steps, guidance=g,
                                   skipping=req.skipping, seeds=seeds, callback=req.callback, cancel=req.cancel,
-                                  edit=edit.expand(len(chunk)) if edit is not None else None)
+                                  edit=edit.rows(chunk) if edit is not None else None)
                     tdec = time.perf_counter()
                     imgs = decode(self.base, out.latents)
                     timings["denoise_s"] += tdec - td

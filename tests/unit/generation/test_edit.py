@@ -182,6 +182,18 @@ def test_bad_edit_inputs_raise(kw, msg):
         GenerationRequest("a fox", **kw)
 
 
+def test_one_input_per_image_equals_separate_requests(pixel_engine):
+    ims, mask = [picture(seed=0), picture(seed=4)], bottom_half_mask()
+    together = gen(pixel_engine, image=ims, mask=mask, strength=0.7, seeds=[1, 2], steps=6)
+    apart = [gen(pixel_engine, image=im, mask=mask, strength=0.7, seeds=[s], steps=6) for im, s in zip(ims, [1, 2])]
+    assert together.pipeline_calls == 1
+    for out, alone, im in zip(together.images, apart, ims):
+        assert np.abs(arr(out) - arr(alone.images[0])).max() <= 1  # batching only changes float rounding
+        assert np.array_equal(arr(out)[:16], arr(im)[:16])
+    with pytest.raises(ValueError, match="got 2 input images for 3 images"):
+        GenerationRequest("a fox", image=ims, n_images=3)
+
+
 def test_input_is_resized_to_the_request_size(pixel_engine):
     out = gen(pixel_engine, image=picture(48), strength=0.0)
     assert out.images[0].size == (32, 32)
