@@ -63,8 +63,8 @@ QUICK = Plan(
 
 def build_world(out: Path | None = None, quick: bool = False, only: tuple[str, ...] = PARTS, log=print,
                 styles: tuple[str, ...] | None = None) -> dict:
-    """Train and save the parts in `only` (LoRAs: `styles`, default all of the plan's); returns (and writes)
-    the training report."""
+    """Train and save the parts in `only` (LoRAs and MAR LoRAs: `styles`, default the plan's); returns (and
+    writes) the training report."""
     torch.set_num_threads(1)
     say = log or (lambda *_: None)
     bad = set(only) - set(PARTS)
@@ -120,7 +120,8 @@ def build_world(out: Path | None = None, quick: bool = False, only: tuple[str, .
         report["mar"] = _build_mar(paths, plan, train, held_out, log)
     if "mar-loras" in only:
         say("MAR style LoRAs")
-        report["mar-loras"] = {**report.get("mar-loras", {}), **_build_mar_loras(paths, plan, train, held_out, log)}
+        report["mar-loras"] = {**report.get("mar-loras", {}),
+                               **_build_mar_loras(paths, plan, train, held_out, log, styles or plan.mar_styles)}
     report.setdefault("seconds", {})[",".join(only)] = round(time.perf_counter() - t0, 1)
     # Re-read before writing, so parts built by separate processes keep each other's entries.
     merged = json.loads(paths.report.read_text()) if paths.report.is_file() else {}
@@ -160,7 +161,7 @@ def _build_mar(paths, plan: Plan, train, held_out, log) -> dict:
     return r.summary()
 
 
-def _build_mar_loras(paths, plan: Plan, train, held_out, log) -> dict:
+def _build_mar_loras(paths, plan: Plan, train, held_out, log, styles: tuple[str, ...]) -> dict:
     from evals.world.catalog import mar_lora_filename, write_mar_catalog
     from evals.world.mar import train_mar_lora
     from evals.world.modelio import save_mar_lora
@@ -168,7 +169,7 @@ def _build_mar_loras(paths, plan: Plan, train, held_out, log) -> dict:
 
     bundle = load_mar(paths.mar)
     out = {}
-    for name in plan.mar_styles:
+    for name in styles:
         s = style(name)
         tensors, r = train_mar_lora(bundle.model, bundle.text_encoder, bundle.tokenizer, s, train, held_out,
                                     plan.mar_lora, plan.lora_rank, log)
