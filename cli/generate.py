@@ -65,9 +65,9 @@ def generate(
                     bar.set_description("sampling", refresh=False)
                 bar.update(event["step"] - bar.n)
             elif kind == "retry":
-                bar.write(f"retrying (attempt {event['attempt'] + 1}), dropped adapters {event['dropped']}")
+                bar.write(f"retrying (attempt {event['attempt'] + 1}), dropped adapters {event['dropped']}", file=sys.stderr)
             elif kind == "inspection":
-                bar.write("inspection: " + "; ".join(event["findings"]))
+                bar.write("inspection: " + "; ".join(event["findings"]), file=sys.stderr)
 
         try:
             state = threads.run_turn(ctx, thread_id, prompt, n_images=n, seed=seed, on_event=show)

@@ -195,11 +195,15 @@ class Diffusion:
         return torch.where(t == 0, nll, kl)
 
     def p_step(self, out: torch.Tensor, x: torch.Tensor, i: int, in_channels: int, learn_sigma: bool,
-               noise: torch.Tensor, temperature: float) -> torch.Tensor:
-        """One ancestral step from respaced index i to i-1 (the last step adds no noise)."""
+               noise: torch.Tensor, temperature: float, clip_x0: bool = False) -> torch.Tensor:
+        """One ancestral step from respaced index i to i-1 (the last step adds no noise). `clip_x0`: clamp the
+        predicted clean token to [-1, 1] (pixel tokens have that range; KL-16 latents do not, the official
+        sampler never clips)."""
         eps = out[:, :in_channels]
         acp = self.acp[i]
         x0 = math.sqrt(1.0 / acp) * x - math.sqrt(1.0 / acp - 1.0) * eps
+        if clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
         mean = self.coef1[i] * x0 + self.coef2[i] * x
         if learn_sigma:
             frac = (out[:, in_channels:] + 1) / 2

@@ -61,7 +61,7 @@ class MAREngine:
         if cfg < 1.0:
             raise ValueError(f"MAR's CFG scale must be >= 1, got {cfg}")
         return MARSampleSettings(num_iter=min(req.steps, self.bundle.model.seq_len), cfg=cfg,
-                                 temperature=self.temperature)
+                                 temperature=self.temperature, clip_x0=bool(self.bundle.sampling.get("clip_x0", False)))
 
     def generate(self, req: GenerationRequest) -> GenerationResult:
         t0 = time.perf_counter()

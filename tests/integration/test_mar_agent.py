@@ -25,6 +25,7 @@ def test_generate_with_world_mar(database_url: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "cli.main", "generate", "a bold seven, boldface", "--seed", "3",
                            "--json"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.lstrip().startswith("{"), (done.stdout[:500], done.stderr[-2000:])
     result = json.loads(done.stdout)
     assert len(result["images"]) == 2
     for path in result["images"]:
