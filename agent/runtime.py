@@ -61,10 +61,27 @@ def resolve_base(settings: Settings) -> BaseSetup:
             adapter_dirs=[paths.loras, *dirs], family="digits", base_models=["Digits 1.0"], guidance_scale=1.5,
             conflicts=conflicts, catalog=paths.catalog, judge_factory=lambda: world_judge(paths.judge),
         )
+    if settings.base_model == "world-mar":
+        return _world_mar(dirs)
     family = "sdxl" if "xl" in settings.base_model.lower() else "sd15"
     bases = ["SDXL 1.0", "SDXL 0.9", "Pony"] if family == "sdxl" else ["SD 1.5", "SD 1.4", "Other"]
     return BaseSetup(spec=settings.base_model, guide=settings.guide_model, adapter_dirs=dirs, family=family,
                      base_models=bases, guidance_scale=7.5)
+
+
+def _world_mar(dirs: list[Path]) -> BaseSetup:
+    """The digits world's second generator family: its MAR (same prompts, judge and styles; its own LoRAs)."""
+    from evals.world.paths import world_paths
+
+    paths = world_paths()
+    if not (paths.mar / "loracle_model.json").is_file():
+        raise ValueError(f"base model 'world-mar': no MAR in {paths.mar}; build it with `loracle world train --only mar`")
+    sampling = json.loads((paths.mar / "loracle_model.json").read_text()).get("sampling", {})
+    return BaseSetup(
+        spec=str(paths.mar), guide=None, adapter_dirs=[paths.mar_loras, *dirs], family="digits-mar",
+        base_models=["Digits MAR 1.0"], guidance_scale=float(sampling.get("cfg", 2.0)), catalog=paths.mar_catalog,
+        judge_factory=lambda: world_judge(paths.judge),
+    )
 
 
 def world_judge(folder: Path):
@@ -88,16 +105,21 @@ def world_judge(folder: Path):
     return check
 
 
-_ENGINES: dict[tuple, Engine] = {}
+_ENGINES: dict[tuple, Any] = {}  # Engine, or MAREngine (same generate contract) for "world-mar"
 _ENGINES_LOCK = threading.Lock()
 
 
-def engine_for(setup: BaseSetup) -> Engine:
+def engine_for(setup: BaseSetup):
     """One engine per base model per process (loading weights is the slow part)."""
     from generation.models import load_base_model
 
     key = (setup.spec, setup.guide, tuple(map(str, setup.adapter_dirs)))
     with _ENGINES_LOCK:
+        if key not in _ENGINES and setup.family == "digits-mar":
+            from generation.mar.engine import MAREngine
+            from generation.mar.io import load_mar
+
+            _ENGINES[key] = MAREngine(load_mar(setup.spec), setup.adapter_dirs)
         if key not in _ENGINES:
             guides = {"guide": load_base_model(setup.guide)} if setup.guide else {}
             _ENGINES[key] = Engine(load_base_model(setup.spec), setup.adapter_dirs, guide_models=guides)

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     )
 
     # Generation
-    base_model: str = Field(default="world", description="'world' (the bundled digits world), 'tiny', a diffusers folder or a .safetensors checkpoint.")
+    base_model: str = Field(default="world", description="'world' (the bundled digits world), 'world-mar' (its MAR), 'tiny', a diffusers folder or a .safetensors checkpoint.")
     guide_model: str | None = Field(default=None, description="A weaker model for autoguidance; 'world' brings its own.")
     n_images: int = Field(default=4, ge=1, le=16)
     steps: int = Field(default=30, ge=1, le=200)

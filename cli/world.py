@@ -1,4 +1,5 @@
-"""`loracle world ...`: build the digits world (trained base, guide, style LoRAs, judge, catalog) offline."""
+"""`loracle world ...`: build the digits world (trained base, guide, style LoRAs, judge, catalog, and a MAR with its
+own style LoRAs) offline."""
 
 from __future__ import annotations
 
@@ -21,17 +22,19 @@ def train(
     quick: bool = typer.Option(False, "--quick", help="A few steps of everything (about a minute); for tests."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: evals/world/artifacts, or "
                                     "LORACLE_HOME/world-quick with --quick)."),
-    only: list[str] = typer.Option([], "--only", help="Build only these parts (base, guide, loras, judge, catalog)."),
+    only: list[str] = typer.Option([], "--only", help="Build only these parts (base, guide, loras, judge, catalog, mar, mar-loras)."),
 ) -> None:
     """Rebuild every artifact of the digits world, seeded, on one CPU thread."""
     from evals.world.build import PARTS, build_world
 
     target = out or (_default_quick_out() if quick else None)
     report = build_world(target, quick=quick, only=tuple(only) or PARTS, log=typer.echo)
-    for part in ("base", "guide"):
+    for part in ("base", "guide", "mar"):
         if part in report:
             r = report[part]
             typer.echo(f"{part}: held-out loss {r['eval_loss_before']} -> {r['eval_loss_after']} ({r['seconds']}s)")
+    for name, r in report.get("mar-loras", {}).items():
+        typer.echo(f"MAR LoRA {name}: held-out loss {r['eval_loss_before']} -> {r['eval_loss_after']} ({r['seconds']}s)")
     if "judge" in report:
         typer.echo(f"judge: held-out real digit accuracy {report['judge']['digit_accuracy_real']}")
     from evals.world.paths import world_paths

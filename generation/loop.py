@@ -232,7 +232,12 @@ def decode(model: BaseModel, latents: torch.Tensor) -> list[Image.Image]:
         if getattr(vae.config, "shift_factor", None):
             z = z + vae.config.shift_factor
         latents = vae.decode(z, return_dict=False)[0]
-    arr = ((latents.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().permute(0, 2, 3, 1).numpy()
+    return decode_pixels(latents)
+
+
+def decode_pixels(images: torch.Tensor) -> list[Image.Image]:
+    """(B, C, H, W) images in [-1, 1] -> PIL (1 channel: mode L; else RGB from the first three)."""
+    arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().permute(0, 2, 3, 1).numpy()
     if arr.shape[-1] == 1:
         return [Image.fromarray(a[..., 0], mode="L") for a in arr]
     return [Image.fromarray(np.ascontiguousarray(a[..., :3])) for a in arr]

@@ -20,6 +20,7 @@ COMPATIBLE_BASES: dict[str, frozenset[str]] = {
     "sd15": frozenset({"SD 1.5", "SD 1.4", "SD 1.5 LCM", "Other", ""}),
     "sdxl": frozenset({"SDXL 1.0", "SDXL 0.9", "Pony", "Other", ""}),
     "digits": frozenset({"Digits 1.0"}),
+    "digits-mar": frozenset({"Digits MAR 1.0"}),
 }
 EXCLUSIVE_TAGS = frozenset({"character", "celebrity", "art style", "stroke-weight", "orientation"})
 

@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 from evals.world.data import DIGIT_WORDS
-from evals.world.modelio import BASE_MODEL_NAME
+from evals.world.modelio import BASE_MODEL_NAME, MAR_MODEL_NAME
 from evals.world.styles import CONFLICTS, STYLES, Style
 
 FIRST_ID = 900001
+MAR_FIRST_ID = 900101  # the MAR adapters: same styles, their own ids and base model
 SOURCE = "loracle/digits-world"
 TITLES = {
     "bold": "Boldface Digits", "thin": "Hairline Digits", "slanted": "Italic Digits", "mirrored": "Mirror Writing",
@@ -32,13 +33,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def catalog_entry(s: Style, lora_path: Path) -> dict:
-    i = adapter_id(s)
+def catalog_entry(s: Style, lora_path: Path, base_model: str = BASE_MODEL_NAME, first_id: int = FIRST_ID,
+                  title_suffix: str = "") -> dict:
+    i = adapter_id(s) - FIRST_ID + first_id
     examples = [f"a handwritten {DIGIT_WORDS[d]}, {s.prompt_words[0]}, {s.trigger} <lora:{lora_path.stem}:"
                 f"{s.recommended_weight:g}>" for d in (3, 7)]
     return {
-        "id": i, "version_id": i + 100000, "name": TITLES[s.name], "type": "LORA", "base_model": BASE_MODEL_NAME,
-        "base_models_all_versions": [BASE_MODEL_NAME], "n_versions": 1, "tags": list(s.tags) + ["digits"],
+        "id": i, "version_id": i + 100000, "name": TITLES[s.name] + title_suffix, "type": "LORA", "base_model": base_model,
+        "base_models_all_versions": [base_model], "n_versions": 1, "tags": list(s.tags) + ["digits"],
         "trigger_words": [s.trigger], "description": s.description + f" Trigger word: {s.trigger}. Trained on "
         f"{s.prompt_words[0]} handwritten digits (scikit-learn digits, 16x16).",
         "nsfw_terms_in_description": [], "refined_description": None,
@@ -65,3 +67,15 @@ def write_catalog(root: Path, lora_dir: Path, styles: list[Style]) -> tuple[Path
     path = root / "conflicts.json"
     path.write_text(json.dumps({"source": SOURCE, "conflicts": conflicts}, indent=2) + "\n")
     return catalog, path
+
+
+def mar_lora_filename(s: Style) -> str:
+    return f"digits_mar_{s.name}.safetensors"
+
+
+def write_mar_catalog(path: Path, lora_dir: Path, styles: list[Style]) -> Path:
+    """catalog_mar.jsonl: the MAR style adapters (base_model "Digits MAR 1.0", ids 900101+)."""
+    lines = [json.dumps(catalog_entry(s, lora_dir / mar_lora_filename(s), MAR_MODEL_NAME, MAR_FIRST_ID, " (MAR)"),
+                        ensure_ascii=False) for s in styles]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from evals.world.train import SCHEDULER_CONFIG
 
 BASE_MODEL_NAME = "Digits 1.0"
+MAR_MODEL_NAME = "Digits MAR 1.0"
 
 
 def save_model(folder: Path, unet, text_encoder, tokenizer, name: str) -> Path:
@@ -59,6 +60,17 @@ def save_lora(path: Path, peft_tensors: dict[str, torch.Tensor], fmt: str, rank:
     md = {"loracle.base_model": BASE_MODEL_NAME, **metadata}
     if fmt == "kohya":
         md.update({"ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(rank)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path), metadata=md)
+    return path
+
+
+def save_mar_lora(path: Path, peft_tensors: dict[str, torch.Tensor], rank: int, metadata: dict[str, str]) -> Path:
+    """peft keys of a LoRA on the MAR ("encoder_blocks.0.attn.qkv.lora_A.weight", alpha = rank) -> a safetensors
+    file with "transformer." keys (diffusers' prefix for transformer-based pipelines) and MAR metadata."""
+    out = {f"transformer.{k}": v.contiguous() for k, v in sorted(peft_tensors.items())}
+    md = {"loracle.base_model": MAR_MODEL_NAME, "loracle.family": "mar", "lora_rank": str(rank),
+          "lora_alpha": str(rank), **metadata}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(path), metadata=md)
     return path

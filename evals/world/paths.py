@@ -39,6 +39,18 @@ class WorldPaths:
         return self.root / "judge"
 
     @property
+    def mar(self) -> Path:  # MAR model folder for generation.mar.io.load_mar (pixel patches, text-conditioned)
+        return self.root / "mar"
+
+    @property
+    def mar_loras(self) -> Path:  # peft LoRAs on the MAR (safetensors, "transformer." keys)
+        return self.root / "mar_loras"
+
+    @property
+    def mar_catalog(self) -> Path:  # the MAR adapters' catalog JSONL (base_model "Digits MAR 1.0")
+        return self.root / "catalog_mar.jsonl"
+
+    @property
     def report(self) -> Path:  # training report: losses, held-out numbers, seconds
         return self.root / "train_report.json"
 

@@ -13,7 +13,7 @@ class MARConfig:
     `cond`: "class" (an embedding per label, as in the paper) or "text" (each buffer token is a projected
     text-encoder state, so `buffer_size` must equal the text length). `token_dim` is channels x patch^2 of
     the tokens (pixels for the digits world, KL-16 latents for real checkpoints). `learn_sigma` follows the
-    official head (2x output channels, learned-range variance); it is supported for sampling only.
+    official head (2x output channels, learned-range variance, trained with guided-diffusion's mse + vb loss).
     """
 
     img_size: int = 16

@@ -133,6 +133,22 @@ def respaced_timesteps(n: int, steps: int = TRAIN_STEPS) -> list[int]:
     return sorted({round(i * stride) for i in range(n)})
 
 
+def _approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def _discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+    """log p(x) for x in [-1, 1] under a Gaussian discretised into 256 bins (guided-diffusion's, used at t = 0)."""
+    centered = x - means
+    inv_stdv = torch.exp(-log_scales)
+    cdf_plus = _approx_standard_normal_cdf(inv_stdv * (centered + 1.0 / 255.0))
+    cdf_min = _approx_standard_normal_cdf(inv_stdv * (centered - 1.0 / 255.0))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    log_mid = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_mid))
+
+
 class Diffusion:
     """Gaussian diffusion on a subset of the training steps (all of them for training)."""
 
@@ -157,12 +173,37 @@ class Diffusion:
         a = torch.as_tensor(self.acp, dtype=x0.dtype, device=x0.device)[t][:, None]
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
+    def vb_term(self, out: torch.Tensor, xt: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, in_channels: int) -> torch.Tensor:
+        """Per-row VLB term in bits: KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t > 0, the decoder NLL at
+        t = 0 (guided-diffusion's _vb_terms_bpd). The mean comes from the detached eps, so this term trains
+        only the variance, as in ADM's hybrid loss."""
+        def col(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=xt.dtype, device=xt.device)[t][:, None]
+
+        eps, v = out[:, :in_channels].detach(), out[:, in_channels:]
+        acp = col(self.acp)
+        pred_x0 = (1.0 / acp).sqrt() * xt - (1.0 / acp - 1.0).sqrt() * eps
+        c1, c2 = col(self.coef1), col(self.coef2)
+        true_mean, model_mean = c1 * x0 + c2 * xt, c1 * pred_x0 + c2 * xt
+        true_logvar = col(self.posterior_log_variance_clipped)
+        frac = (v + 1) / 2
+        model_logvar = frac * col(np.log(self.betas)) + (1 - frac) * true_logvar
+        kl = 0.5 * (-1.0 + model_logvar - true_logvar + torch.exp(true_logvar - model_logvar)
+                    + (true_mean - model_mean) ** 2 * torch.exp(-model_logvar))
+        kl = kl.mean(dim=-1) / math.log(2.0)
+        nll = -_discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar).mean(dim=-1) / math.log(2.0)
+        return torch.where(t == 0, nll, kl)
+
     def p_step(self, out: torch.Tensor, x: torch.Tensor, i: int, in_channels: int, learn_sigma: bool,
-               noise: torch.Tensor, temperature: float) -> torch.Tensor:
-        """One ancestral step from respaced index i to i-1 (the last step adds no noise)."""
+               noise: torch.Tensor, temperature: float, clip_x0: bool = False) -> torch.Tensor:
+        """One ancestral step from respaced index i to i-1 (the last step adds no noise). `clip_x0`: clamp the
+        predicted clean token to [-1, 1] (pixel tokens have that range; KL-16 latents do not, the official
+        sampler never clips)."""
         eps = out[:, :in_channels]
         acp = self.acp[i]
         x0 = math.sqrt(1.0 / acp) * x - math.sqrt(1.0 / acp - 1.0) * eps
+        if clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
         mean = self.coef1[i] * x0 + self.coef2[i] * x
         if learn_sigma:
             frac = (out[:, in_channels:] + 1) / 2
@@ -189,14 +230,15 @@ class DiffLoss(nn.Module):
 
     def forward(self, target: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noise-prediction MSE averaged over the tokens where `mask` is 1."""
-        if self.learn_sigma:
-            raise NotImplementedError("training a learned-variance head (the official VLB term) is not "
-                                      "implemented; learn_sigma=True is for sampling official checkpoints")
+        """Noise-prediction MSE averaged over the tokens where `mask` is 1; with a learned variance, plus the
+        variational bound term that trains it (guided-diffusion's loss "mse + vb", as the official head)."""
         t = torch.randint(0, TRAIN_STEPS, (target.shape[0],), generator=generator).to(target.device)
         noise = torch.randn(target.shape, generator=generator).to(target)
         xt = self.train_diffusion.q_sample(target, t, noise)
-        loss = ((self.net(xt, t, z) - noise) ** 2).mean(dim=-1)
+        out = self.net(xt, t, z)
+        loss = ((out[:, : self.in_channels] - noise) ** 2).mean(dim=-1)
+        if self.learn_sigma:
+            loss = loss + self.train_diffusion.vb_term(out, xt, target, t, self.in_channels)
         if mask is None:
             return loss.mean()
         return (loss * mask).sum() / mask.sum().clamp(min=1)

@@ -198,7 +198,10 @@ class MAR(nn.Module):
         if self.training:
             c = self.drop_condition(c, generator)
         z = self.forward_mae_decoder(self.forward_mae_encoder(tokens, mask, c), mask)
+        # Only the masked tokens carry loss: the head sees just those rows (the official code runs every row
+        # and weights by the mask; same loss, ~1/3 less head compute at the 0.7 minimum mask ratio).
+        keep = mask.reshape(-1).bool()
         m = self.config.diffusion_batch_mul
-        target = tokens.reshape(bsz * self.seq_len, -1).repeat(m, 1)
-        z = z.reshape(bsz * self.seq_len, -1).repeat(m, 1)
-        return self.diffloss(target, z, mask.reshape(-1).repeat(m), generator)
+        target = tokens.reshape(bsz * self.seq_len, -1)[keep].repeat(m, 1)
+        z = z.reshape(bsz * self.seq_len, -1)[keep].repeat(m, 1)
+        return self.diffloss(target, z, None, generator)

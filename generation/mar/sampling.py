@@ -56,6 +56,7 @@ class MARSampleSettings:
     cfg_schedule: str = "linear"
     temperature: float = 1.0
     head_steps: int | None = None  # respaced diffusion steps of the head; None = the config's
+    clip_x0: bool = False  # clamp the head's predicted clean token to [-1, 1] (pixel tokens; not KL-16 latents)
 
     def check(self, seq_len: int) -> None:
         mask_schedule(seq_len, self.num_iter)
@@ -78,7 +79,7 @@ class MARSampleOutput:
 
 
 def _head_sample(model: MAR, z: torch.Tensor, counts: int, gens: list[torch.Generator], cfg: float,
-                 temperature: float, diffusion: Diffusion) -> torch.Tensor:
+                 temperature: float, diffusion: Diffusion, clip_x0: bool = False) -> torch.Tensor:
     """Denoise `counts` tokens per image (rows of z grouped by image; with cfg the uncond half follows)."""
     head = model.diffloss
     d = head.in_channels
@@ -91,7 +92,7 @@ def _head_sample(model: MAR, z: torch.Tensor, counts: int, gens: list[torch.Gene
     for i in reversed(range(diffusion.num_steps)):
         t = torch.full((x.shape[0],), diffusion.timestep_map[i], dtype=torch.long, device=z.device)
         out = head.net.forward_with_cfg(x, t, z, cfg) if cfg != 1.0 else head.net(x, t, z)
-        x = diffusion.p_step(out, x, i, d, head.learn_sigma, noise(), temperature)
+        x = diffusion.p_step(out, x, i, d, head.learn_sigma, noise(), temperature, clip_x0)
     return x[: counts * len(gens)]
 
 
@@ -130,7 +131,7 @@ def sample(model: MAR, cond: torch.Tensor | None, seeds: list[int], settings: MA
         counts = int(to_pred[0].sum())
         sel = torch.cat([to_pred, to_pred]) if guided else to_pred
         z_sel = z[sel.nonzero(as_tuple=True)]
-        new = _head_sample(model, z_sel, counts, gens, cfg_k, settings.temperature, diffusion)
+        new = _head_sample(model, z_sel, counts, gens, cfg_k, settings.temperature, diffusion, settings.clip_x0)
         head_calls += diffusion.num_steps
         tokens[to_pred.nonzero(as_tuple=True)] = new.to(tokens.dtype)
         mask = mask_next

@@ -28,6 +28,26 @@ def test_quick_build_losses_fall(quick_world):
     for name, r in report["loras"].items():
         assert r["eval_loss_after"] < r["eval_loss_before"], (name, r)
     assert report["judge"]["train_loss_last"] < report["judge"]["train_loss_first"]
+    assert report["mar"]["eval_loss_after"] < report["mar"]["eval_loss_before"], report["mar"]
+    for name, r in report["mar-loras"].items():
+        assert r["eval_loss_after"] < r["eval_loss_before"], (name, r)
+
+
+def test_quick_world_mar_generates_with_its_lora(quick_world):
+    from generation.engine import GenerationRequest
+    from generation.guidance import GuidanceSettings
+    from generation.mar.engine import MAREngine
+    from generation.mar.io import load_mar
+
+    paths, _ = quick_world
+    engine = MAREngine(load_mar(paths.mar), [paths.mar_loras])
+    lora = next(paths.mar_loras.glob("*.safetensors")).stem
+    out = engine.generate(GenerationRequest(prompt="a handwritten seven", mixes=[{}, {lora: 1.0}], seeds=[0, 0],
+                                            steps=4, guidance=GuidanceSettings(kind="cfg", scale=2.0)))
+    assert [im.size for im in out.images] == [(16, 16)] * 2 and out.nfe == [8, 8]
+    assert out.images[0].tobytes() != out.images[1].tobytes()
+    lines = [json.loads(x) for x in paths.mar_catalog.read_text().splitlines()]
+    assert [e["id"] for e in lines] == [900101] and lines[0]["base_model"] == "Digits MAR 1.0"
 
 
 def test_quick_world_loads_and_generates_through_the_engine(quick_world):
