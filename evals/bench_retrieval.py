@@ -22,10 +22,11 @@ from db import connect
 from db.search import SearchFilters, dense_search
 from evals.metrics import percentile
 from evals.queries import load_queries
+from tools.adapter_texts import TEXT_KINDS
 from tools.embeddings import get_embedder
 from tools.retrieve import _search
 
-KINDS = ("head", "full", "prompt")
+KINDS = tuple(kind.name for kind in TEXT_KINDS)
 
 
 def build_synthetic(url: str, size: int) -> str:
@@ -43,19 +44,22 @@ def build_synthetic(url: str, size: int) -> str:
             return bench_url
         print(f"building {size} synthetic adapters (one time; a few minutes)...", flush=True)
         conn.execute("TRUNCATE adapters CASCADE")
-        conn.execute(f"CREATE EXTENSION IF NOT EXISTS dblink")
-        columns = "source, external_id, name, base_model, tags, trigger_words, description, example_prompts, blocklisted, content_hash"
+        conn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+        columns = (
+            "source, external_id, name, base_model, tags, trigger_words, description, refined_description, "
+            "example_prompts, blocklisted, content_hash"
+        )
         conn.execute(
             f"INSERT INTO adapters ({columns}) SELECT * FROM dblink(%s, 'SELECT {columns} FROM adapters') "
             "AS t(source text, external_id text, name text, base_model text, tags text[], trigger_words text[], "
-            "description text, example_prompts text[], blocklisted boolean, content_hash text)",
+            "description text, refined_description text, example_prompts text[], blocklisted boolean, content_hash text)",
             (url,),
         )
         real = conn.execute("SELECT count(*) FROM adapters").fetchone()[0]
         copies = -(-size // real)
         conn.execute(
             f"INSERT INTO adapters ({columns}) SELECT 'synthetic', external_id || '-' || g, name || ' ' || g, "
-            "base_model, tags, trigger_words, description, example_prompts, blocklisted, content_hash "
+            "base_model, tags, trigger_words, description, refined_description, example_prompts, blocklisted, content_hash "
             "FROM adapters, generate_series(1, %s) g WHERE source <> 'synthetic' LIMIT %s",
             (copies - 1, size - real),
         )
@@ -98,19 +102,22 @@ def measure(url: str, label: str, prompts: list[str], vectors: np.ndarray, embed
                 started = time.perf_counter()
                 _search(conn, embedder, prompt, vector, strategy, 150, filters, 200)
                 times.append((time.perf_counter() - started) * 1000)
-            print(f"{strategy:<10}{percentile(times, 50):>12.1f}{percentile(times, 95):>12.1f}")
+            print(f"{strategy:<10}{percentile(times, 50):>12.1f}{percentile(times, 95):>12.1f}", flush=True)
         print(f"\nHNSW recall@150 against exact search ({min(len(prompts), 50)} queries)")
         print(f"{'kind':<8}" + "".join(f"{'ef=' + str(ef):>10}" for ef in (100, 200, 400)))
         for kind in KINDS:
+            exact = [{a for a, _ in dense_search(conn, embedder.name, kind, v, 150, filters, exact=True)} for v in vectors[:50]]
+            if not any(exact):
+                continue  # no vectors of this kind (e.g. "refined" before `loracle catalog refine`)
             rows = []
             for ef in (100, 200, 400):
-                recalls = []
-                for vector in vectors[:50]:
-                    exact = {a for a, _ in dense_search(conn, embedder.name, kind, vector, 150, filters, exact=True)}
-                    approx = {a for a, _ in dense_search(conn, embedder.name, kind, vector, 150, filters, ef_search=ef)}
-                    recalls.append(len(exact & approx) / max(len(exact), 1))
+                recalls = [
+                    len(truth & {a for a, _ in dense_search(conn, embedder.name, kind, v, 150, filters, ef_search=ef)})
+                    / max(len(truth), 1)
+                    for truth, v in zip(exact, vectors[:50])
+                ]
                 rows.append(np.mean(recalls))
-            print(f"{kind:<8}" + "".join(f"{r:>10.3f}" for r in rows))
+            print(f"{kind:<8}" + "".join(f"{r:>10.3f}" for r in rows), flush=True)
     db.close()
 
 

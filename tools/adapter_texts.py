@@ -28,11 +28,16 @@ def full_text(card: Card) -> list[str]:
 
 
 def refined_text(card: Card) -> list[str]:
-    """The refiner's description (tools/refine), only where one exists."""
-    body = card.get("refined_description")
+    """The refiner's description (tools/refine), only where one exists, led by the adapter's name.
+
+    The offline refiner's text already names the adapter and lists its tags and trigger words, so
+    they are not repeated in front of it (that spent a third of the tokens on what `head` holds).
+    """
+    body = (card.get("refined_description") or "").strip()
     if not body:
         return []
-    return [f"{card['name']}; {_join(card.get('tags'))}; {_join(card.get('trigger_words'))}; {body[:1000]}"]
+    name = card["name"]
+    return [body[:1000] if body.lower().startswith(name.lower()[:40]) else f"{name}: {body[:1000]}"]
 
 
 def prompt_texts(card: Card) -> list[str]:

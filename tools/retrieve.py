@@ -22,10 +22,12 @@ from tools.embeddings import Embedder
 
 STRATEGIES = ("dense", "head", "lexical", "fused", "rerank", "learned")
 RRF_K = 30  # k=30 beat 60 and 120 on dev (see evals/)
-# (list name, weight) fused by `fused`; dense lists name a kind of stored vector.
-FUSED_LISTS: tuple[tuple[str, float], ...] = (("full", 1.0), ("head", 1.0), ("prompt", 1.0), ("lexical", 1.0))
-# The same plus the refiner's descriptions (tools/refine); "refined" is empty until a refine has run.
-FUSED_REFINED_LISTS: tuple[tuple[str, float], ...] = (*FUSED_LISTS, ("refined", 1.0))
+FUSION_DEPTH = 150  # how deep each fused list is read
+# (list name, weight) fused by `fused`; dense lists name a kind of stored vector, "lexical" is BM25.
+FUSED_LISTS: tuple[tuple[str, float], ...] = (("full", 1.0), ("head", 1.0), ("prompt", 1.0), ("lexical", 1.0), ("refined", 1.0))
+# Lists that hold nothing until `loracle catalog refine` ran. `refined=False` leaves them out, and the
+# refined description out of BM25: retrieval exactly as before refining (the eval's "unrefined" rows).
+REFINED_LISTS = frozenset({"refined"})
 PROMPT_ROWS_PER_ADAPTER = 1  # the example-prompt kind holds one vector per adapter (tools/adapter_texts.py)
 
 __all__ = ["Hit", "SearchFilters", "STRATEGIES", "retrieve", "retrieve_for_tasks"]
@@ -65,9 +67,10 @@ def _ranked_list(
     depth: int,
     filters: SearchFilters,
     ef_search: int,
+    refined: bool = True,
 ) -> list[tuple[int, float]]:
     if name == "lexical":
-        return lexical_search(conn, text, depth, filters)
+        return lexical_search(conn, text, depth, filters, refined=refined)
     rows = PROMPT_ROWS_PER_ADAPTER if name == "prompt" else 1
     return dense_search(
         conn, embedder.name, name, query_vector, depth, filters, ef_search=ef_search, per_adapter_rows=rows
@@ -96,16 +99,22 @@ def _search(
     filters: SearchFilters,
     ef_search: int,
     fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
+    refined: bool = True,
 ) -> list[Hit]:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if strategy in ("dense", "head", "lexical"):
         kind = "full" if strategy == "dense" else strategy
-        items = _ranked_list(conn, kind, query_vector, text, embedder, k, filters, ef_search)
+        items = _ranked_list(conn, kind, query_vector, text, embedder, k, filters, ef_search, refined)
         fused = [(adapter_id, score, {kind: rank}) for rank, (adapter_id, score) in enumerate(items, start=1)]
     else:
-        depth = max(k, 150)
-        lists = {name: _ranked_list(conn, name, query_vector, text, embedder, depth, filters, ef_search) for name, _ in fused_lists}
+        depth = max(k, FUSION_DEPTH)
+        if not refined:
+            fused_lists = tuple(item for item in fused_lists if item[0] not in REFINED_LISTS)
+        lists = {
+            name: _ranked_list(conn, name, query_vector, text, embedder, depth, filters, ef_search, refined)
+            for name, _ in fused_lists
+        }
         fused = rrf(lists, dict(fused_lists))
     hits = [Hit(adapter_id, score, evidence={"ranks": ranks}) for adapter_id, score, ranks in fused]
     cards = None
