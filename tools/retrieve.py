@@ -122,7 +122,7 @@ def _search(
         from tools.rerank import rerank
 
         cards = get_adapters(conn, [h.adapter_id for h in hits])  # read once: scored here, attached below
-        hits = rerank(conn, embedder, text, query_vector, hits, cards)
+        hits = rerank(conn, embedder, text, query_vector, hits, cards, refined=refined)
     elif strategy == "learned":  # fused, then the learned reranker (tools/learned_rank.py, `loracle rank train`)
         from tools.learned_rank import rerank_learned
 
