@@ -124,3 +124,26 @@ def test_bm25_without_refined_text_scores_exactly_as_before_refining(db, importe
             assert [s for _, s in unrefined] == pytest.approx([s for _, s in before[q]], rel=1e-6)
         assert len(lexical_search(conn, "lora", 10, SearchFilters())) == 10
         assert lexical_search(conn, "lora", 10, SearchFilters(), refined=False) == []
+
+
+def test_retrieval_before_and_after_refining(db, embedder, imported) -> None:
+    """`refined=False` after a refine ranks exactly as before it; the default uses the refined vectors."""
+    from db.search import SearchFilters
+    from tools.retrieve import _search
+
+    query = "a red fox in the snow"
+    vector = embedder.encode([query])[0]
+
+    def ranked(refined: bool) -> list[tuple[int, float]]:
+        with db.connection() as conn:
+            hits = _search(conn, embedder, query, vector, "fused", 10, SearchFilters(), 200, refined=refined)
+        return [(h.adapter_id, round(h.score, 9)) for h in hits]
+
+    before = ranked(True)  # nothing refined yet: both modes agree
+    assert before == ranked(False)
+    refine_catalog(db, embedder=embedder)
+    assert ranked(False) == before
+    after = ranked(True)
+    with db.connection() as conn:
+        top = conn.execute("SELECT external_id FROM adapters WHERE id = %s", (after[0][0],)).fetchone()[0]
+    assert top == "4" and after != before  # the fox still first; the refined evidence changed the scores
