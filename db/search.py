@@ -82,28 +82,36 @@ def dense_search(
     return [(adapter_id, 1.0 - float(dist)) for adapter_id, dist in rows]
 
 
-# BM25 (Robertson/Sparck Jones IDF, k1, b) over adapter_terms (migration 005). Field weights per
+# BM25 (Robertson/Sparck Jones IDF, k1, b) over adapter_terms (migrations 005, 007). Field weights per
 # tsvector class: name + trigger words (A), tags (B), refined description (C), description (D).
 BM25_K1 = 1.2
 BM25_B = 0.75
-BM25_FIELD_WEIGHTS = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
+# The refined description repeats the name, tags and trigger words; at weight 1 it lowered R@10 of the
+# fusion on dev (.721 -> .712), at 0.25 it did not (tools/retrieve.py's refined lists).
+BM25_FIELD_WEIGHTS = {"a": 1.0, "b": 1.0, "c": 0.25, "d": 1.0}
 
 
-def lexical_search(conn: psycopg.Connection, text: str, k: int, filters: SearchFilters) -> list[tuple[int, float]]:
+def lexical_search(
+    conn: psycopg.Connection, text: str, k: int, filters: SearchFilters, *, refined: bool = True,
+    weights: dict[str, float] | None = None,
+) -> list[tuple[int, float]]:
     """Top-k adapters by BM25 over the query's (stemmed, stop-word-free) words.
 
     IDF and the average length come from term statistics kept in step with the catalog by triggers,
     so rare words outweigh common ones (ts_rank_cd has no IDF; BM25 fused better on dev).
+    `refined=False` scores every document without its refined description (class C), exactly as
+    before `loracle catalog refine` ran: term frequencies, document frequencies and lengths alike.
     """
     # Postings are read term by term through the primary key (term, adapter_id), never by a scan.
     statement = (
         "WITH q AS (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector('english', %(text)s))),"
-        " s AS (SELECT greatest(docs, 1)::float8 AS n, greatest(total_len / greatest(docs, 1), 1) AS avgdl"
-        "       FROM lexical_stats),"
-        " p AS MATERIALIZED (SELECT t.term, t.adapter_id, t.doc_len,"
-        "       %(wa)s * t.tf_a + %(wb)s * t.tf_b + %(wc)s * t.tf_c + %(wd)s * t.tf_d AS tf"
+        " s AS (SELECT greatest(docs, 1)::float8 AS n,"
+        "       greatest((total_len - %(drop_c)s * total_len_c) / greatest(docs, 1), 1) AS avgdl FROM lexical_stats),"
+        " p AS MATERIALIZED (SELECT t.term, t.adapter_id, t.doc_len - %(drop_c)s * t.len_c AS doc_len,"
+        "       %(wa)s * t.tf_a + %(wb)s * t.tf_b + %(wc)s * t.tf_c + %(wd)s * t.tf_d AS tf,"
+        "       t.tf_a + t.tf_b + (1 - %(drop_c)s) * t.tf_c + t.tf_d AS raw_tf"
         "       FROM q CROSS JOIN LATERAL (SELECT * FROM adapter_terms x WHERE x.term = q.term) t),"
-        " df AS (SELECT term, count(*)::float8 AS df FROM p GROUP BY term),"
+        " df AS (SELECT term, count(*)::float8 AS df FROM p WHERE raw_tf > 0 GROUP BY term),"
         " scored AS ("
         "  SELECT p.adapter_id, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))"
         "         * p.tf * (%(k1)s + 1) / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.doc_len / s.avgdl))) AS score"
@@ -112,9 +120,11 @@ def lexical_search(conn: psycopg.Connection, text: str, k: int, filters: SearchF
         f" WHERE {_FILTER_SQL}"
         " ORDER BY sc.score DESC, a.id LIMIT %(k)s"
     )
-    weights = BM25_FIELD_WEIGHTS
+    weights = {**BM25_FIELD_WEIGHTS, **(weights or {})}
+    if not refined:
+        weights["c"] = 0.0
     params: dict[str, object] = {
-        "text": text, "k": k, "k1": BM25_K1, "b": BM25_B,
+        "text": text, "k": k, "k1": BM25_K1, "b": BM25_B, "drop_c": 0.0 if refined else 1.0,
         "wa": weights["a"], "wb": weights["b"], "wc": weights["c"], "wd": weights["d"],
     }
     params.update(filters.params())

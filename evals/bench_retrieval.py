@@ -19,68 +19,90 @@ import torch
 
 from agent.settings import get_settings
 from db import connect
+from db.embeddings import ensure_hnsw_index
 from db.search import SearchFilters, dense_search
 from evals.metrics import percentile
 from evals.queries import load_queries
-from tools.embeddings import get_embedder
+from tools.adapter_texts import TEXT_KINDS
+from tools.embeddings import MINILM, get_embedder
 from tools.retrieve import _search
 
-KINDS = ("head", "full", "prompt")
+KINDS = tuple(kind.name for kind in TEXT_KINDS)
 
 
 def build_synthetic(url: str, size: int) -> str:
-    """Create (or reuse) database loracle_bench holding `size` adapters derived from the real catalog."""
+    """Create (or reuse) database loracle_bench holding `size` adapters derived from the real catalog.
+
+    Adapters are built once; each kind of vector is copied (and its HNSW index built) once the real
+    catalog has that kind complete, so a build started before `catalog refine` picks "refined" up later.
+    """
     info = psycopg.conninfo.conninfo_to_dict(url)
     with psycopg.connect(url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'loracle_bench'").fetchone():
             conn.execute("CREATE DATABASE loracle_bench")
+        source_counts = dict(conn.execute("SELECT kind, count(*) FROM adapter_embeddings GROUP BY kind").fetchall())
     bench_url = psycopg.conninfo.make_conninfo(**{**info, "dbname": "loracle_bench"})
     bench = connect(bench_url, get_settings().pgdata_dir)
     with bench.connection() as conn:
-        have = conn.execute("SELECT count(*) FROM adapters").fetchone()[0]
-        if have >= size:
-            bench.close()
-            return bench_url
-        print(f"building {size} synthetic adapters (one time; a few minutes)...", flush=True)
-        conn.execute("TRUNCATE adapters CASCADE")
-        conn.execute(f"CREATE EXTENSION IF NOT EXISTS dblink")
-        columns = "source, external_id, name, base_model, tags, trigger_words, description, example_prompts, blocklisted, content_hash"
-        conn.execute(
-            f"INSERT INTO adapters ({columns}) SELECT * FROM dblink(%s, 'SELECT {columns} FROM adapters') "
-            "AS t(source text, external_id text, name text, base_model text, tags text[], trigger_words text[], "
-            "description text, example_prompts text[], blocklisted boolean, content_hash text)",
-            (url,),
-        )
-        real = conn.execute("SELECT count(*) FROM adapters").fetchone()[0]
-        copies = -(-size // real)
-        conn.execute(
-            f"INSERT INTO adapters ({columns}) SELECT 'synthetic', external_id || '-' || g, name || ' ' || g, "
-            "base_model, tags, trigger_words, description, example_prompts, blocklisted, content_hash "
-            "FROM adapters, generate_series(1, %s) g WHERE source <> 'synthetic' LIMIT %s",
-            (copies - 1, size - real),
-        )
-        conn.execute(
-            "CREATE TEMP TABLE vectors AS SELECT * FROM dblink(%s, "
-            "'SELECT a.external_id, e.model, e.kind, e.position, e.text_hash, e.embedding::text "
-            "FROM adapter_embeddings e JOIN adapters a ON a.id = e.adapter_id') "
-            "AS t(external_id text, model text, kind text, position smallint, text_hash text, embedding text)",
-            (url,),
-        )
-        # Each copy's vectors are the original's plus Gaussian-ish noise, re-normalised.
-        conn.execute(
-            "INSERT INTO adapter_embeddings (adapter_id, model, kind, position, text_hash, embedding) "
-            "SELECT a.id, v.model, v.kind, v.position, v.text_hash, "
-            " CASE WHEN a.source = 'synthetic' THEN l2_normalize((SELECT array_agg(x + (random() - 0.5) * 0.06) "
-            "   FROM unnest(v.embedding::vector::real[]) x)::vector)::halfvec ELSE v.embedding::halfvec END "
-            "FROM adapters a JOIN vectors v ON v.external_id = split_part(a.external_id, '-', 1)"
-        )
+        conn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+        if conn.execute("SELECT count(*) FROM adapters").fetchone()[0] < size:
+            _copy_adapters(conn, url, size)
+        have = dict(conn.execute("SELECT kind, count(*) FROM adapter_embeddings GROUP BY kind").fetchall())
+        real = conn.execute("SELECT count(*) FROM adapters WHERE source <> 'synthetic'").fetchone()[0]
+        copies = size / max(real, 1)
         for kind in KINDS:
-            from db.embeddings import ensure_hnsw_index
-
-            ensure_hnsw_index(conn, "all-MiniLM-L6-v2", kind, 384)
+            if source_counts.get(kind, 0) and have.get(kind, 0) < source_counts[kind] * copies * 0.99:
+                _copy_vectors(conn, url, kind)
         conn.execute("ANALYZE")
     bench.close()
     return bench_url
+
+
+def _copy_adapters(conn: psycopg.Connection, url: str, size: int) -> None:
+    print(f"building {size} synthetic adapters (one time; minutes)...", flush=True)
+    conn.execute("TRUNCATE adapters CASCADE")
+    columns = (
+        "source, external_id, name, base_model, tags, trigger_words, description, refined_description, "
+        "example_prompts, blocklisted, content_hash"
+    )
+    conn.execute(
+        f"INSERT INTO adapters ({columns}) SELECT * FROM dblink(%s, 'SELECT {columns} FROM adapters') "
+        "AS t(source text, external_id text, name text, base_model text, tags text[], trigger_words text[], "
+        "description text, refined_description text, example_prompts text[], blocklisted boolean, content_hash text)",
+        (url,),
+    )
+    real = conn.execute("SELECT count(*) FROM adapters").fetchone()[0]
+    copies = -(-size // real)
+    conn.execute(
+        f"INSERT INTO adapters ({columns}) SELECT 'synthetic', external_id || '-' || g, name || ' ' || g, "
+        "base_model, tags, trigger_words, description, refined_description, example_prompts, blocklisted, content_hash "
+        "FROM adapters, generate_series(1, %s) g WHERE source <> 'synthetic' LIMIT %s",
+        (copies - 1, size - real),
+    )
+
+
+def _copy_vectors(conn: psycopg.Connection, url: str, kind: str) -> None:
+    """Copy one kind of vector: each synthetic copy gets the original's plus uniform noise, re-normalised."""
+    print(f"copying {kind!r} vectors to the synthetic adapters and indexing them...", flush=True)
+    started = time.perf_counter()
+    conn.execute("DELETE FROM adapter_embeddings WHERE kind = %s", (kind,))
+    conn.execute("DROP TABLE IF EXISTS vectors")
+    conn.execute(
+        "CREATE TEMP TABLE vectors AS SELECT * FROM dblink(%s, %s) "
+        "AS t(external_id text, model text, kind text, position smallint, text_hash text, embedding text)",
+        (url, "SELECT a.external_id, e.model, e.kind, e.position, e.text_hash, e.embedding::text "
+              f"FROM adapter_embeddings e JOIN adapters a ON a.id = e.adapter_id WHERE e.kind = '{kind}'"),
+    )
+    conn.execute(
+        "INSERT INTO adapter_embeddings (adapter_id, model, kind, position, text_hash, embedding) "
+        "SELECT a.id, v.model, v.kind, v.position, v.text_hash, "
+        " CASE WHEN a.source = 'synthetic' THEN l2_normalize((SELECT array_agg(x + (random() - 0.5) * 0.06 ORDER BY i) "
+        "   FROM unnest(v.embedding::vector::real[]) WITH ORDINALITY AS u(x, i))::vector)::halfvec "
+        " ELSE v.embedding::halfvec END "
+        "FROM adapters a JOIN vectors v ON v.external_id = split_part(a.external_id, '-', 1)"
+    )
+    ensure_hnsw_index(conn, MINILM, kind, 384)
+    print(f"  {kind}: {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def measure(url: str, label: str, prompts: list[str], vectors: np.ndarray, embedder) -> None:
@@ -98,19 +120,22 @@ def measure(url: str, label: str, prompts: list[str], vectors: np.ndarray, embed
                 started = time.perf_counter()
                 _search(conn, embedder, prompt, vector, strategy, 150, filters, 200)
                 times.append((time.perf_counter() - started) * 1000)
-            print(f"{strategy:<10}{percentile(times, 50):>12.1f}{percentile(times, 95):>12.1f}")
+            print(f"{strategy:<10}{percentile(times, 50):>12.1f}{percentile(times, 95):>12.1f}", flush=True)
         print(f"\nHNSW recall@150 against exact search ({min(len(prompts), 50)} queries)")
         print(f"{'kind':<8}" + "".join(f"{'ef=' + str(ef):>10}" for ef in (100, 200, 400)))
         for kind in KINDS:
+            exact = [{a for a, _ in dense_search(conn, embedder.name, kind, v, 150, filters, exact=True)} for v in vectors[:50]]
+            if not any(exact):
+                continue  # no vectors of this kind (e.g. "refined" before `loracle catalog refine`)
             rows = []
             for ef in (100, 200, 400):
-                recalls = []
-                for vector in vectors[:50]:
-                    exact = {a for a, _ in dense_search(conn, embedder.name, kind, vector, 150, filters, exact=True)}
-                    approx = {a for a, _ in dense_search(conn, embedder.name, kind, vector, 150, filters, ef_search=ef)}
-                    recalls.append(len(exact & approx) / max(len(exact), 1))
+                recalls = [
+                    len(truth & {a for a, _ in dense_search(conn, embedder.name, kind, v, 150, filters, ef_search=ef)})
+                    / max(len(truth), 1)
+                    for truth, v in zip(exact, vectors[:50])
+                ]
                 rows.append(np.mean(recalls))
-            print(f"{kind:<8}" + "".join(f"{r:>10.3f}" for r in rows))
+            print(f"{kind:<8}" + "".join(f"{r:>10.3f}" for r in rows), flush=True)
     db.close()
 
 

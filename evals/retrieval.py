@@ -16,17 +16,20 @@ from db import Database
 from evals.metrics import ndcg_at, percentile, recall_at
 from evals.queries import external_to_row_ids, load_queries
 from tools.embeddings import Embedder
-from tools.retrieve import FUSED_LISTS, FUSED_REFINED_LISTS, SearchFilters, _search
+from tools.retrieve import SearchFilters, _search
 
 KS = (10, 50, 150)
 
 
 @dataclass(frozen=True)
 class Variant:
+    """One row of the table. `refined=False` searches as if `loracle catalog refine` never ran (no
+    refined-text list, no refined description in BM25), so "before" and "after" come from one run."""
+
     name: str
     strategy: str
     filtered: bool
-    fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS
+    refined: bool = False
 
 
 VARIANTS = (
@@ -36,12 +39,14 @@ VARIANTS = (
     Variant("fused", "fused", False),
     Variant("fused + filter", "fused", True),
     Variant("rerank + filter", "rerank", True),
-    # after `loracle catalog refine`: the refiner's descriptions as one more fused list
-    Variant("fused + refined", "fused", False, FUSED_REFINED_LISTS),
-    Variant("fused + refined + filter", "fused", True, FUSED_REFINED_LISTS),
-    Variant("rerank + refined + filter", "rerank", True, FUSED_REFINED_LISTS),
-    # the learned reranker (tools/learned_rank.py); left out when no artifact exists
-    Variant("learned + filter", "learned", True),
+    # after `loracle catalog refine` (what retrieval does by default): the same with the refined text
+    Variant("lexical + refined", "lexical", False, True),
+    Variant("fused + refined", "fused", False, True),
+    Variant("fused + refined + filter", "fused", True, True),
+    Variant("rerank + refined + filter", "rerank", True, True),
+    # the learned reranker (tools/learned_rank.py) as served (over the default, refined lists);
+    # left out when no artifact exists
+    Variant("learned + refined + filter", "learned", True, True),
 )
 
 
@@ -69,8 +74,10 @@ def evaluate_retrieval(
     labelled = [(q, {row_ids[i] for i in q.labels if i in row_ids}) for q in queries]
     labelled = [(q, rel) for q, rel in labelled if rel]
     vectors = embedder.encode([q.prompt for q, _ in labelled])
+    with db.connection() as conn:
+        refined_rows = conn.execute("SELECT count(*) FROM adapters WHERE refined_description IS NOT NULL").fetchone()[0]
     results = {"queries": len(labelled), "file": str(queries_path) + (" (ranker's held-out split)" if heldout else ""),
-               "strategies": []}
+               "refined_adapters": refined_rows, "strategies": []}
     from tools.learned_rank import available
 
     for variant in variants:
@@ -85,7 +92,8 @@ def evaluate_retrieval(
             ):
                 started = time.perf_counter()
                 hits = _search(
-                    conn, embedder, query.prompt, vector, variant.strategy, max(KS), filters, ef_search, variant.fused_lists
+                    conn, embedder, query.prompt, vector, variant.strategy, max(KS), filters, ef_search,
+                    refined=variant.refined,
                 )
                 latencies.append((time.perf_counter() - started) * 1000)
                 ranked = [h.adapter_id for h in hits]
@@ -100,7 +108,8 @@ def evaluate_retrieval(
 
 
 def format_table(results: dict) -> str:
-    lines = [f"{results['queries']} labelled queries from {results['file']}"]
+    lines = [f"{results['queries']} labelled queries from {results['file']}; "
+             f"{results.get('refined_adapters', 0)} adapters refined (rows '+ refined' use their refined text)"]
     lines.append(f"{'strategy':<28}{'R@10':>8}{'R@50':>8}{'R@150':>8}{'nDCG@10':>9}{'p50 ms':>9}")
     for row in results["strategies"]:
         lines.append(

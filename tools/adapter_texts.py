@@ -7,6 +7,7 @@ does not say. Token caps keep the catalog import within its time budget on a CPU
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -27,12 +28,20 @@ def full_text(card: Card) -> list[str]:
     return [f"{card['name']}; {_join(card.get('tags'))}; {_join(card.get('trigger_words'))}; {body[:1000]}"]
 
 
+_REPEATS_HEAD = re.compile(r"\s*\b(?:Tags|Trigger words):[^.]*\.?", re.IGNORECASE)
+
+
 def refined_text(card: Card) -> list[str]:
-    """The refiner's description (tools/refine), only where one exists."""
-    body = card.get("refined_description")
+    """The refiner's description (tools/refine), only where one exists, led by the adapter's name.
+
+    The offline refiner ends its text with the tags and trigger words, which the "head" vector already
+    holds; they are left out here so the token budget goes to what the card and examples say.
+    """
+    body = _REPEATS_HEAD.sub("", card.get("refined_description") or "").strip()
     if not body:
         return []
-    return [f"{card['name']}; {_join(card.get('tags'))}; {_join(card.get('trigger_words'))}; {body[:1000]}"]
+    name = card["name"]
+    return [body[:1000] if body.lower().startswith(name.lower()[:40]) else f"{name}: {body[:1000]}"]
 
 
 def prompt_texts(card: Card) -> list[str]:
@@ -53,6 +62,6 @@ TEXT_KINDS: tuple[TextKind, ...] = (
     TextKind("head", 32, head_text),
     TextKind("full", 128, full_text),
     TextKind("prompt", 64, prompt_texts),
-    TextKind("refined", 128, refined_text),
+    TextKind("refined", 64, refined_text),
 )
 KINDS_BY_NAME = {kind.name: kind for kind in TEXT_KINDS}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 
 import psycopg
 from tqdm import tqdm
@@ -46,7 +47,8 @@ def sync_embeddings(
 
     total = sum(len(items) for items in todo.values())
     bar = tqdm(total=total, desc="embedding", unit="text", disable=not progress or total == 0)
-    with db.connection() as conn:
+    bulk = getattr(embedder, "bulk", None)  # worker processes for big jobs (tools/embeddings.py)
+    with (bulk(total) if bulk else nullcontext()), db.connection() as conn:
         write_embeddings(conn, embedder.name, [], stale)
         for kind in TEXT_KINDS:
             items = todo[kind.name]

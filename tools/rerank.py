@@ -1,8 +1,8 @@
 """The offline reranker: re-score fused candidates with every piece of evidence an adapter has.
 
-Evidence: cosine similarity of the query to the adapter's head text, full card text and best example
-prompt (from the vectors already stored, so nothing is re-embedded), words of the query found in the
-adapter's name, trigger words and tags, and the fused rank itself.
+Evidence: cosine similarity of the query to the adapter's head text, full card text, best example
+prompt and refined description (from the vectors already stored, so nothing is re-embedded), words of
+the query found in the adapter's name, trigger words and tags, and the fused rank itself.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tools.embeddings import Embedder
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of in on at to with and or for by from is are its it this that as into".split())
-WEIGHTS = {"head": 1.0, "full": 0.6, "prompt": 0.6, "name_terms": 0.15, "tag_terms": 0.1, "fused": 8.0}
+WEIGHTS = {"head": 1.0, "full": 0.6, "prompt": 0.6, "refined": 0.3, "name_terms": 0.15, "tag_terms": 0.1, "fused": 8.0}
 
 
 def content_words(text: str) -> set[str]:
@@ -31,9 +31,13 @@ def _best_cosine(vectors: dict[tuple[int, str], np.ndarray], adapter_id: int, ki
 
 
 def rerank(
-    conn: psycopg.Connection, embedder: Embedder, text: str, query: np.ndarray, hits: list, cards: dict | None = None
+    conn: psycopg.Connection, embedder: Embedder, text: str, query: np.ndarray, hits: list, cards: dict | None = None,
+    *, refined: bool = True,
 ) -> list:
-    """Return the hits re-ordered by the evidence score; each hit's evidence records the features."""
+    """Return the hits re-ordered by the evidence score; each hit's evidence records the features.
+
+    `refined=False` ignores refined-description vectors (retrieval as before `loracle catalog refine`).
+    """
     if not hits:
         return hits
     ids = [h.adapter_id for h in hits]
@@ -48,6 +52,7 @@ def rerank(
             "head": _best_cosine(vectors, hit.adapter_id, "head", query),
             "full": _best_cosine(vectors, hit.adapter_id, "full", query),
             "prompt": _best_cosine(vectors, hit.adapter_id, "prompt", query),
+            "refined": _best_cosine(vectors, hit.adapter_id, "refined", query) if refined else 0.0,
             "name_terms": len(words & name_words) / max(len(words), 1),
             "tag_terms": len(words & tag_words) / max(len(words), 1),
             "fused": hit.score,

@@ -105,3 +105,45 @@ def test_bad_arguments_and_missing_llm_are_clear(cli_env, db) -> None:
     assert both.exit_code == 1 and "choose one of --llm and --offline" in both.output
     no_model = runner.invoke(app, ["catalog", "refine", "--llm", "--no-embed"])
     assert no_model.exit_code == 1 and "LORACLE_LLM_MODEL" in no_model.output
+
+
+def test_bm25_without_refined_text_scores_exactly_as_before_refining(db, imported_no_vectors) -> None:
+    """`refined=False` (the eval's "before" rows) reproduces the pre-refine BM25 scores after a refine;
+    `refined=True` also matches words only the refined descriptions hold ("Red Fox: an animal LoRA.")."""
+    from db.search import SearchFilters, lexical_search
+
+    queries = ["fox in snow", "watercolor painting", "neon city at night", "impasto oil"]
+    with db.connection() as conn:
+        before = {q: lexical_search(conn, q, 10, SearchFilters()) for q in queries}
+        assert lexical_search(conn, "lora", 10, SearchFilters()) == []  # no card says "LoRA" yet
+    refine_catalog(db)
+    with db.connection() as conn:
+        for q in queries:
+            unrefined = lexical_search(conn, q, 10, SearchFilters(), refined=False)
+            assert [i for i, _ in unrefined] == [i for i, _ in before[q]]
+            assert [s for _, s in unrefined] == pytest.approx([s for _, s in before[q]], rel=1e-6)
+        assert len(lexical_search(conn, "lora", 10, SearchFilters())) == 10
+        assert lexical_search(conn, "lora", 10, SearchFilters(), refined=False) == []
+
+
+def test_retrieval_before_and_after_refining(db, embedder, imported) -> None:
+    """`refined=False` after a refine ranks exactly as before it; the default uses the refined vectors."""
+    from db.search import SearchFilters
+    from tools.retrieve import _search
+
+    query = "a red fox in the snow"
+    vector = embedder.encode([query])[0]
+
+    def ranked(refined: bool) -> list[tuple[int, float]]:
+        with db.connection() as conn:
+            hits = _search(conn, embedder, query, vector, "fused", 10, SearchFilters(), 200, refined=refined)
+        return [(h.adapter_id, round(h.score, 9)) for h in hits]
+
+    before = ranked(True)  # nothing refined yet: both modes agree
+    assert before == ranked(False)
+    refine_catalog(db, embedder=embedder)
+    assert ranked(False) == before
+    after = ranked(True)
+    with db.connection() as conn:
+        top = conn.execute("SELECT external_id FROM adapters WHERE id = %s", (after[0][0],)).fetchone()[0]
+    assert top == "4" and after != before  # the fox still first; the refined evidence changed the scores

@@ -1,0 +1,33 @@
+"""Bulk encoding through single-threaded worker processes gives the vectors the in-process path gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tools.embeddings as embeddings
+
+
+def test_bulk_workers_match_in_process_vectors(embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embeddings, "BULK_MIN_TEXTS", 1)
+    monkeypatch.setattr(embeddings, "SLICE", 4)
+    monkeypatch.setenv("LORACLE_EMBED_WORKERS", "2")
+    texts = [f"{word} painting of a fox, number {i}" for i, word in enumerate(["oil", "ink", "pastel watercolor"] * 6)]
+    expected = embedder.encode(texts, max_tokens=32)
+    with embedder.bulk(len(texts)):
+        assert embedder._pool is not None
+        got = embedder.encode(texts, max_tokens=32)
+    assert embedder._pool is None
+    assert got.shape == (len(texts), embedder.dims)
+    np.testing.assert_allclose(got, expected, atol=1e-5)  # same order, same vectors
+
+
+def test_bulk_is_skipped_for_small_jobs_and_one_worker(embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    with embedder.bulk(10):
+        assert embedder._pool is None
+    monkeypatch.setenv("LORACLE_EMBED_WORKERS", "1")
+    with embedder.bulk(10**6):
+        assert embedder._pool is None
+    monkeypatch.setenv("LORACLE_EMBED_WORKERS", "two")
+    with pytest.raises(ValueError, match="LORACLE_EMBED_WORKERS"):
+        embeddings.bulk_workers()
