@@ -16,13 +16,13 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import psycopg
 
 from db.embeddings import load_vectors
-from tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, build_features, load_cards
+from tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, CardInfo, build_features, load_cards
 
 ARTIFACT_FORMAT = "loracle-ranker"
 ARTIFACT_VERSION = 1
@@ -136,21 +136,28 @@ def available(path: Path | None = None) -> bool:
     return True
 
 
-def hit_features(conn: psycopg.Connection, model_name: str, text: str, query: np.ndarray, hits: list) -> np.ndarray:
-    """Features of fused hits (in their fused order) for one text, from the database."""
+def hit_features(
+    conn: psycopg.Connection, model_name: str, text: str, query: np.ndarray, hits: list,
+    vectors: Mapping[tuple[int, str], np.ndarray] | None = None, cards: Mapping[int, CardInfo] | None = None,
+) -> np.ndarray:
+    """Features of fused hits (in their fused order) for one text, from the database (or from `vectors`
+    and `cards` already read for these adapters and maybe more)."""
     ids = [h.adapter_id for h in hits]
-    vectors = load_vectors(conn, model_name, ids)
-    cards = load_cards(conn, ids)
+    vectors = vectors if vectors is not None else load_vectors(conn, model_name, ids)
+    cards = cards if cards is not None else load_cards(conn, ids)
     ranks = [h.evidence.get("ranks", {}) for h in hits]
     return build_features(text, query, ids, ranks, [h.score for h in hits], vectors, cards)
 
 
-def rerank_learned(conn: psycopg.Connection, embedder, text: str, query: np.ndarray, hits: list) -> list:
+def rerank_learned(
+    conn: psycopg.Connection, embedder, text: str, query: np.ndarray, hits: list,
+    vectors: Mapping[tuple[int, str], np.ndarray] | None = None, cards: Mapping[int, CardInfo] | None = None,
+) -> list:
     """The hits re-ordered by the learned score (a probability); evidence keeps the fused score."""
     if not hits:
         return hits
     ranker = load_ranker()
-    scores = ranker.score(hit_features(conn, embedder.name, text, query, hits))
+    scores = ranker.score(hit_features(conn, embedder.name, text, query, hits, vectors, cards))
     for hit, score in zip(hits, scores):
         hit.evidence["fused_score"] = round(hit.score, 5)
         hit.score = float(score)

@@ -31,13 +31,16 @@ def _best_cosine(vectors: dict[tuple[int, str], np.ndarray], adapter_id: int, ki
 
 
 def rerank(
-    conn: psycopg.Connection, embedder: Embedder, text: str, query: np.ndarray, hits: list, cards: dict | None = None
+    conn: psycopg.Connection, embedder: Embedder, text: str, query: np.ndarray, hits: list, cards: dict | None = None,
+    vectors: dict[tuple[int, str], np.ndarray] | None = None,
 ) -> list:
-    """Return the hits re-ordered by the evidence score; each hit's evidence records the features."""
+    """Return the hits re-ordered by the evidence score; each hit's evidence records the features.
+
+    `cards` and `vectors` may hold more adapters than the hits (read once for several texts)."""
     if not hits:
         return hits
     ids = [h.adapter_id for h in hits]
-    vectors = load_vectors(conn, embedder.name, ids)
+    vectors = vectors if vectors is not None else load_vectors(conn, embedder.name, ids)
     cards = cards if cards is not None else get_adapters(conn, ids)
     words = content_words(text)
     for hit in hits:

@@ -17,6 +17,7 @@ import numpy as np
 import psycopg
 
 from db.catalog import get_adapters
+from db.embeddings import load_vectors
 from db.search import SearchFilters, dense_search, lexical_search
 from tools.embeddings import Embedder
 
@@ -86,6 +87,69 @@ def rrf(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) ->
     return [(adapter_id, score, ranks[adapter_id]) for adapter_id, score in ordered]
 
 
+def _first_stage(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    text: str,
+    query_vector: np.ndarray,
+    strategy: str,
+    k: int,
+    filters: SearchFilters,
+    ef_search: int,
+    fused_lists: tuple[tuple[str, float], ...],
+) -> list[Hit]:
+    """One ranked list, or the RRF of several (every strategy but `dense`/`head`/`lexical` starts fused)."""
+    if strategy in ("dense", "head", "lexical"):
+        kind = "full" if strategy == "dense" else strategy
+        items = _ranked_list(conn, kind, query_vector, text, embedder, k, filters, ef_search)
+        fused = [(adapter_id, score, {kind: rank}) for rank, (adapter_id, score) in enumerate(items, start=1)]
+    else:
+        depth = max(k, 150)
+        lists = {name: _ranked_list(conn, name, query_vector, text, embedder, depth, filters, ef_search) for name, _ in fused_lists}
+        fused = rrf(lists, dict(fused_lists))
+    return [Hit(adapter_id, score, evidence={"ranks": ranks}) for adapter_id, score, ranks in fused]
+
+
+def _search_many(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    texts: list[str],
+    query_vectors: np.ndarray,
+    strategy: str,
+    k: int,
+    filters: SearchFilters,
+    ef_search: int,
+    fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
+) -> list[list[Hit]]:
+    """Top-k hits for several texts; the rerankers' database reads (vectors, cards) are done once for
+    the union of all texts' candidates instead of once per text (they overlap, and each read is a round
+    trip plus parsing). The result for each text is exactly what searching it alone gives."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    found = [_first_stage(conn, embedder, t, v, strategy, k, filters, ef_search, fused_lists) for t, v in zip(texts, query_vectors)]
+    cards = None
+    if strategy in ("rerank", "learned"):
+        ids = list(dict.fromkeys(h.adapter_id for hits in found for h in hits))
+        vectors = load_vectors(conn, embedder.name, ids)
+        if strategy == "rerank":
+            from tools.rerank import rerank
+
+            cards = get_adapters(conn, ids)  # read once: scored here, attached below
+            found = [rerank(conn, embedder, t, v, hits, cards, vectors) for t, v, hits in zip(texts, query_vectors, found)]
+        else:  # the learned reranker (tools/learned_rank.py, `loracle rank train`)
+            from tools.learned_rank import rerank_learned
+            from tools.rank_features import load_cards
+
+            infos = load_cards(conn, ids)
+            found = [rerank_learned(conn, embedder, t, v, hits, vectors, infos) for t, v, hits in zip(texts, query_vectors, found)]
+    found = [hits[:k] for hits in found]
+    if cards is None:
+        cards = get_adapters(conn, list({h.adapter_id for hits in found for h in hits}))
+    for text, hits in zip(texts, found):
+        _attach_cards(conn, hits, text, cards)
+    return found
+
+
 def _search(
     conn: psycopg.Connection,
     embedder: Embedder,
@@ -97,30 +161,7 @@ def _search(
     ef_search: int,
     fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
 ) -> list[Hit]:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if strategy in ("dense", "head", "lexical"):
-        kind = "full" if strategy == "dense" else strategy
-        items = _ranked_list(conn, kind, query_vector, text, embedder, k, filters, ef_search)
-        fused = [(adapter_id, score, {kind: rank}) for rank, (adapter_id, score) in enumerate(items, start=1)]
-    else:
-        depth = max(k, 150)
-        lists = {name: _ranked_list(conn, name, query_vector, text, embedder, depth, filters, ef_search) for name, _ in fused_lists}
-        fused = rrf(lists, dict(fused_lists))
-    hits = [Hit(adapter_id, score, evidence={"ranks": ranks}) for adapter_id, score, ranks in fused]
-    cards = None
-    if strategy == "rerank":
-        from tools.rerank import rerank
-
-        cards = get_adapters(conn, [h.adapter_id for h in hits])  # read once: scored here, attached below
-        hits = rerank(conn, embedder, text, query_vector, hits, cards)
-    elif strategy == "learned":  # fused, then the learned reranker (tools/learned_rank.py, `loracle rank train`)
-        from tools.learned_rank import rerank_learned
-
-        hits = rerank_learned(conn, embedder, text, query_vector, hits)
-    hits = hits[:k]
-    _attach_cards(conn, hits, text, cards)
-    return hits
+    return _search_many(conn, embedder, [text], np.asarray([query_vector]), strategy, k, filters, ef_search, fused_lists)[0]
 
 
 def _attach_cards(conn: psycopg.Connection, hits: list[Hit], text: str, cards: dict | None = None) -> None:
@@ -166,7 +207,5 @@ def retrieve_for_tasks(
     """Candidates per task (short phrases of a prompt), with the tasks embedded in one batch."""
     tasks = [t for t in dict.fromkeys(t.strip() for t in tasks) if t]
     vectors = embedder.encode(tasks)
-    return {
-        task: _search(conn, embedder, task, vector, strategy, k, filters or SearchFilters(), ef_search)
-        for task, vector in zip(tasks, vectors)
-    }
+    found = _search_many(conn, embedder, tasks, vectors, strategy, k, filters or SearchFilters(), ef_search)
+    return dict(zip(tasks, found))
