@@ -29,11 +29,12 @@ from evals.metrics import ndcg_at, recall_at
 from evals.queries import LabelledQuery, external_to_row_ids, load_queries
 from tools.learned_rank import ARTIFACT_FORMAT, ARTIFACT_VERSION, save_artifact
 from tools.rank_features import FEATURE_VERSION, FEATURES, build_features, load_cards
-from tools.retrieve import FUSED_LISTS, _ranked_list, rrf
+from tools.retrieve import first_stage
 
 SPLIT_SALT = "loracle-rank-v1:"
 HELDOUT_SHARE = {"dev": 2, "civitai": 5}  # 1 in 2 dev queries, 1 in 5 Civitai prompts are held out
 DEPTH = 150
+BATCH = 32  # queries whose lists are fetched in one round trip
 
 
 def query_source(query_id: str) -> str:
@@ -55,6 +56,7 @@ class Candidates:
     ranks: list[dict[str, int]]
     rrf_scores: list[float]
     relevant: set[int]
+    lexical_scores: list[float] = field(default_factory=list)
     features: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -75,11 +77,15 @@ def collect_candidates(
     vectors = embedder.encode([q.prompt for q, _ in labelled])
     out = []
     with db.connection() as conn:
-        for (query, relevant), vector in tqdm(list(zip(labelled, vectors)), desc="candidates", disable=not progress, leave=False):
-            lists = {name: _ranked_list(conn, name, vector, query.prompt, embedder, DEPTH, filters, ef_search) for name, _ in FUSED_LISTS}
-            fused = rrf(lists, dict(FUSED_LISTS))[:DEPTH]
-            out.append(Candidates(query.id, query.prompt, vector, [a for a, _, _ in fused], [r for _, _, r in fused],
-                                  [s for _, s, _ in fused], relevant))
+        for start in tqdm(range(0, len(labelled), BATCH), desc="candidates", disable=not progress, leave=False):
+            batch = labelled[start : start + BATCH]
+            found = first_stage(conn, embedder, [q.prompt for q, _ in batch], vectors[start : start + BATCH], "fused", DEPTH,
+                                filters, ef_search)
+            for (query, relevant), vector, hits in zip(batch, vectors[start : start + BATCH], found):
+                hits = hits[:DEPTH]
+                out.append(Candidates(query.id, query.prompt, vector, [h.adapter_id for h in hits],
+                                      [h.evidence["ranks"] for h in hits], [h.score for h in hits], relevant,
+                                      [h.evidence.get("lexical_score", 0.0) for h in hits]))
     return out
 
 
@@ -209,7 +215,7 @@ def calibrate_selection(ctx, queries_path: Path, *, target_picks: float = 2.2, p
     from tqdm import tqdm
 
     from agent import nodes
-    from agent.planner import SelectionSettings
+    from agent.planner import SelectionSettings, select_offline
     from evals.metrics import precision_recall
 
     queries = [q for q in load_queries(queries_path) if not is_heldout(q.id)]
@@ -224,14 +230,15 @@ def calibrate_selection(ctx, queries_path: Path, *, target_picks: float = 2.2, p
         state: dict = {"message": query.prompt, "seed": 0, "n_images": 4}
         state.update(nodes.plan(state, runtime))
         state.update(nodes.retrieve(state, runtime))
-        cases.append((state["candidates"], relevant))
+        # the scores offline selection sees, with and without the whole prompt as a task: the grid reuses them
+        cases.append(({whole: nodes.offline_scores(state["candidates"], whole) for whole in (False, True)}, relevant))
     grid = product((0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), (0.0, 0.3, 0.5, 0.7, 0.85), (1, 2, 3), (2, 3, 4, 6), (False, True))
     best: tuple[float, dict] | None = None
     for min_score, relative, per_task, total, whole in grid:
         settings = SelectionSettings(min_score=min_score, relative=relative, max_per_task=per_task, max_total=total, whole_prompt=whole)
         prs, picks = [], []
-        for candidates, relevant in cases:
-            picked = [p["adapter_id"] for ps in nodes._offline_picks(candidates, settings).values() for p in ps]
+        for scored, relevant in cases:
+            picked = [i for ids in select_offline(scored[whole], settings).values() for i in ids]
             prs.append(precision_recall(picked, relevant))
             picks.append(len(picked))
         precision, recall, mean_picks = float(np.mean([p for p, _ in prs])), float(np.mean([r for _, r in prs])), float(np.mean(picks))

@@ -18,7 +18,7 @@ import psycopg
 
 from db.catalog import get_adapters
 from db.embeddings import load_vectors
-from db.search import SearchFilters, dense_search, lexical_search
+from db.search import ListQuery, SearchFilters, search_lists
 from tools.embeddings import Embedder
 
 STRATEGIES = ("dense", "head", "lexical", "fused", "rerank", "learned")
@@ -57,22 +57,11 @@ class Hit:
         return asdict(self)
 
 
-def _ranked_list(
-    conn: psycopg.Connection,
-    name: str,
-    query_vector: np.ndarray,
-    text: str,
-    embedder: Embedder,
-    depth: int,
-    filters: SearchFilters,
-    ef_search: int,
-) -> list[tuple[int, float]]:
+def _list_query(name: str, text: str, query_vector: np.ndarray, depth: int) -> ListQuery:
     if name == "lexical":
-        return lexical_search(conn, text, depth, filters)
+        return ListQuery("lexical", depth, text=text)
     rows = PROMPT_ROWS_PER_ADAPTER if name == "prompt" else 1
-    return dense_search(
-        conn, embedder.name, name, query_vector, depth, filters, ef_search=ef_search, per_adapter_rows=rows
-    )
+    return ListQuery(name, depth, vector=query_vector, per_adapter_rows=rows)
 
 
 def rrf(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) -> list[tuple[int, float, dict[str, int]]]:
@@ -87,27 +76,37 @@ def rrf(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) ->
     return [(adapter_id, score, ranks[adapter_id]) for adapter_id, score in ordered]
 
 
-def _first_stage(
+def first_stage(
     conn: psycopg.Connection,
     embedder: Embedder,
-    text: str,
-    query_vector: np.ndarray,
+    texts: list[str],
+    query_vectors: np.ndarray,
     strategy: str,
     k: int,
     filters: SearchFilters,
     ef_search: int,
-    fused_lists: tuple[tuple[str, float], ...],
-) -> list[Hit]:
-    """One ranked list, or the RRF of several (every strategy but `dense`/`head`/`lexical` starts fused)."""
-    if strategy in ("dense", "head", "lexical"):
-        kind = "full" if strategy == "dense" else strategy
-        items = _ranked_list(conn, kind, query_vector, text, embedder, k, filters, ef_search)
-        fused = [(adapter_id, score, {kind: rank}) for rank, (adapter_id, score) in enumerate(items, start=1)]
-    else:
-        depth = max(k, 150)
-        lists = {name: _ranked_list(conn, name, query_vector, text, embedder, depth, filters, ef_search) for name, _ in fused_lists}
-        fused = rrf(lists, dict(fused_lists))
-    return [Hit(adapter_id, score, evidence={"ranks": ranks}) for adapter_id, score, ranks in fused]
+    fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
+) -> list[list[Hit]]:
+    """Per text, one ranked list or the RRF of several (every strategy but `dense`/`head`/`lexical` starts
+    fused); all texts' lists are fetched in one round trip (db.search.search_lists)."""
+    single = strategy in ("dense", "head", "lexical")
+    names = ["full" if strategy == "dense" else strategy] if single else [name for name, _ in fused_lists]
+    depth = k if single else max(k, 150)
+    queries = [_list_query(name, text, vector, depth) for text, vector in zip(texts, query_vectors) for name in names]
+    fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search))
+    found = []
+    for _ in texts:
+        lists = {name: next(fetched) for name in names}
+        if single:
+            [(kind, items)] = lists.items()
+            found.append([Hit(adapter_id, score, evidence={"ranks": {kind: rank}})
+                          for rank, (adapter_id, score) in enumerate(items, start=1)])
+            continue
+        lexical = dict(lists.get("lexical", ()))  # BM25 scores: a feature of the learned reranker
+        found.append([Hit(adapter_id, score, evidence={"ranks": ranks, **({"lexical_score": round(lexical[adapter_id], 4)}
+                                                                          if adapter_id in lexical else {})})
+                      for adapter_id, score, ranks in rrf(lists, dict(fused_lists))])
+    return found
 
 
 def _search_many(
@@ -126,7 +125,7 @@ def _search_many(
     trip plus parsing). The result for each text is exactly what searching it alone gives."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    found = [_first_stage(conn, embedder, t, v, strategy, k, filters, ef_search, fused_lists) for t, v in zip(texts, query_vectors)]
+    found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists)
     cards = None
     if strategy in ("rerank", "learned"):
         ids = list(dict.fromkeys(h.adapter_id for hits in found for h in hits))
