@@ -101,7 +101,15 @@ def load_vectors(conn: psycopg.Connection, model: str, adapter_ids: list[int]) -
             "ORDER BY adapter_id, kind, position",
             (model, adapter_ids),
         ).fetchall()
-    grouped: dict[tuple[int, str], list[np.ndarray]] = {}
-    for adapter_id, kind, vector in rows:
-        grouped.setdefault((adapter_id, kind), []).append(vector if isinstance(vector, np.ndarray) else vector.to_numpy())
-    return {key: np.stack(vectors).astype(np.float32) for key, vectors in grouped.items()}
+    if not rows:
+        return {}
+    # one conversion for all rows; rows come ordered by key, so each key is a slice (a view) of it
+    data = np.stack([v if isinstance(v, np.ndarray) else v.to_numpy() for _, _, v in rows]).astype(np.float32)
+    keys = [(adapter_id, kind) for adapter_id, kind, _ in rows]
+    out: dict[tuple[int, str], np.ndarray] = {}
+    start = 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            out[keys[start]] = data[start:i]
+            start = i
+    return out

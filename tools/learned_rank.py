@@ -146,7 +146,8 @@ def hit_features(
     vectors = vectors if vectors is not None else load_vectors(conn, model_name, ids)
     cards = cards if cards is not None else load_cards(conn, ids)
     ranks = [h.evidence.get("ranks", {}) for h in hits]
-    return build_features(text, query, ids, ranks, [h.score for h in hits], vectors, cards)
+    lexical = [h.evidence.get("lexical_score", 0.0) for h in hits]
+    return build_features(text, query, ids, ranks, [h.score for h in hits], vectors, cards, lexical)
 
 
 def rerank_learned(

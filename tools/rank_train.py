@@ -98,7 +98,7 @@ def attach_features(db: Database, model_name: str, items: list[Candidates]) -> N
             vectors.update(load_vectors(conn, model_name, ids[start : start + 2000]))
         cards = load_cards(conn, ids)
     for c in items:
-        c.features = build_features(c.text, c.vector, c.ids, c.ranks, c.rrf_scores, vectors, cards)
+        c.features = build_features(c.text, c.vector, c.ids, c.ranks, c.rrf_scores, vectors, cards, c.lexical_scores)
 
 
 def export_hgb(model) -> dict[str, Any]:
@@ -121,14 +121,14 @@ def export_hgb(model) -> dict[str, Any]:
     return {"type": "gbdt", "baseline": float(np.ravel(model._baseline_prediction)[0]), "trees": trees}
 
 
-def fit_hgb(x: np.ndarray, y: np.ndarray, *, max_iter: int = 300, seed: int = 0):
+def fit_hgb(x: np.ndarray, y: np.ndarray, *, max_iter: int = 300, seed: int = 0, sample_weight: np.ndarray | None = None):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     model = HistGradientBoostingClassifier(
         max_iter=max_iter, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40, l2_regularization=1.0,
         early_stopping=False, random_state=seed,
     )
-    return model.fit(x.astype(np.float64), y)
+    return model.fit(x.astype(np.float64), y, sample_weight=sample_weight)
 
 
 def ranking_metrics(items: list[Candidates], scores: list[np.ndarray] | None) -> dict[str, float]:
@@ -152,6 +152,7 @@ def train(
     exclude_tags: list[str],
     ef_search: int = 200,
     max_iter: int = 300,
+    dev_weight: float = 1.0,
     progress: bool = False,
     log=print,
 ) -> dict[str, Any]:
@@ -160,6 +161,7 @@ def train(
     filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True)
     queries = [q for path in files for q in load_queries(path)]
     items = collect_candidates(db, embedder, queries, filters, ef_search, progress)
+    candidates_s = time.perf_counter() - started
     attach_features(db, embedder.name, items)
     collected_s = time.perf_counter() - started
     train_items = [c for c in items if not is_heldout(c.query_id) and c.labels.any()]
@@ -167,9 +169,11 @@ def train(
     x = np.concatenate([c.features for c in train_items])
     y = np.concatenate([c.labels for c in train_items])
     log(f"{len(items)} labelled queries ({len(held)} held out); training on {len(train_items)} queries, "
-        f"{len(y)} pairs, {int(y.sum())} positives; candidates and features in {collected_s:.0f} s")
+        f"{len(y)} pairs, {int(y.sum())} positives; candidates in {candidates_s:.0f} s, features in {collected_s - candidates_s:.0f} s")
     fit_started = time.perf_counter()
-    model = fit_hgb(x, y, max_iter=max_iter)
+    # Stylus-labelled dev queries may count more than Civitai prompts (whose authors' picks are noisier)
+    weights = np.concatenate([np.full(len(c.ids), dev_weight if query_source(c.query_id) == "dev" else 1.0) for c in train_items])
+    model = fit_hgb(x, y, max_iter=max_iter, sample_weight=weights)
     fit_s = time.perf_counter() - fit_started
     evaluation = {}
     for source in ("civitai", "dev"):
@@ -186,7 +190,7 @@ def train(
         "training": {
             "files": [p.name for p in files],
             "split": {"salt": SPLIT_SALT, "heldout_one_in": HELDOUT_SHARE},
-            "queries": len(train_items), "pairs": int(len(y)), "positives": int(y.sum()),
+            "queries": len(train_items), "pairs": int(len(y)), "positives": int(y.sum()), "dev_weight": dev_weight,
             "candidates": f"fused top {DEPTH}, default filter (exclude tags {exclude_tags}, blocklist)",
             "embedding_model": embedder.name,
             "estimator": "sklearn HistGradientBoostingClassifier",

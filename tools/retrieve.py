@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from db.catalog import get_adapters
+from db.catalog import get_adapter_words, get_adapters
 from db.embeddings import load_vectors
 from db.search import ListQuery, SearchFilters, search_lists
 from tools.embeddings import Embedder
@@ -27,6 +27,7 @@ RRF_K = 30  # k=30 beat 60 and 120 on dev (see evals/)
 FUSED_LISTS: tuple[tuple[str, float], ...] = (("full", 1.0), ("head", 1.0), ("prompt", 1.0), ("lexical", 1.0))
 # The same plus the refiner's descriptions (tools/refine); "refined" is empty until a refine has run.
 FUSED_REFINED_LISTS: tuple[tuple[str, float], ...] = (*FUSED_LISTS, ("refined", 1.0))
+LEARNED_DEPTH = 150  # the learned reranker re-scores the fused top 150, as many as it was trained on
 PROMPT_ROWS_PER_ADAPTER = 1  # the example-prompt kind holds one vector per adapter (tools/adapter_texts.py)
 
 __all__ = ["Hit", "SearchFilters", "STRATEGIES", "retrieve", "retrieve_for_tasks"]
@@ -126,15 +127,16 @@ def _search_many(
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists)
-    cards = None
     if strategy in ("rerank", "learned"):
+        if strategy == "learned":  # it re-scores the fused top 150, what it was trained on (tools/rank_train.py)
+            found = [hits[: max(k, LEARNED_DEPTH)] for hits in found]
         ids = list(dict.fromkeys(h.adapter_id for hits in found for h in hits))
         vectors = load_vectors(conn, embedder.name, ids)
         if strategy == "rerank":
             from tools.rerank import rerank
 
-            cards = get_adapters(conn, ids)  # read once: scored here, attached below
-            found = [rerank(conn, embedder, t, v, hits, cards, vectors) for t, v, hits in zip(texts, query_vectors, found)]
+            words = get_adapter_words(conn, ids)
+            found = [rerank(conn, embedder, t, v, hits, words, vectors) for t, v, hits in zip(texts, query_vectors, found)]
         else:  # the learned reranker (tools/learned_rank.py, `loracle rank train`)
             from tools.learned_rank import rerank_learned
             from tools.rank_features import load_cards
@@ -142,8 +144,7 @@ def _search_many(
             infos = load_cards(conn, ids)
             found = [rerank_learned(conn, embedder, t, v, hits, vectors, infos) for t, v, hits in zip(texts, query_vectors, found)]
     found = [hits[:k] for hits in found]
-    if cards is None:
-        cards = get_adapters(conn, list({h.adapter_id for hits in found for h in hits}))
+    cards = get_adapters(conn, list({h.adapter_id for hits in found for h in hits}))
     for text, hits in zip(texts, found):
         _attach_cards(conn, hits, text, cards)
     return found
