@@ -63,16 +63,25 @@ class TreeEnsemble:
             self.right[t, :n] = np.where(leaf, np.arange(n), tree["right"])
             depth = max(depth, int(tree.get("depth", n)))
         self.depth = depth
-        self.rows = np.arange(shape[0])[:, None]
+        # flat layout for scoring: every node's split decided for all rows in one gather, then a walk
+        # whose steps are two 1-D gathers (children of node i at 2i, 2i+1; leaves point at themselves)
+        offsets = (np.arange(shape[0]) * width)[:, None]
+        self._roots = offsets.ravel()
+        self._flat_feature = self.feature.ravel()
+        self._flat_threshold = self.threshold.ravel()
+        self._flat_missing_left = self.missing_left.ravel()
+        self._children = np.stack([(self.right + offsets).ravel(), (self.left + offsets).ravel()], axis=1).ravel()
+        self._flat_value = self.value.ravel()
 
     def raw(self, x: np.ndarray) -> np.ndarray:
-        node = np.zeros((self.feature.shape[0], x.shape[0]), dtype=np.int64)
-        cols = np.arange(x.shape[0])[None, :]
+        n = x.shape[0]
+        values = x.astype(np.float64)[:, self._flat_feature]  # (rows, nodes)
+        go_left = np.where(np.isnan(values), self._flat_missing_left, values <= self._flat_threshold).T.ravel()
+        node = np.repeat(self._roots, n)  # (trees * rows,) flat node ids, tree-major
+        row = np.tile(np.arange(n), len(self._roots))
         for _ in range(self.depth):
-            values = x[cols, self.feature[self.rows, node]].astype(np.float64)
-            go_left = np.where(np.isnan(values), self.missing_left[self.rows, node], values <= self.threshold[self.rows, node])
-            node = np.where(go_left, self.left[self.rows, node], self.right[self.rows, node])
-        return self.baseline + self.value[self.rows, node].sum(axis=0)
+            node = self._children[2 * node + go_left[node * n + row]]
+        return self.baseline + self._flat_value[node].reshape(len(self._roots), n).sum(axis=0)
 
 
 class Logistic:
