@@ -130,10 +130,24 @@ def card_info(row: Sequence) -> CardInfo:
     )
 
 
+_CARD_CACHE: dict[tuple, CardInfo] = {}  # keyed by the whole row, so an edited card is simply a new key
+
+
+def _cached_card_info(row: Sequence) -> CardInfo:
+    key = tuple(tuple(v) if isinstance(v, list) else v for v in row)
+    info = _CARD_CACHE.get(key)
+    if info is None:
+        if len(_CARD_CACHE) > 50_000:
+            _CARD_CACHE.clear()
+        info = _CARD_CACHE[key] = card_info(row)
+    return info
+
+
 def load_cards(conn: psycopg.Connection, adapter_ids: Iterable[int]) -> dict[int, CardInfo]:
+    """Card features of the given adapters; the word sets are computed once per card version per process."""
     with conn.cursor(binary=True) as cur:
         rows = cur.execute(_CARD_SQL, (list(adapter_ids),)).fetchall()
-    return {row[0]: card_info(row) for row in rows}
+    return {row[0]: _cached_card_info(row) for row in rows}
 
 
 def best_cosines(vectors: Mapping[tuple[int, str], np.ndarray], ids: Sequence[int], kind: str, query: np.ndarray) -> np.ndarray:
