@@ -130,10 +130,20 @@ def retrieve(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     return {"candidates": candidates, "timings": {**state.get("timings", {}), "retrieve_s": time.perf_counter() - started}}
 
 
-def _offline_picks(candidates: dict[str, list[dict]], settings: SelectionSettings) -> dict[str, list[dict]]:
+def _selection_tasks(candidates: dict[str, list[dict]], whole_prompt: bool) -> dict[str, list[dict]]:
     per_task = {task: items for task, items in candidates.items() if task != WHOLE_PROMPT}
-    if not per_task or settings.whole_prompt:  # a one-word prompt (or calibrated so): the whole prompt is a task
+    if not per_task or whole_prompt:  # a one-word prompt (or calibrated so): the whole prompt is a task
         per_task = {**per_task, WHOLE_PROMPT: candidates.get(WHOLE_PROMPT, [])}
+    return per_task
+
+
+def offline_scores(candidates: dict[str, list[dict]], whole_prompt: bool) -> dict[str, list[tuple[int, float]]]:
+    """(adapter id, score) per task, as offline selection sees them (calibration reuses them per setting)."""
+    return {task: [(c["adapter_id"], c["score"]) for c in items] for task, items in _selection_tasks(candidates, whole_prompt).items()}
+
+
+def _offline_picks(candidates: dict[str, list[dict]], settings: SelectionSettings) -> dict[str, list[dict]]:
+    per_task = _selection_tasks(candidates, settings.whole_prompt)
     scored = {task: [(c["adapter_id"], c["score"]) for c in items] for task, items in per_task.items()}
     chosen = select_offline(scored, settings)
     by_id = {c["adapter_id"]: c for items in per_task.values() for c in items}

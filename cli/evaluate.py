@@ -49,8 +49,12 @@ def retrieval(queries: Path = QUERIES, as_json: bool = AS_JSON, limit: int = LIM
 @app.command("selection")
 def selection(queries: Path = QUERIES, as_json: bool = AS_JSON, limit: int = LIMIT, heldout: bool = HELDOUT) -> None:
     """Precision/recall of the offline planner's final picks vs top-3 dense, and time per graph node."""
+    import torch
+
     from agent.runtime import build_context
     from evals.selection import evaluate_selection, format_selection
+
+    torch.set_num_threads(1)  # one query's few short texts embed faster on one thread, above all under load
 
     def run(settings, db) -> dict:
         ctx = build_context(settings.model_copy(update={"base_model": "tiny"}), db, llm=None)

@@ -24,6 +24,7 @@ def train(
     ),
     out: Path | None = typer.Option(None, "--out", help="Where to write the artifact (default tools/models/ranker.json)."),
     max_iter: int = typer.Option(300, help="Boosting rounds."),
+    dev_weight: float = typer.Option(1.0, help="Sample weight of dev-file queries relative to Civitai prompts."),
     target_picks: float = typer.Option(2.2, help="Mean adapters per prompt the calibration aims at (Stylus: 2.2)."),
 ) -> None:
     """Fit on every file's training split (a fixed hash of query ids), report the held-out split, save JSON."""
@@ -43,18 +44,21 @@ def train(
     with open_database(settings) as db:
         embedder = get_embedder(settings.embedding_model)
         artifact = train_ranker(db, embedder, queries, out, exclude_tags=settings.exclude_tags,
-                                ef_search=settings.hnsw_ef_search, max_iter=max_iter, progress=True, log=typer.echo)
+                                ef_search=settings.hnsw_ef_search, max_iter=max_iter, dev_weight=dev_weight, progress=True,
+                                log=typer.echo)
         typer.echo(json.dumps(artifact["heldout"], indent=2))
         if calibrate is not None:
             from agent.runtime import build_context
 
             load_ranker(out)
-            ctx = build_context(settings.model_copy(update={"base_model": "tiny"}), db, llm=None)
+            ctx = build_context(settings.model_copy(update={"base_model": "tiny", "ranker": "learned"}), db, llm=None)
             ctx.base_models = None
             import os
 
             os.environ["LORACLE_RANKER_PATH"] = str(out)  # the planner scores with the new model
+            calibration_started = time.perf_counter()
             artifact["selection"] = calibrate_selection(ctx, calibrate, target_picks=target_picks, progress=True, log=typer.echo)
+            artifact["selection"]["seconds"] = round(time.perf_counter() - calibration_started, 1)
             save_artifact(artifact, out)
     typer.echo(f"wrote {out} in {time.perf_counter() - started:.0f} s (fit {artifact['training']['fit_seconds']} s)")
 

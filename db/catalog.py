@@ -154,6 +154,14 @@ def get_adapters(conn: psycopg.Connection, ids: list[int]) -> dict[int, dict[str
     return {row["id"]: row for row in rows}
 
 
+def get_adapter_words(conn: psycopg.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Name, tags and trigger words only (what the reranker matches words against): hundreds of
+    candidates per prompt, so full cards (descriptions, example prompts) would be most of the read."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        rows = cur.execute("SELECT id, name, tags, trigger_words FROM adapters WHERE id = ANY(%s)", (ids,)).fetchall()
+    return {row["id"]: row for row in rows}
+
+
 def find_adapters(conn: psycopg.Connection, refs: list[str]) -> dict[str, dict[str, Any]]:
     """Resolve user references (external id such as a Civitai model id, or file sha256) to adapter cards."""
     found: dict[str, dict[str, Any]] = {}

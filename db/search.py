@@ -39,6 +39,36 @@ _FILTER_SQL = (
 )
 
 
+def _dense_statement(
+    model: str, kind: str, query: np.ndarray, k: int, filters: SearchFilters, per_adapter_rows: int = 1
+) -> tuple[sql.Composed, dict[str, object]]:
+    dims = int(query.shape[0])
+    distance = sql.SQL("(e.embedding::halfvec({dims}) <=> %(query)s::halfvec({dims}))").format(dims=sql.Literal(dims))
+    statement = sql.SQL(
+        "WITH hits AS MATERIALIZED ("
+        " SELECT e.adapter_id, {distance} AS distance FROM adapter_embeddings e"
+        " JOIN adapters a ON a.id = e.adapter_id"
+        " WHERE e.model = {model} AND e.kind = {kind} AND {filters}"
+        " ORDER BY {distance} LIMIT %(limit)s)"
+        " SELECT adapter_id, min(distance) AS distance FROM hits GROUP BY adapter_id"
+        " ORDER BY distance LIMIT %(k)s"
+    ).format(distance=distance, filters=sql.SQL(_FILTER_SQL), model=sql.Literal(model), kind=sql.Literal(kind))
+    # model and kind are inlined (safely quoted) so the planner can match the partial HNSW index even
+    # when psycopg switches to a prepared, generic plan.
+    params: dict[str, object] = {"query": HalfVector(query), "limit": k * per_adapter_rows, "k": k}
+    params.update(filters.params())
+    return statement, params
+
+
+def _dense_rows(rows: list) -> list[tuple[int, float]]:
+    return [(adapter_id, 1.0 - float(dist)) for adapter_id, dist in rows]
+
+
+def _set_hnsw(conn: psycopg.Connection, ef_search: int) -> None:
+    conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
+    conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+
+
 def dense_search(
     conn: psycopg.Connection,
     model: str,
@@ -57,29 +87,14 @@ def dense_search(
     result; `exact=True` scans every row instead (the ground truth for index recall).
     `per_adapter_rows` > 1 over-fetches for kinds with several vectors per adapter (example prompts).
     """
-    dims = int(query.shape[0])
-    distance = sql.SQL("(e.embedding::halfvec({dims}) <=> %(query)s::halfvec({dims}))").format(dims=sql.Literal(dims))
-    statement = sql.SQL(
-        "WITH hits AS MATERIALIZED ("
-        " SELECT e.adapter_id, {distance} AS distance FROM adapter_embeddings e"
-        " JOIN adapters a ON a.id = e.adapter_id"
-        " WHERE e.model = {model} AND e.kind = {kind} AND {filters}"
-        " ORDER BY {distance} LIMIT %(limit)s)"
-        " SELECT adapter_id, min(distance) AS distance FROM hits GROUP BY adapter_id"
-        " ORDER BY distance LIMIT %(k)s"
-    ).format(distance=distance, filters=sql.SQL(_FILTER_SQL), model=sql.Literal(model), kind=sql.Literal(kind))
-    # model and kind are inlined (safely quoted) so the planner can match the partial HNSW index even
-    # when psycopg switches to a prepared, generic plan.
-    params = {"query": HalfVector(query), "limit": k * per_adapter_rows, "k": k}
-    params.update(filters.params())
+    statement, params = _dense_statement(model, kind, query, k, filters, per_adapter_rows)
     with conn.transaction():
         if exact:
             conn.execute("SET LOCAL enable_indexscan = off")
         else:
-            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
-            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            _set_hnsw(conn, ef_search)
         rows = conn.execute(statement, params).fetchall()
-    return [(adapter_id, 1.0 - float(dist)) for adapter_id, dist in rows]
+    return _dense_rows(rows)
 
 
 # BM25 (Robertson/Sparck Jones IDF, k1, b) over adapter_terms (migrations 005, 007). Field weights per
@@ -102,6 +117,17 @@ def lexical_search(
     `refined=False` scores every document without its refined description (class C), exactly as
     before `loracle catalog refine` ran: term frequencies, document frequencies and lengths alike.
     """
+    statement, params = _lexical_statement(text, k, filters, refined=refined, weights=weights)
+    return _lexical_rows(conn.execute(statement, params).fetchall())
+
+
+def _lexical_rows(rows: list) -> list[tuple[int, float]]:
+    return [(adapter_id, float(score)) for adapter_id, score in rows]
+
+
+def _lexical_statement(
+    text: str, k: int, filters: SearchFilters, *, refined: bool = True, weights: dict[str, float] | None = None
+) -> tuple[str, dict[str, object]]:
     # Postings are read term by term through the primary key (term, adapter_id), never by a scan.
     statement = (
         "WITH q AS (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector('english', %(text)s))),"
@@ -128,5 +154,36 @@ def lexical_search(
         "wa": weights["a"], "wb": weights["b"], "wc": weights["c"], "wd": weights["d"],
     }
     params.update(filters.params())
-    rows = conn.execute(statement, params).fetchall()
-    return [(adapter_id, float(score)) for adapter_id, score in rows]
+    return statement, params
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """One ranked list to fetch: `kind` is a stored vector kind (with `vector`) or "lexical" (with `text`)."""
+
+    kind: str
+    k: int
+    vector: np.ndarray | None = None
+    text: str = ""
+    per_adapter_rows: int = 1
+    refined: bool = True  # lexical only: BM25 with the refined description (see lexical_search)
+
+
+def search_lists(
+    conn: psycopg.Connection, model: str, queries: list[ListQuery], filters: SearchFilters, *, ef_search: int = 200
+) -> list[list[tuple[int, float]]]:
+    """Several dense and lexical lists in one round trip (psycopg's pipeline mode), in `queries` order.
+
+    The statements and settings are exactly those of `dense_search` and `lexical_search`, so each list
+    is what they return one by one; only the waiting between them is gone (a prompt's tasks need a
+    dozen or more lists)."""
+    statements = [
+        _lexical_statement(q.text, q.k, filters, refined=q.refined) if q.kind == "lexical"
+        else _dense_statement(model, q.kind, q.vector, q.k, filters, q.per_adapter_rows)
+        for q in queries
+    ]
+    with conn.pipeline(), conn.transaction():
+        _set_hnsw(conn, ef_search)
+        cursors = [conn.execute(statement, params) for statement, params in statements]
+        rows = [cursor.fetchall() for cursor in cursors]
+    return [_lexical_rows(r) if q.kind == "lexical" else _dense_rows(r) for q, r in zip(queries, rows)]

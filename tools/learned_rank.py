@@ -16,13 +16,13 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import psycopg
 
 from db.embeddings import load_vectors
-from tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, build_features, load_cards
+from tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, CardInfo, build_features, load_cards
 
 ARTIFACT_FORMAT = "loracle-ranker"
 ARTIFACT_VERSION = 1
@@ -63,16 +63,25 @@ class TreeEnsemble:
             self.right[t, :n] = np.where(leaf, np.arange(n), tree["right"])
             depth = max(depth, int(tree.get("depth", n)))
         self.depth = depth
-        self.rows = np.arange(shape[0])[:, None]
+        # flat layout for scoring: every node's split decided for all rows in one gather, then a walk
+        # whose steps are two 1-D gathers (children of node i at 2i, 2i+1; leaves point at themselves)
+        offsets = (np.arange(shape[0]) * width)[:, None]
+        self._roots = offsets.ravel()
+        self._flat_feature = self.feature.ravel()
+        self._flat_threshold = self.threshold.ravel()
+        self._flat_missing_left = self.missing_left.ravel()
+        self._children = np.stack([(self.right + offsets).ravel(), (self.left + offsets).ravel()], axis=1).ravel()
+        self._flat_value = self.value.ravel()
 
     def raw(self, x: np.ndarray) -> np.ndarray:
-        node = np.zeros((self.feature.shape[0], x.shape[0]), dtype=np.int64)
-        cols = np.arange(x.shape[0])[None, :]
+        n = x.shape[0]
+        values = x.astype(np.float64)[:, self._flat_feature]  # (rows, nodes)
+        go_left = np.where(np.isnan(values), self._flat_missing_left, values <= self._flat_threshold).T.ravel()
+        node = np.repeat(self._roots, n)  # (trees * rows,) flat node ids, tree-major
+        row = np.tile(np.arange(n), len(self._roots))
         for _ in range(self.depth):
-            values = x[cols, self.feature[self.rows, node]].astype(np.float64)
-            go_left = np.where(np.isnan(values), self.missing_left[self.rows, node], values <= self.threshold[self.rows, node])
-            node = np.where(go_left, self.left[self.rows, node], self.right[self.rows, node])
-        return self.baseline + self.value[self.rows, node].sum(axis=0)
+            node = self._children[2 * node + go_left[node * n + row]]
+        return self.baseline + self._flat_value[node].reshape(len(self._roots), n).sum(axis=0)
 
 
 class Logistic:
@@ -136,21 +145,29 @@ def available(path: Path | None = None) -> bool:
     return True
 
 
-def hit_features(conn: psycopg.Connection, model_name: str, text: str, query: np.ndarray, hits: list) -> np.ndarray:
-    """Features of fused hits (in their fused order) for one text, from the database."""
+def hit_features(
+    conn: psycopg.Connection, model_name: str, text: str, query: np.ndarray, hits: list,
+    vectors: Mapping[tuple[int, str], np.ndarray] | None = None, cards: Mapping[int, CardInfo] | None = None,
+) -> np.ndarray:
+    """Features of fused hits (in their fused order) for one text, from the database (or from `vectors`
+    and `cards` already read for these adapters and maybe more)."""
     ids = [h.adapter_id for h in hits]
-    vectors = load_vectors(conn, model_name, ids)
-    cards = load_cards(conn, ids)
+    vectors = vectors if vectors is not None else load_vectors(conn, model_name, ids)
+    cards = cards if cards is not None else load_cards(conn, ids)
     ranks = [h.evidence.get("ranks", {}) for h in hits]
-    return build_features(text, query, ids, ranks, [h.score for h in hits], vectors, cards)
+    lexical = [h.evidence.get("lexical_score", 0.0) for h in hits]
+    return build_features(text, query, ids, ranks, [h.score for h in hits], vectors, cards, lexical)
 
 
-def rerank_learned(conn: psycopg.Connection, embedder, text: str, query: np.ndarray, hits: list) -> list:
+def rerank_learned(
+    conn: psycopg.Connection, embedder, text: str, query: np.ndarray, hits: list,
+    vectors: Mapping[tuple[int, str], np.ndarray] | None = None, cards: Mapping[int, CardInfo] | None = None,
+) -> list:
     """The hits re-ordered by the learned score (a probability); evidence keeps the fused score."""
     if not hits:
         return hits
     ranker = load_ranker()
-    scores = ranker.score(hit_features(conn, embedder.name, text, query, hits))
+    scores = ranker.score(hit_features(conn, embedder.name, text, query, hits, vectors, cards))
     for hit, score in zip(hits, scores):
         hit.evidence["fused_score"] = round(hit.score, 5)
         hit.score = float(score)

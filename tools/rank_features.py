@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import psycopg
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 DENSE_KINDS = ("head", "full", "prompt")
 RANK_LISTS = ("full", "head", "prompt", "lexical")
 MISSING_RANK = 300  # a list that did not return the adapter (depth is 150)
@@ -43,6 +43,7 @@ FEATURES: tuple[str, ...] = (
     # dense similarity of the query to each kind of stored vector (best row), and relative to this query's best
     *(f"cos_{k}" for k in DENSE_KINDS),
     *(f"cos_{k}_gap" for k in DENSE_KINDS),
+    *(f"cos_{k}_z" for k in DENSE_KINDS),  # standardised over this query's candidates
     "cos_max",
     "has_prompt_vector",
     # the fused retrieval's evidence
@@ -50,6 +51,8 @@ FEATURES: tuple[str, ...] = (
     "n_lists",
     "rrf_score",
     "log_fused_pos",
+    "lexical_score",  # BM25 of the lexical list (0 where it did not return the adapter)
+    "lexical_ratio",  # ... relative to this query's best BM25
     # words of the query found in the card
     "name_cover",  # share of the name's content words found in the query
     "query_in_name",  # share of the query's content words found in name + trigger words
@@ -127,13 +130,27 @@ def card_info(row: Sequence) -> CardInfo:
     )
 
 
+_CARD_CACHE: dict[tuple, CardInfo] = {}  # keyed by the whole row, so an edited card is simply a new key
+
+
+def _cached_card_info(row: Sequence) -> CardInfo:
+    key = tuple(tuple(v) if isinstance(v, list) else v for v in row)
+    info = _CARD_CACHE.get(key)
+    if info is None:
+        if len(_CARD_CACHE) > 50_000:
+            _CARD_CACHE.clear()
+        info = _CARD_CACHE[key] = card_info(row)
+    return info
+
+
 def load_cards(conn: psycopg.Connection, adapter_ids: Iterable[int]) -> dict[int, CardInfo]:
+    """Card features of the given adapters; the word sets are computed once per card version per process."""
     with conn.cursor(binary=True) as cur:
         rows = cur.execute(_CARD_SQL, (list(adapter_ids),)).fetchall()
-    return {row[0]: card_info(row) for row in rows}
+    return {row[0]: _cached_card_info(row) for row in rows}
 
 
-def _best_cosines(vectors: Mapping[tuple[int, str], np.ndarray], ids: Sequence[int], kind: str, query: np.ndarray) -> np.ndarray:
+def best_cosines(vectors: Mapping[tuple[int, str], np.ndarray], ids: Sequence[int], kind: str, query: np.ndarray) -> np.ndarray:
     """Best cosine over each adapter's rows of one kind (NaN where it has none), in one matrix product."""
     out = np.full(len(ids), np.nan, dtype=np.float32)
     present = [(i, vectors[(a, kind)]) for i, a in enumerate(ids) if (a, kind) in vectors]
@@ -152,8 +169,11 @@ def build_features(
     rrf_scores: Sequence[float],
     vectors: Mapping[tuple[int, str], np.ndarray],
     cards: Mapping[int, CardInfo],
+    lexical_scores: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """A (len(ids), len(FEATURES)) float32 matrix; ids in fused order (position = index + 1)."""
+    """A (len(ids), len(FEATURES)) float32 matrix; ids in fused order (position = index + 1).
+
+    `lexical_scores`: the lexical list's BM25 per candidate (0 where absent; `Hit.evidence["lexical_score"]`)."""
     n = len(ids)
     x = np.zeros((n, len(FEATURES)), dtype=np.float32)
     if n == 0:
@@ -162,7 +182,7 @@ def build_features(
     query = query / (np.linalg.norm(query) or 1.0)
     cos = {}
     for kind in DENSE_KINDS:
-        values = _best_cosines(vectors, ids, kind, query)
+        values = best_cosines(vectors, ids, kind, query)
         if kind == "prompt":
             x[:, INDEX["has_prompt_vector"]] = ~np.isnan(values)
         best = np.nanmax(values) if not np.all(np.isnan(values)) else 0.0
@@ -170,6 +190,7 @@ def build_features(
         cos[kind] = values
         x[:, INDEX[f"cos_{kind}"]] = values
         x[:, INDEX[f"cos_{kind}_gap"]] = values - best
+        x[:, INDEX[f"cos_{kind}_z"]] = (values - values.mean()) / (values.std() + 1e-3)
     x[:, INDEX["cos_max"]] = np.maximum.reduce([cos[k] for k in DENSE_KINDS])
     for i, adapter_ranks in enumerate(ranks):
         for name in RANK_LISTS:
@@ -177,6 +198,10 @@ def build_features(
         x[i, INDEX["n_lists"]] = sum(name in adapter_ranks for name in RANK_LISTS)
     x[:, INDEX["rrf_score"]] = np.asarray(rrf_scores, dtype=np.float32) * 100
     x[:, INDEX["log_fused_pos"]] = np.log(np.arange(1, n + 1))
+    if lexical_scores is not None:
+        lexical = np.asarray(lexical_scores, dtype=np.float32)
+        x[:, INDEX["lexical_score"]] = lexical
+        x[:, INDEX["lexical_ratio"]] = lexical / max(float(lexical.max()), 1e-6)
 
     lowered = text.lower()
     words = content_words(text)

@@ -29,11 +29,12 @@ from evals.metrics import ndcg_at, recall_at
 from evals.queries import LabelledQuery, external_to_row_ids, load_queries
 from tools.learned_rank import ARTIFACT_FORMAT, ARTIFACT_VERSION, save_artifact
 from tools.rank_features import FEATURE_VERSION, FEATURES, build_features, load_cards
-from tools.retrieve import FUSED_LISTS, _ranked_list, rrf
+from tools.retrieve import first_stage
 
 SPLIT_SALT = "loracle-rank-v1:"
 HELDOUT_SHARE = {"dev": 2, "civitai": 5}  # 1 in 2 dev queries, 1 in 5 Civitai prompts are held out
 DEPTH = 150
+BATCH = 32  # queries whose lists are fetched in one round trip
 
 
 def query_source(query_id: str) -> str:
@@ -55,6 +56,7 @@ class Candidates:
     ranks: list[dict[str, int]]
     rrf_scores: list[float]
     relevant: set[int]
+    lexical_scores: list[float] = field(default_factory=list)
     features: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -75,11 +77,15 @@ def collect_candidates(
     vectors = embedder.encode([q.prompt for q, _ in labelled])
     out = []
     with db.connection() as conn:
-        for (query, relevant), vector in tqdm(list(zip(labelled, vectors)), desc="candidates", disable=not progress, leave=False):
-            lists = {name: _ranked_list(conn, name, vector, query.prompt, embedder, DEPTH, filters, ef_search) for name, _ in FUSED_LISTS}
-            fused = rrf(lists, dict(FUSED_LISTS))[:DEPTH]
-            out.append(Candidates(query.id, query.prompt, vector, [a for a, _, _ in fused], [r for _, _, r in fused],
-                                  [s for _, s, _ in fused], relevant))
+        for start in tqdm(range(0, len(labelled), BATCH), desc="candidates", disable=not progress, leave=False):
+            batch = labelled[start : start + BATCH]
+            found = first_stage(conn, embedder, [q.prompt for q, _ in batch], vectors[start : start + BATCH], "learned", DEPTH,
+                                filters, ef_search)  # the learned strategy's own first stage (lists DEPTH deep)
+            for (query, relevant), vector, hits in zip(batch, vectors[start : start + BATCH], found):
+                hits = hits[:DEPTH]
+                out.append(Candidates(query.id, query.prompt, vector, [h.adapter_id for h in hits],
+                                      [h.evidence["ranks"] for h in hits], [h.score for h in hits], relevant,
+                                      [h.evidence.get("lexical_score", 0.0) for h in hits]))
     return out
 
 
@@ -92,7 +98,7 @@ def attach_features(db: Database, model_name: str, items: list[Candidates]) -> N
             vectors.update(load_vectors(conn, model_name, ids[start : start + 2000]))
         cards = load_cards(conn, ids)
     for c in items:
-        c.features = build_features(c.text, c.vector, c.ids, c.ranks, c.rrf_scores, vectors, cards)
+        c.features = build_features(c.text, c.vector, c.ids, c.ranks, c.rrf_scores, vectors, cards, c.lexical_scores)
 
 
 def export_hgb(model) -> dict[str, Any]:
@@ -115,14 +121,14 @@ def export_hgb(model) -> dict[str, Any]:
     return {"type": "gbdt", "baseline": float(np.ravel(model._baseline_prediction)[0]), "trees": trees}
 
 
-def fit_hgb(x: np.ndarray, y: np.ndarray, *, max_iter: int = 300, seed: int = 0):
+def fit_hgb(x: np.ndarray, y: np.ndarray, *, max_iter: int = 300, seed: int = 0, sample_weight: np.ndarray | None = None):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     model = HistGradientBoostingClassifier(
         max_iter=max_iter, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40, l2_regularization=1.0,
         early_stopping=False, random_state=seed,
     )
-    return model.fit(x.astype(np.float64), y)
+    return model.fit(x.astype(np.float64), y, sample_weight=sample_weight)
 
 
 def ranking_metrics(items: list[Candidates], scores: list[np.ndarray] | None) -> dict[str, float]:
@@ -146,6 +152,7 @@ def train(
     exclude_tags: list[str],
     ef_search: int = 200,
     max_iter: int = 300,
+    dev_weight: float = 1.0,
     progress: bool = False,
     log=print,
 ) -> dict[str, Any]:
@@ -154,6 +161,7 @@ def train(
     filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True)
     queries = [q for path in files for q in load_queries(path)]
     items = collect_candidates(db, embedder, queries, filters, ef_search, progress)
+    candidates_s = time.perf_counter() - started
     attach_features(db, embedder.name, items)
     collected_s = time.perf_counter() - started
     train_items = [c for c in items if not is_heldout(c.query_id) and c.labels.any()]
@@ -161,9 +169,11 @@ def train(
     x = np.concatenate([c.features for c in train_items])
     y = np.concatenate([c.labels for c in train_items])
     log(f"{len(items)} labelled queries ({len(held)} held out); training on {len(train_items)} queries, "
-        f"{len(y)} pairs, {int(y.sum())} positives; candidates and features in {collected_s:.0f} s")
+        f"{len(y)} pairs, {int(y.sum())} positives; candidates in {candidates_s:.0f} s, features in {collected_s - candidates_s:.0f} s")
     fit_started = time.perf_counter()
-    model = fit_hgb(x, y, max_iter=max_iter)
+    # Stylus-labelled dev queries may count more than Civitai prompts (whose authors' picks are noisier)
+    weights = np.concatenate([np.full(len(c.ids), dev_weight if query_source(c.query_id) == "dev" else 1.0) for c in train_items])
+    model = fit_hgb(x, y, max_iter=max_iter, sample_weight=weights)
     fit_s = time.perf_counter() - fit_started
     evaluation = {}
     for source in ("civitai", "dev"):
@@ -180,7 +190,7 @@ def train(
         "training": {
             "files": [p.name for p in files],
             "split": {"salt": SPLIT_SALT, "heldout_one_in": HELDOUT_SHARE},
-            "queries": len(train_items), "pairs": int(len(y)), "positives": int(y.sum()),
+            "queries": len(train_items), "pairs": int(len(y)), "positives": int(y.sum()), "dev_weight": dev_weight,
             "candidates": f"fused top {DEPTH}, default filter (exclude tags {exclude_tags}, blocklist)",
             "embedding_model": embedder.name,
             "estimator": "sklearn HistGradientBoostingClassifier",
@@ -209,7 +219,7 @@ def calibrate_selection(ctx, queries_path: Path, *, target_picks: float = 2.2, p
     from tqdm import tqdm
 
     from agent import nodes
-    from agent.planner import SelectionSettings
+    from agent.planner import SelectionSettings, select_offline
     from evals.metrics import precision_recall
 
     queries = [q for q in load_queries(queries_path) if not is_heldout(q.id)]
@@ -224,14 +234,15 @@ def calibrate_selection(ctx, queries_path: Path, *, target_picks: float = 2.2, p
         state: dict = {"message": query.prompt, "seed": 0, "n_images": 4}
         state.update(nodes.plan(state, runtime))
         state.update(nodes.retrieve(state, runtime))
-        cases.append((state["candidates"], relevant))
+        # the scores offline selection sees, with and without the whole prompt as a task: the grid reuses them
+        cases.append(({whole: nodes.offline_scores(state["candidates"], whole) for whole in (False, True)}, relevant))
     grid = product((0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), (0.0, 0.3, 0.5, 0.7, 0.85), (1, 2, 3), (2, 3, 4, 6), (False, True))
     best: tuple[float, dict] | None = None
     for min_score, relative, per_task, total, whole in grid:
         settings = SelectionSettings(min_score=min_score, relative=relative, max_per_task=per_task, max_total=total, whole_prompt=whole)
         prs, picks = [], []
-        for candidates, relevant in cases:
-            picked = [p["adapter_id"] for ps in nodes._offline_picks(candidates, settings).values() for p in ps]
+        for scored, relevant in cases:
+            picked = [i for ids in select_offline(scored[whole], settings).values() for i in ids]
             prs.append(precision_recall(picked, relevant))
             picks.append(len(picked))
         precision, recall, mean_picks = float(np.mean([p for p, _ in prs])), float(np.mean([r for _, r in prs])), float(np.mean(picks))

@@ -8,13 +8,15 @@ the query found in the adapter's name, trigger words and tags, and the fused ran
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 import psycopg
 
-from db.catalog import get_adapters
+from db.catalog import get_adapter_words
 from db.embeddings import load_vectors
 from tools.embeddings import Embedder
+from tools.rank_features import best_cosines
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of in on at to with and or for by from is are its it this that as into".split())
@@ -25,36 +27,41 @@ def content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
 
 
-def _best_cosine(vectors: dict[tuple[int, str], np.ndarray], adapter_id: int, kind: str, query: np.ndarray) -> float:
-    stacked = vectors.get((adapter_id, kind))
-    return float((stacked @ query).max()) if stacked is not None else 0.0
+@lru_cache(maxsize=65536)
+def _card_words(text: str) -> frozenset[str]:
+    """content_words of a card's name or tags, kept: the same candidates come back for every task."""
+    return frozenset(content_words(text))
 
 
 def rerank(
     conn: psycopg.Connection, embedder: Embedder, text: str, query: np.ndarray, hits: list, cards: dict | None = None,
-    *, refined: bool = True,
+    vectors: dict[tuple[int, str], np.ndarray] | None = None, *, refined: bool = True,
 ) -> list:
     """Return the hits re-ordered by the evidence score; each hit's evidence records the features.
 
-    `refined=False` ignores refined-description vectors (retrieval as before `loracle catalog refine`).
-    """
+    `cards` (name, tags, trigger words: `db.catalog.get_adapter_words`) and `vectors` may hold more
+    adapters than the hits (read once for several texts). `refined=False` ignores refined-description
+    vectors (retrieval as before `loracle catalog refine`)."""
     if not hits:
         return hits
     ids = [h.adapter_id for h in hits]
-    vectors = load_vectors(conn, embedder.name, ids)
-    cards = cards if cards is not None else get_adapters(conn, ids)
+    vectors = vectors if vectors is not None else load_vectors(conn, embedder.name, ids)
+    cards = cards if cards is not None else get_adapter_words(conn, ids)
     words = content_words(text)
-    for hit in hits:
+    n_words = max(len(words), 1)
+    # best cosine per kind for all hits in one product (0 where the adapter has no vector of that kind)
+    cosines = {kind: np.nan_to_num(best_cosines(vectors, ids, kind, query), nan=0.0) for kind in ("head", "full", "prompt", "refined")}
+    for i, hit in enumerate(hits):
         card = cards[hit.adapter_id]
-        name_words = content_words(" ".join([card["name"], *card["trigger_words"]]))
-        tag_words = content_words(" ".join(card["tags"]))
+        name_words = _card_words(" ".join([card["name"], *card["trigger_words"]]))
+        tag_words = _card_words(" ".join(card["tags"]))
         features = {
-            "head": _best_cosine(vectors, hit.adapter_id, "head", query),
-            "full": _best_cosine(vectors, hit.adapter_id, "full", query),
-            "prompt": _best_cosine(vectors, hit.adapter_id, "prompt", query),
-            "refined": _best_cosine(vectors, hit.adapter_id, "refined", query) if refined else 0.0,
-            "name_terms": len(words & name_words) / max(len(words), 1),
-            "tag_terms": len(words & tag_words) / max(len(words), 1),
+            "head": float(cosines["head"][i]),
+            "full": float(cosines["full"][i]),
+            "prompt": float(cosines["prompt"][i]),
+            "refined": float(cosines["refined"][i]) if refined else 0.0,
+            "name_terms": len(words & name_words) / n_words,
+            "tag_terms": len(words & tag_words) / n_words,
             "fused": hit.score,
         }
         hit.evidence["features"] = {k: round(v, 4) for k, v in features.items()}

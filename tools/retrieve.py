@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from db.catalog import get_adapters
-from db.search import SearchFilters, dense_search, lexical_search
+from db.catalog import get_adapter_words, get_adapters
+from db.embeddings import load_vectors
+from db.search import ListQuery, SearchFilters, search_lists
 from tools.embeddings import Embedder
 
 STRATEGIES = ("dense", "head", "lexical", "fused", "rerank", "learned")
@@ -63,26 +64,11 @@ class Hit:
         return asdict(self)
 
 
-def _ranked_list(
-    conn: psycopg.Connection,
-    name: str,
-    query_vector: np.ndarray,
-    text: str,
-    embedder: Embedder,
-    depth: int,
-    filters: SearchFilters,
-    ef_search: int,
-    refined: bool = True,
-) -> list[tuple[int, float]]:
+def _list_query(name: str, text: str, query_vector: np.ndarray, depth: int, refined: bool) -> ListQuery:
     if name == "lexical":
-        return lexical_search(conn, text, depth, filters, refined=refined)
+        return ListQuery("lexical", depth, text=text, refined=refined)
     rows = PROMPT_ROWS_PER_ADAPTER if name == "prompt" else 1
-    items = dense_search(
-        conn, embedder.name, name, query_vector, depth, filters, ef_search=ef_search, per_adapter_rows=rows
-    )
-    if name == "full" and refined:
-        items = _best_of(items, dense_search(conn, embedder.name, REFINED_KIND, query_vector, depth, filters, ef_search=ef_search), depth)
-    return items
+    return ListQuery(name, depth, vector=query_vector, per_adapter_rows=rows)
 
 
 def _best_of(first: list[tuple[int, float]], second: list[tuple[int, float]], depth: int) -> list[tuple[int, float]]:
@@ -105,6 +91,87 @@ def rrf(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) ->
     return [(adapter_id, score, ranks[adapter_id]) for adapter_id, score in ordered]
 
 
+def first_stage(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    texts: list[str],
+    query_vectors: np.ndarray,
+    strategy: str,
+    k: int,
+    filters: SearchFilters,
+    ef_search: int,
+    fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
+    refined: bool = True,
+) -> list[list[Hit]]:
+    """Per text, one ranked list or the RRF of several (every strategy but `dense`/`head`/`lexical` starts
+    fused); all texts' lists are fetched in one round trip (db.search.search_lists). With `refined`, the
+    card-text list also reads the refined-description vectors and keeps each adapter's better one."""
+    single = strategy in ("dense", "head", "lexical")
+    names = ["full" if strategy == "dense" else strategy] if single else [name for name, _ in fused_lists]
+    depth = k if single else max(k, LEARNED_DEPTH if strategy == "learned" else FUSION_DEPTH)
+    fetch = [*names, REFINED_KIND] if refined and "full" in names else names
+    queries = [_list_query(name, text, vector, depth, refined) for text, vector in zip(texts, query_vectors)
+               for name in fetch]
+    fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search))
+    found = []
+    for _ in texts:
+        lists = {name: next(fetched) for name in fetch}
+        if REFINED_KIND in lists and REFINED_KIND not in names:
+            lists["full"] = _best_of(lists["full"], lists.pop(REFINED_KIND), depth)
+        if single:
+            [(kind, items)] = lists.items()
+            found.append([Hit(adapter_id, score, evidence={"ranks": {kind: rank}})
+                          for rank, (adapter_id, score) in enumerate(items, start=1)])
+            continue
+        lexical = dict(lists.get("lexical", ()))  # BM25 scores: a feature of the learned reranker
+        found.append([Hit(adapter_id, score, evidence={"ranks": ranks, **({"lexical_score": round(lexical[adapter_id], 4)}
+                                                                          if adapter_id in lexical else {})})
+                      for adapter_id, score, ranks in rrf(lists, dict(fused_lists))])
+    return found
+
+
+def _search_many(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    texts: list[str],
+    query_vectors: np.ndarray,
+    strategy: str,
+    k: int,
+    filters: SearchFilters,
+    ef_search: int,
+    fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
+    refined: bool = True,
+) -> list[list[Hit]]:
+    """Top-k hits for several texts; the rerankers' database reads (vectors, cards) are done once for
+    the union of all texts' candidates instead of once per text (they overlap, and each read is a round
+    trip plus parsing). The result for each text is exactly what searching it alone gives."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined)
+    if strategy in ("rerank", "learned"):
+        if strategy == "learned":  # it re-scores the fused top 150, what it was trained on (tools/rank_train.py)
+            found = [hits[: max(k, LEARNED_DEPTH)] for hits in found]
+        ids = list(dict.fromkeys(h.adapter_id for hits in found for h in hits))
+        vectors = load_vectors(conn, embedder.name, ids)
+        if strategy == "rerank":
+            from tools.rerank import rerank
+
+            words = get_adapter_words(conn, ids)
+            found = [rerank(conn, embedder, t, v, hits, words, vectors, refined=refined)
+                     for t, v, hits in zip(texts, query_vectors, found)]
+        else:  # the learned reranker (tools/learned_rank.py, `loracle rank train`)
+            from tools.learned_rank import rerank_learned
+            from tools.rank_features import load_cards
+
+            infos = load_cards(conn, ids)
+            found = [rerank_learned(conn, embedder, t, v, hits, vectors, infos) for t, v, hits in zip(texts, query_vectors, found)]
+    found = [hits[:k] for hits in found]
+    cards = get_adapters(conn, list({h.adapter_id for hits in found for h in hits}))
+    for text, hits in zip(texts, found):
+        _attach_cards(conn, hits, text, cards)
+    return found
+
+
 def _search(
     conn: psycopg.Connection,
     embedder: Embedder,
@@ -117,33 +184,8 @@ def _search(
     fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
     refined: bool = True,
 ) -> list[Hit]:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if strategy in ("dense", "head", "lexical"):
-        kind = "full" if strategy == "dense" else strategy
-        items = _ranked_list(conn, kind, query_vector, text, embedder, k, filters, ef_search, refined)
-        fused = [(adapter_id, score, {kind: rank}) for rank, (adapter_id, score) in enumerate(items, start=1)]
-    else:
-        depth = max(k, LEARNED_DEPTH if strategy == "learned" else FUSION_DEPTH)
-        lists = {
-            name: _ranked_list(conn, name, query_vector, text, embedder, depth, filters, ef_search, refined)
-            for name, _ in fused_lists
-        }
-        fused = rrf(lists, dict(fused_lists))
-    hits = [Hit(adapter_id, score, evidence={"ranks": ranks}) for adapter_id, score, ranks in fused]
-    cards = None
-    if strategy == "rerank":
-        from tools.rerank import rerank
-
-        cards = get_adapters(conn, [h.adapter_id for h in hits])  # read once: scored here, attached below
-        hits = rerank(conn, embedder, text, query_vector, hits, cards, refined=refined)
-    elif strategy == "learned":  # fused, then the learned reranker (tools/learned_rank.py, `loracle rank train`)
-        from tools.learned_rank import rerank_learned
-
-        hits = rerank_learned(conn, embedder, text, query_vector, hits)
-    hits = hits[:k]
-    _attach_cards(conn, hits, text, cards)
-    return hits
+    return _search_many(conn, embedder, [text], np.asarray([query_vector]), strategy, k, filters, ef_search, fused_lists,
+                        refined)[0]
 
 
 def _attach_cards(conn: psycopg.Connection, hits: list[Hit], text: str, cards: dict | None = None) -> None:
@@ -189,7 +231,5 @@ def retrieve_for_tasks(
     """Candidates per task (short phrases of a prompt), with the tasks embedded in one batch."""
     tasks = [t for t in dict.fromkeys(t.strip() for t in tasks) if t]
     vectors = embedder.encode(tasks)
-    return {
-        task: _search(conn, embedder, task, vector, strategy, k, filters or SearchFilters(), ef_search)
-        for task, vector in zip(tasks, vectors)
-    }
+    found = _search_many(conn, embedder, tasks, vectors, strategy, k, filters or SearchFilters(), ef_search)
+    return dict(zip(tasks, found))

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from db.search import SearchFilters, dense_search
+from db.search import ListQuery, SearchFilters, dense_search, lexical_search, search_lists
 from evals.queries import load_queries
 from tests.integration.test_catalog_db import catalog, write_catalog  # noqa: F401  (fixture)
 from tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker
 from tools.rank_features import INDEX
 from tools.rank_train import attach_features, collect_candidates, export_hgb, fit_hgb
-from tools.retrieve import retrieve
+from tools.retrieve import _search, _search_many, retrieve
 
 pytestmark = pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="no committed ranker artifact")
 
@@ -60,3 +60,28 @@ def test_training_pipeline_learns_from_labels(db, embedder, catalog, tmp_path: P
     y = np.concatenate([c.labels for c in items])
     model = fit_hgb(np.tile(x, (10, 1)), np.tile(y, 10), max_iter=20)
     assert export_hgb(model)["trees"] and model.predict_proba(x)[y == 1, 1].mean() > model.predict_proba(x)[y == 0, 1].mean()
+
+
+def test_pipelined_lists_equal_one_by_one(db, embedder, catalog) -> None:  # noqa: F811
+    texts = ["misty forest, watercolor", "a red fox", "neon streets at night"]
+    vectors = embedder.encode(texts)
+    filters = SearchFilters(exclude_blocklisted=True)
+    queries = [ListQuery(kind, 10, vector=v) for v in vectors for kind in ("head", "full", "prompt")]
+    queries += [ListQuery("lexical", 10, text=t) for t in texts]
+    with db.connection() as conn:
+        together = search_lists(conn, embedder.name, queries, filters)
+        alone = [lexical_search(conn, q.text, 10, filters) if q.kind == "lexical"
+                 else dense_search(conn, embedder.name, q.kind, q.vector, 10, filters) for q in queries]
+    assert together == alone and any(together)
+
+
+def test_several_texts_at_once_equal_each_alone(db, embedder, catalog) -> None:  # noqa: F811
+    texts = ["watercolor", "a fox in the snow", "retro game sprite"]
+    vectors = embedder.encode(texts)
+    filters = SearchFilters(exclude_blocklisted=True)
+    for strategy in ("learned", "rerank", "fused", "dense"):
+        with db.connection() as conn:
+            together = _search_many(conn, embedder, texts, vectors, strategy, 5, filters, 200)
+            alone = [_search(conn, embedder, t, v, strategy, 5, filters, 200) for t, v in zip(texts, vectors)]
+        assert [[h.as_dict() for h in hits] for hits in together] == [[h.as_dict() for h in hits] for hits in alone], strategy
+        assert all(together), strategy

@@ -71,7 +71,7 @@ def test_features_are_sane() -> None:
     cards = {1: _card("Watercolor Style", ["style", "watercolor"], ["wtrcolor"], downloads=1000, weight=0.7),
              2: _card("Pixel Art", ["pixel art", "anime"], [])}
     text = "a wtrcolor painting of a fox, watercolor"
-    x = build_features(text, query, [1, 2], [{"head": 1, "lexical": 4}, {"full": 2}], [0.05, 0.02], vectors, cards)
+    x = build_features(text, query, [1, 2], [{"head": 1, "lexical": 4}, {"full": 2}], [0.05, 0.02], vectors, cards, [6.0, 0.0])
     assert x.shape == (2, len(FEATURES)) and x.dtype == np.float32 and np.isfinite(x).all()
     f = lambda row, name: float(x[row, INDEX[name]])  # noqa: E731
     assert f(0, "cos_head") == pytest.approx(float(vectors[(1, "head")][0] @ query), abs=1e-5)
@@ -87,6 +87,8 @@ def test_features_are_sane() -> None:
     assert (f(0, "group_style"), f(1, "group_style"), f(1, "group_anime")) == (1.0, 0.0, 1.0)
     assert f(0, "log_fused_pos") == 0.0 and f(1, "log_fused_pos") == pytest.approx(math.log(2))
     assert f(0, "query_commas") == 1.0
+    assert (f(0, "lexical_score"), f(0, "lexical_ratio"), f(1, "lexical_ratio")) == (6.0, 1.0, 0.0)
+    assert f(0, "cos_head_z") > 0 > f(1, "cos_head_z")  # the nearer head vector is above this query's mean
 
 
 def test_heldout_split_is_fixed_and_proportionate() -> None:
