@@ -149,8 +149,9 @@ def _search_many(
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined)
     if strategy in ("rerank", "learned"):
-        if strategy == "learned":  # it re-scores the fused top 150, what it was trained on (tools/rank_train.py)
-            found = [hits[: max(k, LEARNED_DEPTH)] for hits in found]
+        # Both re-score the fused top 150: what the learned one was trained on (tools/rank_train.py), and for
+        # the agent's 8 candidates per task, scoring a 300-deep fusion's whole union cost more than it changed.
+        found = [hits[: max(k, LEARNED_DEPTH)] for hits in found]
         ids = list(dict.fromkeys(h.adapter_id for hits in found for h in hits))
         vectors = load_vectors(conn, embedder.name, ids)
         if strategy == "rerank":
