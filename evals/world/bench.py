@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -75,6 +76,16 @@ class World:
 
     def fd(self, s: Samples) -> float:
         return frechet_distance(self.judge.features(s.images), self.real_features)
+
+
+def finish(out: dict, t0: float, json_path: str | None) -> dict:
+    """The benches' last step: total time and load on stdout and, when asked, the results as JSON."""
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"\ntotal {out['seconds']:.0f}s, load {os.getloadavg()[0]:.2f}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
 
 
 def _cfg(w: float):
@@ -237,12 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "styles" in args.only:
         pairs = [("slanted", "boxed", 1.0), ("bold", "inverted", 1.0), ("slanted", "boxed", 0.8), ("bold", "thin", 1.0)]
         out["styles"] = bench_styles(w, args.style_samples, args.sweep_steps, args.cfg, pairs)
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    print(f"\ntotal {out['seconds']:.0f}s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-    return out
+    return finish(out, t0, args.json)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ Targets (issue 10): (a) accuracy >= 80%; (b) style detected >= 70% and digit kep
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
 from PIL import Image
 
-from evals.world.bench import World, _cfg, ci95
+from evals.world.bench import World, _cfg, ci95, finish
 from evals.world.catalog import lora_filename
 from evals.world.data import DIGIT_WORDS, SIZE
 from evals.world.judge import to_tensor
@@ -166,12 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["inpaint"] = bench_inpaint(w, args.inpaint_samples, args.steps, args.cfg)
     if "img2img" in args.only:
         out["img2img"] = bench_img2img(w, args.style_samples, args.steps, args.cfg, tuple(args.strengths))
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    print(f"\ntotal {out['seconds']:.0f}s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-    return out
+    return finish(out, t0, args.json)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ diffusion image through `generation.Engine`; both see the same (digit, seed) pai
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import numpy as np
 import torch
 
-from evals.world.bench import Samples, World, _cfg, ci95
+from evals.world.bench import Samples, World, _cfg, ci95, finish
 from evals.world.catalog import mar_lora_filename
 from evals.world.data import DIGIT_WORDS
 from evals.world.judge import to_tensor
@@ -209,12 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["cfg"] = bench_cfg(w, m, args.samples, k)
     if "styles" in args.only:
         out["styles"] = bench_styles(w, m, args.style_samples, k, cfg)
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    print(f"\ntotal {out['seconds']:.0f}s, load {os.getloadavg()[0]:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-    return out
+    return finish(out, t0, args.json)
 
 
 if __name__ == "__main__":
