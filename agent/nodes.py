@@ -278,12 +278,16 @@ def check_mix_node(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     return {"findings": [f.as_dict() for f in findings]}
 
 
-def guidance_for(ctx: AgentContext, engine) -> GuidanceSettings:
-    """The guidance the settings ask for, with the weaker guide model when the engine has one."""
+def sample_settings(ctx: AgentContext, engine) -> SampleSettings:
+    """The sampler the settings ask for; guidance uses the weaker guide model when the engine has one."""
     settings = ctx.settings
     scale = settings.guidance_scale if settings.guidance_scale is not None else ctx.guidance_scale
     guide = GuideSpec(kind="model", model="guide") if "guide" in engine.guide_models else GuideSpec()
-    return GuidanceSettings(kind=settings.guidance, scale=scale, guide=guide)
+    return SampleSettings(
+        steps=settings.steps, scheduler=settings.scheduler,
+        guidance=GuidanceSettings(kind=settings.guidance, scale=scale, guide=guide),
+        skipping=SkipSettings(threshold=settings.skip_threshold, max_skip=settings.max_skip),
+    )
 
 
 def sample_node(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
@@ -292,10 +296,7 @@ def sample_node(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     started = time.perf_counter()
     engine = ctx.engine_factory()
     plan_ = Plan.model_validate(state["plan"])
-    settings = SampleSettings(
-        steps=ctx.settings.steps, scheduler=ctx.settings.scheduler, guidance=guidance_for(ctx, engine),
-        skipping=SkipSettings(threshold=ctx.settings.skip_threshold, max_skip=ctx.settings.max_skip),
-    )
+    settings = sample_settings(ctx, engine)
     composition = Composition([Mix.from_dict(m, tuple(t)) for m, t in zip(state["mixes"], state["triggers"])])
     seeds = [state["seed"] * 16 + i for i in range(len(state["mixes"]))]  # the same seeds on every attempt
 

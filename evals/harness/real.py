@@ -134,15 +134,13 @@ def _open_rgb(path: Path) -> Image.Image:
 
 def _base_images(ctx, prompt: str, seeds: list[int]) -> list[Image.Image]:
     """The bare base model (no adapters) with the agent's own sampler settings and the same seeds."""
-    from agent.nodes import guidance_for
+    from agent.nodes import sample_settings
     from generation.engine import GenerationRequest
-    from generation.skipping import SkipSettings
 
     engine = ctx.engine_factory()
-    s = ctx.settings
-    request = GenerationRequest(prompt=prompt, seeds=seeds, steps=s.steps, scheduler=s.scheduler,
-                                guidance=guidance_for(ctx, engine),
-                                skipping=SkipSettings(threshold=s.skip_threshold, max_skip=s.max_skip))
+    s = sample_settings(ctx, engine)
+    request = GenerationRequest(prompt=prompt, seeds=seeds, steps=s.steps, scheduler=s.scheduler, guidance=s.guidance,
+                                skipping=s.skipping)
     return engine.generate(request).images
 
 

@@ -13,7 +13,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +32,23 @@ class Samples:
     labels: torch.Tensor
     evals: np.ndarray  # model evaluations (evaluated steps) per image
     seconds: float
+    cpu_seconds: float = 0.0  # this process's CPU time: on a shared machine, wall time follows others' load
+
+
+def sample_by_digit(n: int, generate: Callable[[int, list[int]], Any], nfe_divisor: int = 1) -> Samples:
+    """n images, digit i % 10 for image i, one `generate(digit, image indices)` call (an engine result) per digit."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    labels = torch.arange(n) % 10
+    images = torch.empty(n, 1, 16, 16)
+    evals = np.zeros(n)
+    for d in range(10):
+        idx = (labels == d).nonzero().flatten().tolist()
+        if not idx:
+            continue
+        out = generate(d, idx)
+        images[idx] = to_tensor(out.images)
+        evals[idx] = np.array(out.nfe) / nfe_divisor
+    return Samples(images, labels, evals, time.perf_counter() - t0, time.process_time() - c0)
 
 
 class World:
@@ -54,22 +73,14 @@ class World:
         from generation.skipping import SkipSettings
 
         skipping = skipping or SkipSettings(threshold=0.0)
-        t0 = time.perf_counter()
-        labels = torch.arange(n) % 10
-        images = torch.empty(n, 1, 16, 16)
-        evals = np.zeros(n)
-        for d in range(10):
-            idx = (labels == d).nonzero().flatten().tolist()
-            if not idx:
-                continue
-            req = GenerationRequest(
+
+        def generate(d: int, idx: list[int]):
+            return self.engine.generate(GenerationRequest(
                 prompt=f"a handwritten {DIGIT_WORDS[d]}{suffix}", mixes=[dict(mix or {})] * len(idx),
                 seeds=[seed0 + i for i in idx], steps=steps, scheduler=scheduler, guidance=guidance,
-                skipping=skipping, max_batch=batch)
-            out = self.engine.generate(req)
-            images[idx] = to_tensor(out.images)
-            evals[idx] = np.array(out.nfe) / len(guidance.branches)
-        return Samples(images, labels, evals, time.perf_counter() - t0)
+                skipping=skipping, max_batch=batch))
+
+        return sample_by_digit(n, generate, nfe_divisor=len(guidance.branches))
 
     def adherence(self, s: Samples) -> float:
         return (self.judge.digits(s.images) == s.labels).float().mean().item()

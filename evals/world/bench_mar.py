@@ -18,10 +18,9 @@ import time
 import numpy as np
 import torch
 
-from evals.world.bench import Samples, World, _cfg, ci95, finish
+from evals.world.bench import Samples, World, _cfg, ci95, finish, sample_by_digit
 from evals.world.catalog import mar_lora_filename
 from evals.world.data import DIGIT_WORDS
-from evals.world.judge import to_tensor
 from evals.world.paths import world_paths
 from evals.world.styles import STYLES, style
 
@@ -47,39 +46,21 @@ class MARWorld:
         if temperature is not None:
             self.engine.temperature = temperature
         per_image = list(mixes.mixes) if isinstance(mixes, Composition) else (mixes or [{}] * n)
-        t0, c0 = time.perf_counter(), time.process_time()
-        labels = torch.arange(n) % 10
-        images = torch.empty(n, 1, 16, 16)
-        evals = np.zeros(n)
-        for d in range(10):
-            idx = (labels == d).nonzero().flatten().tolist()
-            if not idx:
-                continue
+
+        def generate(d: int, idx: list[int]):
             picked = [per_image[i] for i in idx]
             req_mixes = Composition(picked) if isinstance(mixes, Composition) else [dict(m) for m in picked]
-            req = GenerationRequest(prompt=f"a handwritten {DIGIT_WORDS[d]}{suffix}", mixes=req_mixes,
-                                    seeds=[seed0 + i for i in idx], steps=ar_steps,
-                                    guidance=_cfg(cfg) if cfg != 1.0 else _none(), max_batch=batch)
-            out = self.engine.generate(req)
-            images[idx] = to_tensor(out.images)
-            evals[idx] = np.array(out.nfe)
-        s = Samples(images, labels, evals, time.perf_counter() - t0)
-        s.cpu_seconds = time.process_time() - c0
-        return s
+            return self.engine.generate(GenerationRequest(
+                prompt=f"a handwritten {DIGIT_WORDS[d]}{suffix}", mixes=req_mixes, seeds=[seed0 + i for i in idx],
+                steps=ar_steps, guidance=_cfg(cfg) if cfg != 1.0 else _none(), max_batch=batch))
+
+        return sample_by_digit(n, generate)
 
 
 def _none():
     from generation.guidance import GuidanceSettings
 
     return GuidanceSettings(kind="none", scale=1.0)
-
-
-def _timed_diffusion(w: World, n: int, **kwargs) -> Samples:
-    """`World.sample` plus the CPU seconds it used (on a shared machine, wall time follows other people's load)."""
-    c0 = time.process_time()
-    s = w.sample(n, **kwargs)
-    s.cpu_seconds = time.process_time() - c0
-    return s
 
 
 def _row(w: World, name: str, s: Samples, **extra) -> dict:
@@ -103,12 +84,12 @@ def bench_matched(w: World, m: MARWorld, n: int, ar_steps: int, cfg: float, diff
     mar = m.sample(n, ar_steps=ar_steps, cfg=cfg)
     rows = [_row(w, f"MAR {ar_steps} AR steps, CFG {cfg:g}", mar)]
     probe_steps = 10
-    probe = _timed_diffusion(w, min(n, 100), steps=probe_steps, guidance=_cfg(diff_cfg), seed0=50_000)
+    probe = w.sample(min(n, 100), steps=probe_steps, guidance=_cfg(diff_cfg), seed0=50_000)
     per_step = probe.cpu_seconds / len(probe.labels) / probe_steps
     steps = int(np.clip(round(mar.cpu_seconds / n / per_step), 1, 200))
-    diff = _timed_diffusion(w, n, steps=steps, guidance=_cfg(diff_cfg))
+    diff = w.sample(n, steps=steps, guidance=_cfg(diff_cfg))
     rows.append(_row(w, f"diffusion {steps} DDIM steps, CFG {diff_cfg:g}", diff, matched_steps=steps))
-    ref = _timed_diffusion(w, n, steps=50, guidance=_cfg(diff_cfg))
+    ref = w.sample(n, steps=50, guidance=_cfg(diff_cfg))
     rows.append(_row(w, f"diffusion 50 DDIM steps, CFG {diff_cfg:g}", ref))
     _print(f"MAR vs the diffusion base at matched compute per image (CPU seconds, one thread), n={n} (same digits "
            "and seeds)", rows)
