@@ -67,6 +67,24 @@ def test_prompt_files_in_every_supported_format(tmp_path: Path) -> None:
         load_prompts(tmp_path / "bad.tsv")
 
 
+def test_clip_score_is_100_times_the_clipped_cosine_of_the_model_embeddings(tmp_path: Path) -> None:
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    folder = tiny_clip(tmp_path / "clip")
+    scorer = ClipScorer(folder)
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(4)]
+    prompts = ["a red fox", "a misty forest", "an oil painting", "a watercolor wash"]
+    model, processor = CLIPModel.from_pretrained(folder).eval(), CLIPProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        cos = torch.nn.functional.cosine_similarity(
+            model(**inputs).image_embeds, model(**inputs).text_embeds, dim=-1).numpy()
+    assert np.allclose(scorer.scores(images, prompts), 100 * np.clip(cos, 0, None), atol=1e-3)
+    assert (scorer.scores(images[::-1], prompts) != scorer.scores(images, prompts)).any()  # one score per pair
+
+
 def test_eval_real_scores_loracle_next_to_the_base_model(tmp_path: Path, db, database_url: str, embedder) -> None:
     """~40 s: two prompts x 2 images through the whole agent and the bare base model, CLIP-scored, FD to real images."""
     adapters, catalog = write_tiny_catalog(tmp_path)
