@@ -103,13 +103,13 @@ def _matches_term(candidate: dict, terms: list[str]) -> bool:
 
 def _search(state: AgentState, ctx: AgentContext, texts: list[str]) -> dict[str, list[dict]]:
     plan_ = Plan.model_validate(state["plan"])
-    with ctx.db.connection() as conn:
+    with ctx.db.connections(ctx.settings.search_connections) as (conn, *spare):
         excluded = [c["id"] for c in find_adapters(conn, [r.split(":", 1)[-1] for r in plan_.edits.excluded]).values()]
         filters = SearchFilters(base_models=ctx.base_models, exclude_tags=ctx.settings.exclude_tags,
                                 exclude_blocklisted=True, exclude_ids=excluded)
         strategy, _ = offline_ranking(ctx.settings.ranker)
         hits = retrieve_for_tasks(conn, ctx.embedder, texts, strategy=strategy, k=ctx.settings.candidates_per_task,
-                                  filters=filters, ef_search=ctx.settings.hnsw_ef_search)
+                                  filters=filters, ef_search=ctx.settings.hnsw_ef_search, spare=spare)
         cards = get_adapters(conn, list({h.adapter_id for items in hits.values() for h in items}))
     terms = [t.lower() for t in plan_.edits.excluded_terms]
     return {

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     )
     retrieval_top_k: int = Field(default=150, ge=1, le=1000)
     hnsw_ef_search: int = Field(default=200, ge=10, le=1000)
+    search_connections: int = Field(
+        default=2, ge=1, le=8, description="Database connections one prompt's ranked lists are spread over (in parallel)."
+    )
     llm_model: str | None = Field(
         default=None, description="Chat model name for langchain-openai (OPENAI_API_KEY / OPENAI_BASE_URL); unset = offline."
     )

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
-from pgvector import HalfVector
+from pgvector import HalfVector, Vector
 from psycopg import sql
-from psycopg.adapt import Loader
-from psycopg.pq import Format
 
 
 @dataclass(frozen=True)
@@ -80,36 +78,36 @@ def write_embeddings(
             )
 
 
-class _HalfvecArrayLoader(Loader):
-    """Binary halfvec straight to a float16 numpy array (big-endian on the wire, after a 4-byte header),
-    skipping pgvector's HalfVector object: reranking reads hundreds of vectors per prompt."""
-
-    format = Format.BINARY
-
-    def load(self, data) -> np.ndarray:
-        return np.frombuffer(bytes(data), dtype=">f2", offset=4)
+_SIMILARITY_SQL = (
+    "SELECT adapter_id, kind, max(-(embedding::vector <#> %(query)s)) FROM adapter_embeddings"
+    " WHERE model = %(model)s AND kind = ANY(%(kinds)s) AND adapter_id = ANY(%(ids)s) GROUP BY adapter_id, kind"
+)
 
 
-def load_vectors(conn: psycopg.Connection, model: str, adapter_ids: list[int]) -> dict[tuple[int, str], np.ndarray]:
-    """Stored vectors of the given adapters, stacked per (adapter, kind) as a (positions, dims) float32 array."""
-    with conn.cursor(binary=True) as cur:  # binary halfvecs parse ~10x faster than their text form
-        info = conn.adapters.types.get("halfvec")
-        if info is not None:
-            cur.adapters.register_loader(info.oid, _HalfvecArrayLoader)
-        rows = cur.execute(
-            "SELECT adapter_id, kind, embedding FROM adapter_embeddings WHERE model = %s AND adapter_id = ANY(%s) "
-            "ORDER BY adapter_id, kind, position",
-            (model, adapter_ids),
-        ).fetchall()
-    if not rows:
-        return {}
-    # one conversion for all rows; rows come ordered by key, so each key is a slice (a view) of it
-    data = np.stack([v if isinstance(v, np.ndarray) else v.to_numpy() for _, _, v in rows]).astype(np.float32)
-    keys = [(adapter_id, kind) for adapter_id, kind, _ in rows]
-    out: dict[tuple[int, str], np.ndarray] = {}
-    start = 0
-    for i in range(1, len(keys) + 1):
-        if i == len(keys) or keys[i] != keys[start]:
-            out[keys[start]] = data[start:i]
-            start = i
+def best_similarities(
+    conn: psycopg.Connection, model: str, requests: list[tuple[np.ndarray, list[int]]], kinds: tuple[str, ...]
+) -> list[dict[str, np.ndarray]]:
+    """For each (query vector, adapter ids): per kind, the best cosine of the query to each adapter's stored
+    vectors of that kind (aligned with the ids, NaN where it has none).
+
+    Computed inside PostgreSQL, all requests in one round trip: only the numbers travel, not the vectors
+    (for a prompt's 150 candidates, 1 ms instead of 3.5 ms reading and parsing ~550 vectors). The inner
+    product of the normalised query with the stored unit vectors (fp16 widened to fp32) is their cosine."""
+    statements = []
+    for query, ids in requests:
+        query = np.asarray(query, dtype=np.float32)
+        statements.append({"query": Vector(query / (np.linalg.norm(query) or 1.0)), "model": model,
+                           "kinds": list(kinds), "ids": list(ids)})
+    with conn.pipeline():
+        cursors = [conn.execute(_SIMILARITY_SQL, params) for params in statements]
+        fetched = [cursor.fetchall() for cursor in cursors]
+    out = []
+    for (_, ids), rows in zip(requests, fetched):
+        position = {adapter_id: i for i, adapter_id in enumerate(ids)}
+        per_kind = {kind: np.full(len(ids), np.nan, dtype=np.float32) for kind in kinds}
+        for adapter_id, kind, similarity in rows:
+            per_kind[kind][position[adapter_id]] = similarity
+        out.append(per_kind)
     return out
+
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -82,6 +82,20 @@ class Database:
                 yield conn
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"lost the database at {redact(self.url)}: {first_line(exc)}") from exc
+
+    @contextmanager
+    def connections(self, n: int) -> Iterator[list[psycopg.Connection]]:
+        """Up to n pooled connections at once, for work spread over several server processes
+        (db.search.search_lists): the first as `connection()` gives it, then those the pool can spare
+        within a second. A busy pool means fewer, never a wait for ever: extra ones only speed work up."""
+        with self.connection() as first, ExitStack() as stack:
+            extra = []
+            for _ in range(n - 1):
+                try:
+                    extra.append(stack.enter_context(self.pool.connection(timeout=1.0)))
+                except PoolTimeout:
+                    break
+            yield [first, *extra]
 
     def close(self) -> None:
         self.pool.close()

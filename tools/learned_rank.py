@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 import psycopg
 
-from db.embeddings import load_vectors
+from db.embeddings import best_similarities
 from tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, CardInfo, build_features, load_cards
 
 ARTIFACT_FORMAT = "loracle-ranker"
@@ -63,25 +63,34 @@ class TreeEnsemble:
             self.right[t, :n] = np.where(leaf, np.arange(n), tree["right"])
             depth = max(depth, int(tree.get("depth", n)))
         self.depth = depth
-        # flat layout for scoring: every node's split decided for all rows in one gather, then a walk
-        # whose steps are two 1-D gathers (children of node i at 2i, 2i+1; leaves point at themselves)
+        # flat layout for scoring: a (tree, row) pair walks one node per step, through two 1-D gathers
+        # (children of node i at 2i, 2i+1); pairs that reached a leaf drop out, so a step costs what is
+        # still walking (most leaves are shallow) rather than the deepest tree's depth for every pair.
         offsets = (np.arange(shape[0]) * width)[:, None]
         self._roots = offsets.ravel()
         self._flat_feature = self.feature.ravel()
         self._flat_threshold = self.threshold.ravel()
         self._flat_missing_left = self.missing_left.ravel()
+        self._flat_leaf = (self.left == node_ids).ravel()
         self._children = np.stack([(self.right + offsets).ravel(), (self.left + offsets).ravel()], axis=1).ravel()
         self._flat_value = self.value.ravel()
 
     def raw(self, x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
-        values = x.astype(np.float64)[:, self._flat_feature]  # (rows, nodes)
-        go_left = np.where(np.isnan(values), self._flat_missing_left, values <= self._flat_threshold).T.ravel()
+        n, n_features = x.shape
+        values = x.astype(np.float64).ravel()
         node = np.repeat(self._roots, n)  # (trees * rows,) flat node ids, tree-major
-        row = np.tile(np.arange(n), len(self._roots))
-        for _ in range(self.depth):
-            node = self._children[2 * node + go_left[node * n + row]]
-        return self.baseline + self._flat_value[node].reshape(len(self._roots), n).sum(axis=0)
+        cell = np.tile(np.arange(n) * n_features, len(self._roots))  # each pair's row offset into `values`
+        pair = np.arange(node.size)
+        leaf_of = np.empty(node.size, dtype=np.int64)
+        while node.size:
+            at_leaf = self._flat_leaf[node]
+            leaf_of[pair[at_leaf]] = node[at_leaf]
+            walking = ~at_leaf
+            node, cell, pair = node[walking], cell[walking], pair[walking]
+            value = values[cell + self._flat_feature[node]]
+            go_left = np.where(np.isnan(value), self._flat_missing_left[node], value <= self._flat_threshold[node])
+            node = self._children[2 * node + go_left]
+        return self.baseline + self._flat_value[leaf_of].reshape(len(self._roots), n).sum(axis=0)
 
 
 class Logistic:
@@ -147,27 +156,28 @@ def available(path: Path | None = None) -> bool:
 
 def hit_features(
     conn: psycopg.Connection, model_name: str, text: str, query: np.ndarray, hits: list,
-    vectors: Mapping[tuple[int, str], np.ndarray] | None = None, cards: Mapping[int, CardInfo] | None = None,
+    cosines: Mapping[str, np.ndarray] | None = None, cards: Mapping[int, CardInfo] | None = None,
 ) -> np.ndarray:
-    """Features of fused hits (in their fused order) for one text, from the database (or from `vectors`
-    and `cards` already read for these adapters and maybe more)."""
+    """Features of fused hits (in their fused order) for one text, from the database (or from `cosines`,
+    aligned with the hits, and `cards` already read for these adapters and maybe more)."""
     ids = [h.adapter_id for h in hits]
-    vectors = vectors if vectors is not None else load_vectors(conn, model_name, ids)
+    if cosines is None:
+        [cosines] = best_similarities(conn, model_name, [(query, ids)], DENSE_KINDS)
     cards = cards if cards is not None else load_cards(conn, ids)
     ranks = [h.evidence.get("ranks", {}) for h in hits]
     lexical = [h.evidence.get("lexical_score", 0.0) for h in hits]
-    return build_features(text, query, ids, ranks, [h.score for h in hits], vectors, cards, lexical)
+    return build_features(text, ids, ranks, [h.score for h in hits], cosines, cards, lexical)
 
 
 def rerank_learned(
     conn: psycopg.Connection, embedder, text: str, query: np.ndarray, hits: list,
-    vectors: Mapping[tuple[int, str], np.ndarray] | None = None, cards: Mapping[int, CardInfo] | None = None,
+    cosines: Mapping[str, np.ndarray] | None = None, cards: Mapping[int, CardInfo] | None = None,
 ) -> list:
     """The hits re-ordered by the learned score (a probability); evidence keeps the fused score."""
     if not hits:
         return hits
     ranker = load_ranker()
-    scores = ranker.score(hit_features(conn, embedder.name, text, query, hits, vectors, cards))
+    scores = ranker.score(hit_features(conn, embedder.name, text, query, hits, cosines, cards))
     for hit, score in zip(hits, scores):
         hit.evidence["fused_score"] = round(hit.score, 5)
         hit.score = float(score)

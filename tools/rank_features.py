@@ -1,7 +1,7 @@
 """Features of (query, candidate adapter) pairs for the learned reranker, computed in batch.
 
-Everything comes from what the database already holds at serving time: the stored vectors of each
-candidate (`db.embeddings.load_vectors`, best row per kind), the card fields (name, tags, trigger
+Everything comes from what the database already holds at serving time: the query's best cosine to the
+stored vectors of each candidate per kind (`db.embeddings.best_similarities`), the card fields (name, tags, trigger
 words, category, popularity, recommended weight, base model) and the ranks the fused retrieval gave
 it (`Hit.evidence["ranks"]`, the RRF score). Nothing is re-embedded but the query itself.
 
@@ -150,39 +150,27 @@ def load_cards(conn: psycopg.Connection, adapter_ids: Iterable[int]) -> dict[int
     return {row[0]: _cached_card_info(row) for row in rows}
 
 
-def best_cosines(vectors: Mapping[tuple[int, str], np.ndarray], ids: Sequence[int], kind: str, query: np.ndarray) -> np.ndarray:
-    """Best cosine over each adapter's rows of one kind (NaN where it has none), in one matrix product."""
-    out = np.full(len(ids), np.nan, dtype=np.float32)
-    present = [(i, vectors[(a, kind)]) for i, a in enumerate(ids) if (a, kind) in vectors]
-    if present:
-        sims = np.concatenate([v for _, v in present]) @ query
-        starts = np.cumsum([0] + [len(v) for _, v in present[:-1]])
-        out[[i for i, _ in present]] = np.maximum.reduceat(sims, starts)
-    return out
-
-
 def build_features(
     text: str,
-    query: np.ndarray,
     ids: Sequence[int],
     ranks: Sequence[Mapping[str, int]],
     rrf_scores: Sequence[float],
-    vectors: Mapping[tuple[int, str], np.ndarray],
+    cosines: Mapping[str, np.ndarray],
     cards: Mapping[int, CardInfo],
     lexical_scores: Sequence[float] | None = None,
 ) -> np.ndarray:
     """A (len(ids), len(FEATURES)) float32 matrix; ids in fused order (position = index + 1).
 
+    `cosines`: per DENSE_KINDS kind, the best cosine of the query to each candidate's vectors (NaN where it
+    has none): `db.embeddings.best_similarities`, in serving and in training alike.
     `lexical_scores`: the lexical list's BM25 per candidate (0 where absent; `Hit.evidence["lexical_score"]`)."""
     n = len(ids)
     x = np.zeros((n, len(FEATURES)), dtype=np.float32)
     if n == 0:
         return x
-    query = np.asarray(query, dtype=np.float32)
-    query = query / (np.linalg.norm(query) or 1.0)
     cos = {}
     for kind in DENSE_KINDS:
-        values = best_cosines(vectors, ids, kind, query)
+        values = np.asarray(cosines[kind], dtype=np.float32)
         if kind == "prompt":
             x[:, INDEX["has_prompt_vector"]] = ~np.isnan(values)
         best = np.nanmax(values) if not np.all(np.isnan(values)) else 0.0

@@ -14,7 +14,6 @@ node arrays (tools/learned_rank.py walks them); no pickle anywhere.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from db import Database
-from db.embeddings import load_vectors
+from db.embeddings import best_similarities
 from db.search import SearchFilters
 from evals.metrics import ndcg_at, recall_at
 from evals.queries import LabelledQuery, external_to_row_ids, load_queries
 from tools.learned_rank import ARTIFACT_FORMAT, ARTIFACT_VERSION, save_artifact
-from tools.rank_features import FEATURE_VERSION, FEATURES, build_features, load_cards
+from tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, build_features, load_cards
 from tools.retrieve import first_stage
 
 SPLIT_SALT = "loracle-rank-v1:"
@@ -90,15 +89,15 @@ def collect_candidates(
 
 
 def attach_features(db: Database, model_name: str, items: list[Candidates]) -> None:
-    """Features for every query's candidates, with vectors and cards loaded once for all of them."""
-    ids = sorted({i for c in items for i in c.ids})
-    vectors: dict = {}
+    """Features for every query's candidates, computed as the reranker computes them when serving
+    (cosines in the database per query, cards loaded once for all)."""
     with db.connection() as conn:
-        for start in range(0, len(ids), 2000):
-            vectors.update(load_vectors(conn, model_name, ids[start : start + 2000]))
-        cards = load_cards(conn, ids)
-    for c in items:
-        c.features = build_features(c.text, c.vector, c.ids, c.ranks, c.rrf_scores, vectors, cards, c.lexical_scores)
+        cards = load_cards(conn, sorted({i for c in items for i in c.ids}))
+        for start in range(0, len(items), BATCH):
+            batch = items[start : start + BATCH]
+            cosines = best_similarities(conn, model_name, [(c.vector, c.ids) for c in batch], DENSE_KINDS)
+            for c, per_kind in zip(batch, cosines):
+                c.features = build_features(c.text, c.ids, c.ranks, c.rrf_scores, per_kind, cards, c.lexical_scores)
 
 
 def export_hgb(model) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The offline reranker: re-score fused candidates with every piece of evidence an adapter has.
 
 Evidence: cosine similarity of the query to the adapter's head text, full card text, best example
-prompt and refined description (from the vectors already stored, so nothing is re-embedded), words of
+prompt and refined description (against the vectors already stored, in the database, so nothing is
+re-embedded), words of
 the query found in the adapter's name, trigger words and tags, and the fused rank itself.
 """
 
@@ -14,12 +15,12 @@ import numpy as np
 import psycopg
 
 from db.catalog import get_adapter_words
-from db.embeddings import load_vectors
+from db.embeddings import best_similarities
 from tools.embeddings import Embedder
-from tools.rank_features import best_cosines
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of in on at to with and or for by from is are its it this that as into".split())
+COSINE_KINDS = ("head", "full", "prompt", "refined")
 WEIGHTS = {"head": 1.0, "full": 0.6, "prompt": 0.6, "refined": 0.3, "name_terms": 0.15, "tag_terms": 0.1, "fused": 8.0}
 
 
@@ -35,22 +36,23 @@ def _card_words(text: str) -> frozenset[str]:
 
 def rerank(
     conn: psycopg.Connection, embedder: Embedder, text: str, query: np.ndarray, hits: list, cards: dict | None = None,
-    vectors: dict[tuple[int, str], np.ndarray] | None = None, *, refined: bool = True,
+    cosines: dict[str, np.ndarray] | None = None, *, refined: bool = True,
 ) -> list:
     """Return the hits re-ordered by the evidence score; each hit's evidence records the features.
 
-    `cards` (name, tags, trigger words: `db.catalog.get_adapter_words`) and `vectors` may hold more
-    adapters than the hits (read once for several texts). `refined=False` ignores refined-description
-    vectors (retrieval as before `loracle catalog refine`)."""
+    `cards` (name, tags, trigger words: `db.catalog.get_adapter_words`) may hold more adapters than the
+    hits (read once for several texts); `cosines` (per COSINE_KINDS kind, aligned with the hits:
+    `db.embeddings.best_similarities`) are read here when not given. `refined=False` ignores
+    refined-description vectors (retrieval as before `loracle catalog refine`)."""
     if not hits:
         return hits
     ids = [h.adapter_id for h in hits]
-    vectors = vectors if vectors is not None else load_vectors(conn, embedder.name, ids)
+    if cosines is None:
+        [cosines] = best_similarities(conn, embedder.name, [(query, ids)], COSINE_KINDS)
     cards = cards if cards is not None else get_adapter_words(conn, ids)
     words = content_words(text)
     n_words = max(len(words), 1)
-    # best cosine per kind for all hits in one product (0 where the adapter has no vector of that kind)
-    cosines = {kind: np.nan_to_num(best_cosines(vectors, ids, kind, query), nan=0.0) for kind in ("head", "full", "prompt", "refined")}
+    cosines = {kind: np.nan_to_num(cosines[kind], nan=0.0) for kind in COSINE_KINDS}  # 0 where it has none
     for i, hit in enumerate(hits):
         card = cards[hit.adapter_id]
         name_words = _card_words(" ".join([card["name"], *card["trigger_words"]]))

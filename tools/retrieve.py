@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import psycopg
 
 from db.catalog import get_adapter_words, get_adapters
-from db.embeddings import load_vectors
+from db.embeddings import best_similarities
 from db.search import ListQuery, SearchFilters, search_lists
 from tools.embeddings import Embedder
 
@@ -102,17 +102,19 @@ def first_stage(
     ef_search: int,
     fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
     refined: bool = True,
+    spare: Sequence[psycopg.Connection] = (),
 ) -> list[list[Hit]]:
     """Per text, one ranked list or the RRF of several (every strategy but `dense`/`head`/`lexical` starts
-    fused); all texts' lists are fetched in one round trip (db.search.search_lists). With `refined`, the
-    card-text list also reads the refined-description vectors and keeps each adapter's better one."""
+    fused); all texts' lists are fetched in one round trip per connection (db.search.search_lists, which
+    spreads them over `spare` connections too). With `refined`, the card-text list also reads the
+    refined-description vectors and keeps each adapter's better one."""
     single = strategy in ("dense", "head", "lexical")
     names = ["full" if strategy == "dense" else strategy] if single else [name for name, _ in fused_lists]
     depth = k if single else max(k, LEARNED_DEPTH if strategy == "learned" else FUSION_DEPTH)
     fetch = [*names, REFINED_KIND] if refined and "full" in names else names
     queries = [_list_query(name, text, vector, depth, refined) for text, vector in zip(texts, query_vectors)
                for name in fetch]
-    fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search))
+    fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search, spare=spare))
     found = []
     for _ in texts:
         lists = {name: next(fetched) for name in fetch}
@@ -141,36 +143,43 @@ def _search_many(
     ef_search: int,
     fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
     refined: bool = True,
+    spare: Sequence[psycopg.Connection] = (),
 ) -> list[list[Hit]]:
-    """Top-k hits for several texts; the rerankers' database reads (vectors, cards) are done once for
-    the union of all texts' candidates instead of once per text (they overlap, and each read is a round
-    trip plus parsing). The result for each text is exactly what searching it alone gives."""
+    """Top-k hits for several texts; the rerankers' database reads are batched: cards once for the union
+    of all texts' candidates (they overlap), and every text's cosines in one round trip. The result for
+    each text is exactly what searching it alone gives."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined)
+    found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined, spare)
     if strategy in ("rerank", "learned"):
         # Both re-score the fused top 150: what the learned one was trained on (tools/rank_train.py), and for
         # the agent's 8 candidates per task, scoring a 300-deep fusion's whole union cost more than it changed.
         found = [hits[: max(k, LEARNED_DEPTH)] for hits in found]
         ids = list(dict.fromkeys(h.adapter_id for hits in found for h in hits))
-        vectors = load_vectors(conn, embedder.name, ids)
         if strategy == "rerank":
-            from tools.rerank import rerank
+            from tools.rerank import COSINE_KINDS, rerank
 
             words = get_adapter_words(conn, ids)
-            found = [rerank(conn, embedder, t, v, hits, words, vectors, refined=refined)
-                     for t, v, hits in zip(texts, query_vectors, found)]
+            cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), COSINE_KINDS)
+            found = [rerank(conn, embedder, t, v, hits, words, c, refined=refined)
+                     for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
         else:  # the learned reranker (tools/learned_rank.py, `loracle rank train`)
-            from tools.learned_rank import rerank_learned
+            from tools.learned_rank import DENSE_KINDS, rerank_learned
             from tools.rank_features import load_cards
 
             infos = load_cards(conn, ids)
-            found = [rerank_learned(conn, embedder, t, v, hits, vectors, infos) for t, v, hits in zip(texts, query_vectors, found)]
+            cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), DENSE_KINDS)
+            found = [rerank_learned(conn, embedder, t, v, hits, c, infos)
+                     for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
     found = [hits[:k] for hits in found]
     cards = get_adapters(conn, list({h.adapter_id for hits in found for h in hits}))
     for text, hits in zip(texts, found):
         _attach_cards(conn, hits, text, cards)
     return found
+
+
+def _requests(query_vectors: np.ndarray, found: list[list[Hit]]) -> list[tuple[np.ndarray, list[int]]]:
+    return [(vector, [h.adapter_id for h in hits]) for vector, hits in zip(query_vectors, found)]
 
 
 def _search(
@@ -184,9 +193,10 @@ def _search(
     ef_search: int,
     fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
     refined: bool = True,
+    spare: Sequence[psycopg.Connection] = (),
 ) -> list[Hit]:
     return _search_many(conn, embedder, [text], np.asarray([query_vector]), strategy, k, filters, ef_search, fused_lists,
-                        refined)[0]
+                        refined, spare)[0]
 
 
 def _attach_cards(conn: psycopg.Connection, hits: list[Hit], text: str, cards: dict | None = None) -> None:
@@ -211,12 +221,14 @@ def retrieve(
     k: int = 150,
     filters: SearchFilters | None = None,
     ef_search: int = 200,
+    spare: Sequence[psycopg.Connection] = (),
 ) -> list[Hit]:
-    """Top-k candidate adapters for one text (a whole prompt or one task)."""
+    """Top-k candidate adapters for one text (a whole prompt or one task); `spare` connections share the
+    ranked lists' queries (db.search.search_lists)."""
     if not text.strip():
         raise ValueError("cannot search for an empty text")
     vector = embedder.encode([text])[0]
-    return _search(conn, embedder, text, vector, strategy, k, filters or SearchFilters(), ef_search)
+    return _search(conn, embedder, text, vector, strategy, k, filters or SearchFilters(), ef_search, spare=spare)
 
 
 def retrieve_for_tasks(
@@ -228,9 +240,10 @@ def retrieve_for_tasks(
     k: int = 150,
     filters: SearchFilters | None = None,
     ef_search: int = 200,
+    spare: Sequence[psycopg.Connection] = (),
 ) -> dict[str, list[Hit]]:
     """Candidates per task (short phrases of a prompt), with the tasks embedded in one batch."""
     tasks = [t for t in dict.fromkeys(t.strip() for t in tasks) if t]
     vectors = embedder.encode(tasks)
-    found = _search_many(conn, embedder, tasks, vectors, strategy, k, filters or SearchFilters(), ef_search)
+    found = _search_many(conn, embedder, tasks, vectors, strategy, k, filters or SearchFilters(), ef_search, spare=spare)
     return dict(zip(tasks, found))

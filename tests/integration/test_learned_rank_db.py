@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from db.embeddings import best_similarities
 from db.search import ListQuery, SearchFilters, dense_search, lexical_search, search_lists
 from evals.queries import load_queries
 from tests.integration.test_catalog_db import catalog, write_catalog  # noqa: F401  (fixture)
@@ -46,6 +47,24 @@ def test_serving_features_match_the_database(db, embedder, catalog) -> None:  # 
     np.testing.assert_allclose(load_ranker().score(x), [learned[h.adapter_id] for h in hits], rtol=1e-5)
 
 
+def test_best_similarities_are_the_best_cosine_per_kind(db, embedder, catalog) -> None:  # noqa: F811
+    vector = embedder.encode(["a fox in the snow"])[0]
+    with db.connection() as conn:
+        rows = conn.execute("SELECT adapter_id, kind, embedding::vector FROM adapter_embeddings WHERE model = %s",
+                            (embedder.name,)).fetchall()
+        ids = sorted({adapter_id for adapter_id, _, _ in rows}) + [10**9]  # the last has no vectors at all
+        [got] = best_similarities(conn, embedder.name, [(3 * vector, ids)], ("head", "prompt"))
+    query = vector / np.linalg.norm(vector)
+    for kind in ("head", "prompt"):
+        expected = np.full(len(ids), np.nan)
+        for adapter_id, row_kind, stored in rows:
+            if row_kind == kind:
+                i = ids.index(adapter_id)
+                expected[i] = np.nanmax([expected[i], stored.to_numpy() @ query])
+        assert np.isnan(expected).any() and not np.isnan(expected).all()  # some adapters lack the kind
+        np.testing.assert_allclose(got[kind], expected, atol=1e-5)  # NaN exactly where expected
+
+
 def test_training_pipeline_learns_from_labels(db, embedder, catalog, tmp_path: Path) -> None:  # noqa: F811
     rows = [{"id": f"civitai-image-{i}", "prompt_no_lora": p, "lora_ids": [ext]} for i, (p, ext) in enumerate([
         ("watercolor fox", 1), ("neon streets at night", 2), ("retro game sprite", 3), ("a fox in the snow", 4),
@@ -68,11 +87,12 @@ def test_pipelined_lists_equal_one_by_one(db, embedder, catalog) -> None:  # noq
     filters = SearchFilters(exclude_blocklisted=True)
     queries = [ListQuery(kind, 10, vector=v) for v in vectors for kind in ("head", "full", "prompt")]
     queries += [ListQuery("lexical", 10, text=t) for t in texts]
-    with db.connection() as conn:
+    with db.connections(3) as (conn, *spare):
         together = search_lists(conn, embedder.name, queries, filters)
+        spread = search_lists(conn, embedder.name, queries, filters, spare=spare)  # dealt out over 3 connections
         alone = [lexical_search(conn, q.text, 10, filters) if q.kind == "lexical"
                  else dense_search(conn, embedder.name, q.kind, q.vector, 10, filters) for q in queries]
-    assert together == alone and any(together)
+    assert len(spare) == 2 and together == alone == spread and any(together)
 
 
 def test_several_texts_at_once_equal_each_alone(db, embedder, catalog) -> None:  # noqa: F811

@@ -61,22 +61,17 @@ def _card(name, tags, triggers, downloads=100, weight=None):
 
 
 def test_features_are_sane() -> None:
-    rng = np.random.default_rng(0)
-    query = rng.normal(size=8).astype(np.float32)
-    query /= np.linalg.norm(query)
-    near = query + 0.1 * rng.normal(size=8).astype(np.float32)
-    far = rng.normal(size=8).astype(np.float32)
-    vectors = {(1, "head"): near[None, :] / np.linalg.norm(near), (2, "head"): far[None, :] / np.linalg.norm(far),
-               (1, "prompt"): np.stack([far / np.linalg.norm(far), near / np.linalg.norm(near)])}
+    nan = float("nan")
+    cosines = {"head": np.array([0.9, 0.2]), "full": np.array([nan, 0.4]), "prompt": np.array([0.7, nan])}
     cards = {1: _card("Watercolor Style", ["style", "watercolor"], ["wtrcolor"], downloads=1000, weight=0.7),
              2: _card("Pixel Art", ["pixel art", "anime"], [])}
     text = "a wtrcolor painting of a fox, watercolor"
-    x = build_features(text, query, [1, 2], [{"head": 1, "lexical": 4}, {"full": 2}], [0.05, 0.02], vectors, cards, [6.0, 0.0])
+    x = build_features(text, [1, 2], [{"head": 1, "lexical": 4}, {"full": 2}], [0.05, 0.02], cosines, cards, [6.0, 0.0])
     assert x.shape == (2, len(FEATURES)) and x.dtype == np.float32 and np.isfinite(x).all()
     f = lambda row, name: float(x[row, INDEX[name]])  # noqa: E731
-    assert f(0, "cos_head") == pytest.approx(float(vectors[(1, "head")][0] @ query), abs=1e-5)
-    assert f(0, "cos_prompt") == pytest.approx(float((vectors[(1, "prompt")] @ query).max()), abs=1e-5)  # best row
-    assert f(0, "cos_head_gap") == 0.0 and f(1, "cos_head_gap") < 0
+    assert (f(0, "cos_head"), f(0, "cos_full"), f(0, "cos_prompt")) == pytest.approx((0.9, 0.0, 0.7))  # NaN -> 0
+    assert f(1, "cos_head_gap") == pytest.approx(-0.7) and f(0, "cos_full_gap") == pytest.approx(-0.4)
+    assert f(0, "cos_max") == pytest.approx(0.9) and f(1, "cos_max") == pytest.approx(0.4)
     assert (f(0, "has_prompt_vector"), f(1, "has_prompt_vector"), f(1, "cos_prompt")) == (1.0, 0.0, 0.0)
     assert f(0, "log_rank_head") == 0.0 and f(0, "log_rank_lexical") == pytest.approx(math.log(4))
     assert f(1, "log_rank_head") == pytest.approx(math.log(300)) and (f(0, "n_lists"), f(1, "n_lists")) == (2, 1)
