@@ -2,6 +2,8 @@
 
 Same request and result types as `generation.engine.Engine`, so the agent's sampler tool, the CLI and the API
 run a MAR unchanged. What the fields mean here:
+  prompt      text for a text-conditioned MAR; for a class-conditional one (the official ImageNet MARs) the class
+              index, e.g. "207";
   steps       AR steps K (at most the number of tokens N; larger values run N steps, said in `parameters`);
   guidance    "none" or "cfg" (linear CFG schedule over AR steps, the unconditional branch is the fake latent);
               autoguidance needs a guide diffusion model and is refused;

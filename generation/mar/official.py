@@ -8,15 +8,18 @@ q_norm / k_norm / ls / drop_path have no parameters), so the state dict loads st
 inferred from tensor shapes and matched against SIZES (heads are not visible in weights; the widths 768 / 1024 /
 1280 fix them). The EMA weights are used by default, as the official evaluation does.
 
-KL-16 tokenizer (LTH14/mar models/vae.py, LDM's KL-VAE with embed_dim 16, ch_mult (1, 1, 2, 2, 4), 2 res
-blocks, scale 0.2325): the decoder and post_quant_conv map onto diffusers' AutoencoderKL with `KL16_CONFIG`
-(its up blocks have no attention, like MAR's decoder, attn_resolutions=()), via diffusers' LDM converter. The
-encoder does not: MAR's encoder has two attention blocks in its last down level (attn_resolutions=(16,),
-encoder.down.4.attn.0/1), which diffusers' DownEncoderBlock2D lacks. Sampling only decodes, so the decoder is
-what MAR generation needs. Not here yet: the decoder key conversion itself (LDM names -> diffusers, e.g.
-decoder.up.{i}.block.{j} -> decoder.up_blocks.{4-i}.resnets.{j}, mid.attn_1.q/k/v/proj_out 1x1 convs -> to_q/
-to_k/to_v/to_out.0 linears; diffusers' convert_ldm_vae_checkpoint does this but also insists on the encoder
-keys), and a test against the real kl16.ckpt, which cannot be downloaded here.
+KL-16 tokenizer (LTH14/mar models/vae.py: LDM's KL-VAE with embed_dim 16, ch 128, ch_mult (1, 1, 2, 2, 4), 2 res
+blocks, scale 0.2325). Checked against that source: the encoder has attn_resolutions=(16,), so its last level
+(16x16) holds two attention blocks (encoder.down.4.attn.0/1, each after a res block); the decoder has
+attn_resolutions=(), no level attention; both have mid-block attention. `KL16_CONFIG` is that layout in diffusers
+terms (AttnDownEncoderBlock2D for the last down level). `load_kl16` reads kl16.ckpt ("model" or top level;
+weights_only, allow_pickle=True) or a safetensors export and converts names with diffusers'
+convert_ldm_vae_checkpoint plus one rule for level attention; loading is strict (every key of the file maps,
+every weight of the model is filled, else the error lists them). `save_official` writes both checkpoints as one
+MAR folder (safetensors + JSON) that `generation.mar.io.load_mar` and `MAREngine` use: tokens (B, 256, 16) ->
+latents (B, 16, 16, 16) / 0.2325 -> VAE decode -> images. Tested on tiny layouts against an independent
+LDM-named reference (same outputs to 1e-5) and, names and shapes only, on the full KL-16 layout; not tested on
+the real kl16.ckpt or MAR weights, which cannot be downloaded here.
 """
 
 from __future__ import annotations
