@@ -3,7 +3,8 @@
 `config` (sizes, validated), `diffloss` (the MLP-AdaLN noise predictor and its cosine diffusion), `model` (the
 encoder-decoder transformer with buffer tokens), `sampling` (mask and CFG schedules, the AR loop), `io` (a MAR
 folder: safetensors + JSON), `adapters` (peft LoRAs, weighted mixes), `engine` (MAREngine: the Engine's
-generate contract), `official` (LTH14/mar checkpoints read safely; the KL-16 tokenizer's diffusers config).
+generate contract), `official` (LTH14/mar checkpoints and the KL-16 VAE read safely), `tokenizer` (a KL-VAE as
+the token grid of a latent MAR).
 """
 
 from generation.mar.config import MARConfig, SIZES

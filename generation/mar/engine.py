@@ -2,6 +2,8 @@
 
 Same request and result types as `generation.engine.Engine`, so the agent's sampler tool, the CLI and the API
 run a MAR unchanged. What the fields mean here:
+  prompt      text for a text-conditioned MAR; for a class-conditional one (the official ImageNet MARs) the class
+              index, e.g. "207";
   steps       AR steps K (at most the number of tokens N; larger values run N steps, said in `parameters`);
   guidance    "none" or "cfg" (linear CFG schedule over AR steps, the unconditional branch is the fake latent);
               autoguidance needs a guide diffusion model and is refused;
@@ -43,8 +45,12 @@ class MAREngine:
 
     def _condition(self, prompt: str, n: int) -> torch.Tensor:
         b = self.bundle
-        if b.model.config.cond == "class":
-            raise ValueError(f"MAR '{b.name}' is class-conditional; text prompts need a text-conditioned MAR")
+        if b.model.config.cond == "class":  # e.g. an official ImageNet MAR: the prompt is the class index
+            label = prompt.strip()
+            if not label.isdigit() or int(label) >= b.model.config.class_num:
+                raise ValueError(f"MAR '{b.name}' is class-conditional: the prompt must be a class index in "
+                                 f"[0, {b.model.config.class_num}), got {prompt!r}")
+            return torch.full((n,), int(label), dtype=torch.long, device=b.model.fake_latent.device)
         ids = b.tokenizer([prompt] * n, padding="max_length", max_length=b.tokenizer.model_max_length,
                           truncation=True, return_tensors="pt").input_ids
         return b.text_encoder(ids.to(b.model.fake_latent.device))[0]
@@ -88,7 +94,7 @@ class MAREngine:
                     out = sample(self.bundle.model, self._condition(p, len(chunk)), [req.seeds[i] for i in chunk],
                                  settings, callback=req.callback, cancel=req.cancel)
                     tdec = time.perf_counter()
-                    imgs = decode_pixels(out.images)
+                    imgs = decode_pixels(self.bundle.to_images(out.images))
                     timings["denoise_s"] += tdec - td
                     timings["decode_s"] += time.perf_counter() - tdec
                 pipeline_calls += 1
