@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from db.search import DEFAULT_EF_SEARCH
+
 
 def _default_home() -> Path:
     return Path.home() / ".local" / "share" / "loracle"
@@ -29,7 +31,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Extra folders adapter files may be read from (besides HOME/adapters)."
     )
     retrieval_top_k: int = Field(default=150, ge=1, le=1000)
-    hnsw_ef_search: int = Field(default=200, ge=10, le=1000)
+    hnsw_ef_search: int = Field(default=DEFAULT_EF_SEARCH, ge=10, le=1000)
     search_connections: int = Field(
         default=2, ge=1, le=8, description="Database connections one prompt's ranked lists are spread over (in parallel)."
     )

@@ -40,8 +40,8 @@ def retrieval(queries: Path = QUERIES, as_json: bool = AS_JSON, limit: int = LIM
 
     def run(settings, db) -> dict:
         return evaluate_retrieval(db, get_embedder(settings.embedding_model), queries, exclude_tags=settings.exclude_tags,
-                                  limit=limit or None, ef_search=settings.hnsw_ef_search, progress=not as_json,
-                                  heldout=heldout)
+                                  limit=limit or None, ef_search=settings.hnsw_ef_search,
+                                  connections=settings.search_connections, progress=not as_json, heldout=heldout)
 
     _run_labelled(queries, as_json, run, format_table)
 

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from db import Database
+from db.search import DEFAULT_EF_SEARCH
 from evals.metrics import ndcg_at, percentile, recall_at
 from evals.queries import external_to_row_ids, load_queries
 from tools.embeddings import Embedder
@@ -58,11 +59,14 @@ def evaluate_retrieval(
     exclude_tags: list[str],
     variants: tuple[Variant, ...] = VARIANTS,
     limit: int | None = None,
-    ef_search: int = 200,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    connections: int = 2,
     progress: bool = False,
     heldout: bool = False,
     source: str = "civitai",
 ) -> dict:
+    """Recall, nDCG and latency per strategy; each search spreads its ranked lists over `connections`
+    database connections, as the agent does (settings.search_connections)."""
     queries = load_queries(queries_path)
     if heldout:  # only the queries the learned ranker never saw (its fixed hash split, tools/rank_train.py)
         from tools.rank_train import is_heldout
@@ -86,14 +90,14 @@ def evaluate_retrieval(
         filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True) if variant.filtered else SearchFilters()
         recalls = {k: [] for k in KS}
         ndcgs, latencies = [], []
-        with db.connection() as conn:
+        with db.connections(connections) as (conn, *spare):
             for (query, relevant), vector in tqdm(
                 list(zip(labelled, vectors)), desc=variant.name, disable=not progress, leave=False
             ):
                 started = time.perf_counter()
                 hits = _search(
                     conn, embedder, query.prompt, vector, variant.strategy, max(KS), filters, ef_search,
-                    refined=variant.refined,
+                    refined=variant.refined, spare=spare,
                 )
                 latencies.append((time.perf_counter() - started) * 1000)
                 ranked = [h.adapter_id for h in hits]

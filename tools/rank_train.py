@@ -23,7 +23,7 @@ import numpy as np
 
 from db import Database
 from db.embeddings import best_similarities
-from db.search import SearchFilters
+from db.search import DEFAULT_EF_SEARCH, SearchFilters
 from evals.metrics import ndcg_at, recall_at
 from evals.queries import LabelledQuery, external_to_row_ids, load_queries
 from tools.learned_rank import ARTIFACT_FORMAT, ARTIFACT_VERSION, save_artifact
@@ -64,7 +64,7 @@ class Candidates:
 
 
 def collect_candidates(
-    db: Database, embedder, queries: list[LabelledQuery], filters: SearchFilters, ef_search: int = 200, progress: bool = False
+    db: Database, embedder, queries: list[LabelledQuery], filters: SearchFilters, ef_search: int = DEFAULT_EF_SEARCH, progress: bool = False
 ) -> list[Candidates]:
     """The fused top 150 per labelled query, with ranks, RRF scores and labels as row ids."""
     from tqdm import tqdm
@@ -149,7 +149,7 @@ def train(
     out: Path,
     *,
     exclude_tags: list[str],
-    ef_search: int = 200,
+    ef_search: int = DEFAULT_EF_SEARCH,
     max_iter: int = 300,
     dev_weight: float = 1.0,
     progress: bool = False,
@@ -256,7 +256,7 @@ def calibrate_selection(ctx, queries_path: Path, *, target_picks: float = 2.2, p
     return {**best[1], "queries": len(cases), "file": queries_path.name, "target_picks": target_picks}
 
 
-def bench_rerank(db: Database, embedder, queries_path: Path, *, exclude_tags: list[str], n: int = 100, ef_search: int = 200) -> dict[str, Any]:
+def bench_rerank(db: Database, embedder, queries_path: Path, *, exclude_tags: list[str], n: int = 100, ef_search: int = DEFAULT_EF_SEARCH) -> dict[str, Any]:
     """Milliseconds to rerank one prompt's fused top 150 (features from the database + the model), p50/p95."""
     import copy
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import psycopg
 
-from db.catalog import get_adapter_words
+from db.catalog import get_card_heads
 from db.embeddings import best_similarities
 from tools.embeddings import Embedder
 
@@ -40,7 +40,7 @@ def rerank(
 ) -> list:
     """Return the hits re-ordered by the evidence score; each hit's evidence records the features.
 
-    `cards` (name, tags, trigger words: `db.catalog.get_adapter_words`) may hold more adapters than the
+    `cards` (name, tags, trigger words: `db.catalog.get_card_heads`) may hold more adapters than the
     hits (read once for several texts); `cosines` (per COSINE_KINDS kind, aligned with the hits:
     `db.embeddings.best_similarities`) are read here when not given. `refined=False` ignores
     refined-description vectors (retrieval as before `loracle catalog refine`)."""
@@ -49,7 +49,7 @@ def rerank(
     ids = [h.adapter_id for h in hits]
     if cosines is None:
         [cosines] = best_similarities(conn, embedder.name, [(query, ids)], COSINE_KINDS)
-    cards = cards if cards is not None else get_adapter_words(conn, ids)
+    cards = cards if cards is not None else get_card_heads(conn, ids)
     words = content_words(text)
     n_words = max(len(words), 1)
     cosines = {kind: np.nan_to_num(cosines[kind], nan=0.0) for kind in COSINE_KINDS}  # 0 where it has none

@@ -16,9 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 import psycopg
 
-from db.catalog import get_adapter_words, get_adapters
+from db.catalog import get_card_heads
 from db.embeddings import best_similarities
-from db.search import ListQuery, SearchFilters, search_lists
+from db.search import DEFAULT_EF_SEARCH, ListQuery, SearchFilters, search_lists
 from tools.embeddings import Embedder
 
 STRATEGIES = ("dense", "head", "lexical", "fused", "rerank", "learned")
@@ -159,7 +159,7 @@ def _search_many(
         if strategy == "rerank":
             from tools.rerank import COSINE_KINDS, rerank
 
-            words = get_adapter_words(conn, ids)
+            words = get_card_heads(conn, ids)
             cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), COSINE_KINDS)
             found = [rerank(conn, embedder, t, v, hits, words, c, refined=refined)
                      for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
@@ -172,9 +172,9 @@ def _search_many(
             found = [rerank_learned(conn, embedder, t, v, hits, c, infos)
                      for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
     found = [hits[:k] for hits in found]
-    cards = get_adapters(conn, list({h.adapter_id for hits in found for h in hits}))
+    cards = get_card_heads(conn, list({h.adapter_id for hits in found for h in hits}))
     for text, hits in zip(texts, found):
-        _attach_cards(conn, hits, text, cards)
+        _attach_cards(hits, text, cards)
     return found
 
 
@@ -199,8 +199,7 @@ def _search(
                         refined, spare)[0]
 
 
-def _attach_cards(conn: psycopg.Connection, hits: list[Hit], text: str, cards: dict | None = None) -> None:
-    cards = cards if cards is not None else get_adapters(conn, [h.adapter_id for h in hits])
+def _attach_cards(hits: list[Hit], text: str, cards: dict) -> None:
     words = set(text.lower().split())
     for hit in hits:
         card = cards[hit.adapter_id]
@@ -220,7 +219,7 @@ def retrieve(
     strategy: str = "fused",
     k: int = 150,
     filters: SearchFilters | None = None,
-    ef_search: int = 200,
+    ef_search: int = DEFAULT_EF_SEARCH,
     spare: Sequence[psycopg.Connection] = (),
 ) -> list[Hit]:
     """Top-k candidate adapters for one text (a whole prompt or one task); `spare` connections share the
@@ -239,7 +238,7 @@ def retrieve_for_tasks(
     strategy: str = "fused",
     k: int = 150,
     filters: SearchFilters | None = None,
-    ef_search: int = 200,
+    ef_search: int = DEFAULT_EF_SEARCH,
     spare: Sequence[psycopg.Connection] = (),
 ) -> dict[str, list[Hit]]:
     """Candidates per task (short phrases of a prompt), with the tasks embedded in one batch."""
