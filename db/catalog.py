@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Iterable, Literal
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -152,6 +153,13 @@ def get_adapters(conn: psycopg.Connection, ids: list[int]) -> dict[int, dict[str
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         rows = cur.execute(f"SELECT {ADAPTER_CARD_COLUMNS} FROM adapters WHERE id = ANY(%s)", (ids,)).fetchall()
     return {row["id"]: row for row in rows}
+
+
+def vacuum_catalog(conn: psycopg.Connection) -> None:
+    """VACUUM (ANALYZE) what searches read after bulk writes: fresh planner statistics, and the visibility
+    map that lets the lexical list read postings and filter columns by index-only scans (migration 008)."""
+    for table in ("adapters", "adapter_terms", "adapter_embeddings"):
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
 
 
 def get_card_heads(conn: psycopg.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:

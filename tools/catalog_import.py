@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from db import Database
-from db.catalog import AdapterRecord, existing_hashes, upsert_adapters
+from db.catalog import AdapterRecord, existing_hashes, upsert_adapters, vacuum_catalog
 from tools.embed_sync import sync_embeddings
 from tools.embeddings import Embedder
 from tools.importers import Parsed, Rejected, iter_source
@@ -84,6 +84,9 @@ def import_records(
     bar.close()
     if embedder is not None and touched:
         report.embedded = sync_embeddings(db, embedder, touched, progress=progress)
+    if report.inserted or report.updated or report.embedded:
+        with db.connection() as conn:
+            vacuum_catalog(conn)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -171,4 +171,9 @@ def refine_catalog(
         embed_started = time.perf_counter()
         report.embedded = sync_embeddings(db, embedder, changed, progress=progress)
         report.embed_seconds = time.perf_counter() - embed_started
+    if changed:
+        from db.catalog import vacuum_catalog
+
+        with db.connection() as conn:
+            vacuum_catalog(conn)
     return report
