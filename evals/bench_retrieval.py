@@ -21,6 +21,7 @@ import torch
 
 from agent.settings import get_settings
 from db import connect
+from db.catalog import vacuum_catalog
 from db.embeddings import ensure_hnsw_index
 from db.search import SearchFilters, dense_search
 from evals.metrics import percentile
@@ -55,7 +56,9 @@ def build_synthetic(url: str, size: int) -> str:
         for kind in KINDS:
             if source_counts.get(kind, 0) and have.get(kind, 0) < source_counts[kind] * copies * 0.99:
                 _copy_vectors(conn, url, kind)
-        conn.execute("ANALYZE")
+            elif have.get(kind, 0):
+                ensure_hnsw_index(conn, MINILM, kind, 384)  # rebuilt when the build parameters changed
+        vacuum_catalog(conn)  # statistics and the visibility map (index-only scans)
     bench.close()
     return bench_url
 

@@ -10,6 +10,7 @@ import pytest
 
 from db import DatabaseUnavailable, connect
 from db.catalog import count_adapters
+from db.embeddings import HNSW_EF_CONSTRUCTION, HNSW_M, ensure_hnsw_index, index_name
 from db.migrate import apply_migrations, migration_files
 from db.search import SearchFilters, dense_search
 from tools.catalog_import import import_catalog
@@ -152,6 +153,19 @@ def test_hnsw_matches_exact_search(db, embedder, catalog) -> None:
     plan = "\n".join(row[0] for row in explain)
     assert [a for a, _ in approx] == [a for a, _ in exact]
     assert "emb_hnsw_all_minilm_l6_v2_full" in plan, plan
+
+
+def test_an_index_built_with_other_parameters_is_rebuilt(db, embedder, catalog) -> None:
+    name = index_name(embedder.name, "head")
+    options = lambda conn: sorted(conn.execute("SELECT reloptions FROM pg_class WHERE relname = %s", (name,)).fetchone()[0])  # noqa: E731
+    with db.connection() as conn:
+        assert options(conn) == sorted([f"m={HNSW_M}", f"ef_construction={HNSW_EF_CONSTRUCTION}"])
+        conn.execute(f"DROP INDEX {name}")
+        conn.execute(f"CREATE INDEX {name} ON adapter_embeddings USING hnsw ((embedding::halfvec(384)) halfvec_cosine_ops) "
+                     "WITH (m = 8) WHERE model = 'all-MiniLM-L6-v2' AND kind = 'head'")
+        assert options(conn) == ["m=8"]
+        ensure_hnsw_index(conn, embedder.name, "head", 384)
+        assert options(conn) == sorted([f"m={HNSW_M}", f"ef_construction={HNSW_EF_CONSTRUCTION}"])
 
 
 def test_unreachable_database_gives_a_clear_error(tmp_path: Path) -> None:
