@@ -34,8 +34,9 @@ def search(
     )
     with open_database(settings) as db:
         embedder = get_embedder(settings.embedding_model)
-        with db.connection() as conn:
-            hits = retrieve(conn, embedder, prompt, strategy=strategy, k=k, filters=filters, ef_search=settings.hnsw_ef_search)
+        with db.connections(settings.search_connections) as (conn, *spare):
+            hits = retrieve(conn, embedder, prompt, strategy=strategy, k=k, filters=filters,
+                            ef_search=settings.hnsw_ef_search, spare=spare)
     if as_json:
         typer.echo(json.dumps([hit.as_dict() for hit in hits], indent=2))
         return

@@ -28,9 +28,9 @@ def search_adapters(
     settings = service.settings
     filters = SearchFilters(base_models=service.base_ctx.base_models, exclude_tags=settings.exclude_tags,
                             exclude_blocklisted=True)
-    with service.db.connection() as conn:
+    with service.db.connections(settings.search_connections) as (conn, *spare):
         hits = retrieve(conn, service.base_ctx.embedder, q, strategy="rerank", k=k, filters=filters,
-                        ef_search=settings.hnsw_ef_search)
+                        ef_search=settings.hnsw_ef_search, spare=spare)
     return [AdapterHit(id=h.adapter_id, ref=f"{h.source}:{h.external_id}", name=h.name, score=h.score,
                        base_model=h.base_model, tags=h.tags, trigger_words=h.trigger_words, why=h.explain()) for h in hits]
 
