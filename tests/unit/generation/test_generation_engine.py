@@ -103,7 +103,9 @@ def test_mixes_seeds_and_grouping(engine):
     assert np.abs(a - b).max() > 5 and np.abs(a - c).max() > 5  # different mixes, same seed: different images
     assert np.abs(a - d).max() > 5  # same mix, different seed
     again = gen(engine, mixes=[{"style0": 0.8}], seeds=[5])
-    assert np.array_equal(a, arr(again.images[0]))  # same seed and mix: same image, whatever the batch
+    # same seed and mix: the same image whatever the batch, up to float rounding (CPU kernels may block a
+    # batch of 2 differently from a batch of 1: a pixel level or two)
+    assert np.abs(a - arr(again.images[0])).max() <= 2
 
 
 def test_eight_images_three_mixes_three_calls(engine):
