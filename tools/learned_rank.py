@@ -51,7 +51,6 @@ class TreeEnsemble:
         node_ids = np.arange(width)
         self.left = np.tile(node_ids, (shape[0], 1))  # leaves (and padding) point at themselves
         self.right = self.left.copy()
-        depth = 1
         for t, tree in enumerate(trees):
             n = len(tree["feature"])
             leaf = np.asarray(tree["leaf"], dtype=bool)
@@ -61,8 +60,6 @@ class TreeEnsemble:
             self.value[t, :n] = tree["value"]
             self.left[t, :n] = np.where(leaf, np.arange(n), tree["left"])
             self.right[t, :n] = np.where(leaf, np.arange(n), tree["right"])
-            depth = max(depth, int(tree.get("depth", n)))
-        self.depth = depth
         # flat layout for scoring: a (tree, row) pair walks one node per step, through two 1-D gathers
         # (children of node i at 2i, 2i+1); pairs that reached a leaf drop out, so a step costs what is
         # still walking (most leaves are shallow) rather than the deepest tree's depth for every pair.

@@ -159,9 +159,9 @@ def _search_many(
         if strategy == "rerank":
             from tools.rerank import COSINE_KINDS, rerank
 
-            words = get_card_heads(conn, ids)
+            heads = get_card_heads(conn, ids)
             cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), COSINE_KINDS)
-            found = [rerank(conn, embedder, t, v, hits, words, c, refined=refined)
+            found = [rerank(conn, embedder, t, v, hits, heads, c, refined=refined)
                      for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
         else:  # the learned reranker (tools/learned_rank.py, `loracle rank train`)
             from tools.learned_rank import DENSE_KINDS, rerank_learned
@@ -172,7 +172,8 @@ def _search_many(
             found = [rerank_learned(conn, embedder, t, v, hits, c, infos)
                      for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
     found = [hits[:k] for hits in found]
-    cards = get_card_heads(conn, list({h.adapter_id for hits in found for h in hits}))
+    # the hand-weighted reranker already read these cards (with the rest of its candidates)
+    cards = heads if strategy == "rerank" else get_card_heads(conn, list({h.adapter_id for hits in found for h in hits}))
     for text, hits in zip(texts, found):
         _attach_cards(hits, text, cards)
     return found
