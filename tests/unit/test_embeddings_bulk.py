@@ -31,3 +31,26 @@ def test_bulk_is_skipped_for_small_jobs_and_one_worker(embedder, monkeypatch: py
     monkeypatch.setenv("LORACLE_EMBED_WORKERS", "two")
     with pytest.raises(ValueError, match="LORACLE_EMBED_WORKERS"):
         embeddings.bulk_workers()
+
+
+def test_bfloat16_vectors_stay_within_rounding_of_float32(embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [f"{style} portrait of a knight in armour, {i} candles" for i, style in enumerate(["oil", "ink"] * 20)]
+    monkeypatch.setenv("LORACLE_EMBED_PRECISION", "float32")
+    exact = embedder.encode(texts, max_tokens=32)
+    monkeypatch.setenv("LORACLE_EMBED_PRECISION", "bfloat16")
+    rounded = embedder.encode(texts, max_tokens=32)
+    cosines = np.sum(exact * rounded, axis=1)
+    assert not np.array_equal(exact, rounded)  # bfloat16 really ran
+    assert cosines.min() > 0.999
+    np.testing.assert_allclose(np.linalg.norm(rounded, axis=1), 1.0, atol=1e-5)
+
+
+def test_precision_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LORACLE_EMBED_PRECISION", "auto")
+    assert not embeddings.use_bfloat16(1)  # a query's few texts: float32 is faster
+    assert embeddings.use_bfloat16(embeddings.BATCH) == embeddings._cpu_has_bf16()
+    monkeypatch.setenv("LORACLE_EMBED_PRECISION", "float32")
+    assert not embeddings.use_bfloat16(10**4)
+    monkeypatch.setenv("LORACLE_EMBED_PRECISION", "half")
+    with pytest.raises(ValueError, match="LORACLE_EMBED_PRECISION"):
+        embeddings.use_bfloat16(10)
