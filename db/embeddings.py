@@ -1,4 +1,8 @@
-"""Adapter embeddings: one row per (adapter, model, kind, position), an HNSW index per (model, kind)."""
+"""Adapter embeddings: one row per (adapter, model, kind, position), an HNSW index per (model, kind).
+
+A "kind" given to an index or a search may name several kinds joined by "+" ("full+refined"): one
+index over the rows of all of them, so the best of an adapter's vectors of those kinds is one search.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +41,15 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 128
 
 
+def kind_predicate(kind: str, table: str | None = None) -> sql.Composable:
+    """`kind = 'a'` or `kind IN ('a', 'b')` for "a+b": written the same in an index and in the searches that use it."""
+    column = sql.Identifier(table, "kind") if table else sql.Identifier("kind")
+    kinds = kind.split("+")
+    if len(kinds) == 1:
+        return sql.SQL("{} = {}").format(column, sql.Literal(kind))
+    return sql.SQL("{} IN ({})").format(column, sql.SQL(", ").join(map(sql.Literal, kinds)))
+
+
 def ensure_hnsw_index(conn: psycopg.Connection, model: str, kind: str, dims: int) -> None:
     """Create the HNSW cosine index for one (model, kind) if missing, or rebuild one built with other
     parameters; a partial index on a dimension cast."""
@@ -53,14 +66,14 @@ def ensure_hnsw_index(conn: psycopg.Connection, model: str, kind: str, dims: int
             sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {name} ON adapter_embeddings USING hnsw "
                 "((embedding::halfvec({dims})) halfvec_cosine_ops) WITH (m = {m}, ef_construction = {efc}) "
-                "WHERE model = {model} AND kind = {kind}"
+                "WHERE model = {model} AND {kind}"
             ).format(
                 name=sql.Identifier(name),
                 dims=sql.Literal(dims),
                 m=sql.Literal(HNSW_M),
                 efc=sql.Literal(HNSW_EF_CONSTRUCTION),
                 model=sql.Literal(model),
-                kind=sql.Literal(kind),
+                kind=kind_predicate(kind),
             )
         )
 

@@ -14,6 +14,8 @@ import psycopg
 from pgvector import HalfVector
 from psycopg import sql
 
+from db.embeddings import kind_predicate
+
 
 @dataclass(frozen=True)
 class SearchFilters:
@@ -55,11 +57,11 @@ def _dense_statement(
         "WITH hits AS MATERIALIZED ("
         " SELECT e.adapter_id, {distance} AS distance FROM adapter_embeddings e"
         " JOIN adapters a ON a.id = e.adapter_id"
-        " WHERE e.model = {model} AND e.kind = {kind} AND {filters}"
+        " WHERE e.model = {model} AND {kind} AND {filters}"
         " ORDER BY {distance} LIMIT %(limit)s)"
         " SELECT adapter_id, min(distance) AS distance FROM hits GROUP BY adapter_id"
         " ORDER BY distance LIMIT %(k)s"
-    ).format(distance=distance, filters=sql.SQL(_FILTER_SQL), model=sql.Literal(model), kind=sql.Literal(kind))
+    ).format(distance=distance, filters=sql.SQL(_FILTER_SQL), model=sql.Literal(model), kind=kind_predicate(kind, "e"))
     # model and kind are inlined (safely quoted) so the planner can match the partial HNSW index even
     # when psycopg switches to a prepared, generic plan.
     params: dict[str, object] = {"query": HalfVector(query), "limit": k * per_adapter_rows, "k": k}
@@ -166,7 +168,8 @@ def _lexical_statement(
 
 @dataclass(frozen=True)
 class ListQuery:
-    """One ranked list to fetch: `kind` is a stored vector kind (with `vector`) or "lexical" (with `text`)."""
+    """One ranked list to fetch: `kind` is a stored vector kind or kinds ("full+refined", with `vector`) or
+    "lexical" (with `text`)."""
 
     kind: str
     k: int

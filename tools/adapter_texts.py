@@ -65,3 +65,6 @@ TEXT_KINDS: tuple[TextKind, ...] = (
     TextKind("refined", 64, refined_text),
 )
 KINDS_BY_NAME = {kind.name: kind for kind in TEXT_KINDS}
+# The HNSW indexes kept (db/embeddings.py): one per kind that retrieval searches alone, and one over the
+# card text and the refined description together, searched for the better of the two (tools/retrieve.py).
+INDEXED_KINDS: tuple[str, ...] = ("head", "full", "prompt", "full+refined")

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from db import Database
 from db.embeddings import EmbeddingRow, ensure_hnsw_index, stored_text_hashes, text_hash, write_embeddings
-from tools.adapter_texts import TEXT_KINDS
+from tools.adapter_texts import INDEXED_KINDS, TEXT_KINDS
 from tools.embeddings import Embedder
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def sync_embeddings(
                 ]
                 write_embeddings(conn, embedder.name, rows, [])
                 bar.update(len(chunk))
-        for kind in TEXT_KINDS:
-            ensure_hnsw_index(conn, embedder.name, kind.name, embedder.dims)
+        for kind in INDEXED_KINDS:
+            ensure_hnsw_index(conn, embedder.name, kind, embedder.dims)
     bar.close()
     return total

@@ -33,7 +33,9 @@ FUSED_LISTS: tuple[tuple[str, float], ...] = (("full", 1.0), ("head", 1.0), ("pr
 # vector and its refined-description vector (on dev: R@10 of that list alone .585 -> .609, R@150 .867 ->
 # .897), and BM25 reads the refined description as a field of its own. `refined=False` turns both off:
 # retrieval exactly as before refining (the eval's rows without "+ refined").
-REFINED_KIND = "refined"
+# The better of the two vectors is one search of the index over both kinds (tools/adapter_texts.py),
+# reading up to two rows per adapter: the same list as two searches merged, at half the cost.
+CARD_KINDS = "full+refined"
 PROMPT_ROWS_PER_ADAPTER = 1  # the example-prompt kind holds one vector per adapter (tools/adapter_texts.py)
 
 __all__ = ["Hit", "SearchFilters", "STRATEGIES", "retrieve", "retrieve_for_tasks"]
@@ -67,16 +69,10 @@ class Hit:
 def _list_query(name: str, text: str, query_vector: np.ndarray, depth: int, refined: bool) -> ListQuery:
     if name == "lexical":
         return ListQuery("lexical", depth, text=text, refined=refined)
+    if name == "full" and refined:
+        return ListQuery(CARD_KINDS, depth, vector=query_vector, per_adapter_rows=2)
     rows = PROMPT_ROWS_PER_ADAPTER if name == "prompt" else 1
     return ListQuery(name, depth, vector=query_vector, per_adapter_rows=rows)
-
-
-def _best_of(first: list[tuple[int, float]], second: list[tuple[int, float]], depth: int) -> list[tuple[int, float]]:
-    """Two (adapter, similarity) lists merged by each adapter's best similarity."""
-    best: dict[int, float] = {}
-    for adapter_id, score in [*first, *second]:
-        best[adapter_id] = max(score, best.get(adapter_id, score))
-    return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]
 
 
 def rrf(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) -> list[tuple[int, float, dict[str, int]]]:
@@ -107,19 +103,16 @@ def first_stage(
     """Per text, one ranked list or the RRF of several (every strategy but `dense`/`head`/`lexical` starts
     fused); all texts' lists are fetched in one round trip per connection (db.search.search_lists, which
     spreads them over `spare` connections too). With `refined`, the card-text list also reads the
-    refined-description vectors and keeps each adapter's better one."""
+    refined-description vectors and keeps each adapter's better one (CARD_KINDS)."""
     single = strategy in ("dense", "head", "lexical")
     names = ["full" if strategy == "dense" else strategy] if single else [name for name, _ in fused_lists]
     depth = k if single else max(k, LEARNED_DEPTH if strategy == "learned" else FUSION_DEPTH)
-    fetch = [*names, REFINED_KIND] if refined and "full" in names else names
     queries = [_list_query(name, text, vector, depth, refined) for text, vector in zip(texts, query_vectors)
-               for name in fetch]
+               for name in names]
     fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search, spare=spare))
     found = []
     for _ in texts:
-        lists = {name: next(fetched) for name in fetch}
-        if REFINED_KIND in lists and REFINED_KIND not in names:
-            lists["full"] = _best_of(lists["full"], lists.pop(REFINED_KIND), depth)
+        lists = {name: next(fetched) for name in names}
         if single:
             [(kind, items)] = lists.items()
             found.append([Hit(adapter_id, score, evidence={"ranks": {kind: rank}})

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
 from db import DatabaseUnavailable, connect
 from db.catalog import count_adapters
 from db.embeddings import HNSW_EF_CONSTRUCTION, HNSW_M, ensure_hnsw_index, index_name
 from db.migrate import apply_migrations, migration_files
-from db.search import SearchFilters, dense_search
+from db.server import embedded_shared_buffers
+from db.search import SearchFilters, _dense_statement, dense_search
 from tools.catalog_import import import_catalog
+from tools.embed_sync import sync_embeddings
 from tools.retrieve import retrieve, retrieve_for_tasks
 
 ADAPTERS = [
@@ -155,6 +160,29 @@ def test_hnsw_matches_exact_search(db, embedder, catalog) -> None:
     assert "emb_hnsw_all_minilm_l6_v2_full" in plan, plan
 
 
+def test_one_search_over_two_kinds_keeps_each_adapters_better_vector(db, embedder, catalog) -> None:
+    with db.connection() as conn:
+        conn.execute("UPDATE adapters SET refined_description = 'Misty watercolor painting of foxes in a forest.' "
+                     "WHERE external_id IN ('4', '7', '8')")
+    assert sync_embeddings(db, embedder) == 3  # only the new refined texts
+    query = embedder.encode(["a watercolor painting of a fox"])[0]
+    with db.connection() as conn:
+        best: dict[int, float] = {}
+        for kind in ("full", "refined"):
+            for adapter_id, score in dense_search(conn, embedder.name, kind, query, 10, SearchFilters(), exact=True):
+                best[adapter_id] = max(score, best.get(adapter_id, score))
+        expected = sorted(best.items(), key=lambda kv: -kv[1])[:6]
+        both = dense_search(conn, embedder.name, "full+refined", query, 6, SearchFilters(), per_adapter_rows=2)
+        with conn.transaction():
+            for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+                conn.execute(f"SET LOCAL {setting} = off")
+            statement, params = _dense_statement(embedder.name, "full+refined", query, 6, SearchFilters(), 2)
+            plan = "\n".join(row[0] for row in conn.execute(sql.SQL("EXPLAIN ") + statement, params).fetchall())
+    assert [a for a, _ in both] == [a for a, _ in expected]
+    np.testing.assert_allclose([s for _, s in both], [s for _, s in expected], atol=1e-3)
+    assert index_name(embedder.name, "full+refined") in plan, plan
+
+
 def test_an_index_built_with_other_parameters_is_rebuilt(db, embedder, catalog) -> None:
     name = index_name(embedder.name, "head")
     options = lambda conn: sorted(conn.execute("SELECT reloptions FROM pg_class WHERE relname = %s", (name,)).fetchone()[0])  # noqa: E731
@@ -166,6 +194,16 @@ def test_an_index_built_with_other_parameters_is_rebuilt(db, embedder, catalog) 
         assert options(conn) == ["m=8"]
         ensure_hnsw_index(conn, embedder.name, "head", 384)
         assert options(conn) == sorted([f"m={HNSW_M}", f"ef_construction={HNSW_EF_CONSTRUCTION}"])
+
+
+def test_the_embedded_server_keeps_a_buffer_cache_for_big_catalogs(server_url: str) -> None:
+    if os.environ.get("LORACLE_TEST_DATABASE_URL"):
+        pytest.skip("an external test database is configured as its owner chose; only the embedded one is tuned")
+    with psycopg.connect(server_url) as conn:
+        stored = conn.execute("SELECT setting FROM pg_file_settings WHERE name = 'shared_buffers' "
+                              "AND sourcefile LIKE '%postgresql.auto.conf'").fetchone()
+    assert stored == (embedded_shared_buffers(),)
+    assert 128 <= int(stored[0].removesuffix("MB")) <= 2048
 
 
 def test_unreachable_database_gives_a_clear_error(tmp_path: Path) -> None:
