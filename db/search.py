@@ -147,13 +147,16 @@ def _lexical_statement(
         "       t.tf_a + t.tf_b + (1 - %(drop_c)s) * t.tf_c + t.tf_d AS raw_tf"
         "       FROM q CROSS JOIN LATERAL (SELECT * FROM adapter_terms x WHERE x.term = q.term) t),"
         " df AS (SELECT term, count(*)::float8 AS df FROM p WHERE raw_tf > 0 GROUP BY term),"
-        " scored AS ("
+        " scored AS MATERIALIZED ("
         "  SELECT p.adapter_id, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))"
         "         * p.tf * (%(k1)s + 1) / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.doc_len / s.avgdl))) AS score"
-        "  FROM p JOIN df USING (term) CROSS JOIN s WHERE p.tf > 0 GROUP BY p.adapter_id)"
-        " SELECT a.id, sc.score FROM scored sc JOIN adapters a ON a.id = sc.adapter_id"
-        f" WHERE {_FILTER_SQL}"
-        " ORDER BY sc.score DESC, a.id LIMIT %(k)s"
+        "  FROM p JOIN df USING (term) CROSS JOIN s WHERE p.tf > 0 GROUP BY p.adapter_id"
+        "  ORDER BY score DESC, p.adapter_id)"
+        # filtered best first, stopping at k: a common word matches most of a 100K catalog, and filtering
+        # every match before sorting was half the time of such a query
+        " SELECT sc.adapter_id, sc.score FROM scored sc"
+        f" WHERE EXISTS (SELECT FROM adapters a WHERE a.id = sc.adapter_id AND {_FILTER_SQL})"
+        " ORDER BY sc.score DESC, sc.adapter_id LIMIT %(k)s"
     )
     weights = {**BM25_FIELD_WEIGHTS, **(weights or {})}
     if not refined:
