@@ -23,8 +23,8 @@ def train(
         None, "--calibrate", help="A labelled queries file whose non-held-out half calibrates the planner's thresholds."
     ),
     out: Path | None = typer.Option(None, "--out", help="Where to write the artifact (default tools/models/ranker.json)."),
-    max_iter: int = typer.Option(300, help="Boosting rounds."),
-    dev_weight: float = typer.Option(1.0, help="Sample weight of dev-file queries relative to Civitai prompts."),
+    rounds: int = typer.Option(300, help="Boosting rounds."),
+    dev_weight: float = typer.Option(2.0, help="Weight of dev-file queries relative to Civitai prompts (2 won cross-validation)."),
     target_picks: float = typer.Option(2.2, help="Mean adapters per prompt the calibration aims at (Stylus: 2.2)."),
 ) -> None:
     """Fit on every file's training split (a fixed hash of query ids), report the held-out split, save JSON."""
@@ -43,8 +43,8 @@ def train(
     started = time.perf_counter()
     with open_database(settings) as db:
         embedder = get_embedder(settings.embedding_model)
-        artifact = train_ranker(db, embedder, queries, out, exclude_tags=settings.exclude_tags,
-                                ef_search=settings.hnsw_ef_search, max_iter=max_iter, dev_weight=dev_weight, progress=True,
+        artifact, cross_fitted = train_ranker(db, embedder, queries, out, exclude_tags=settings.exclude_tags,
+                                ef_search=settings.hnsw_ef_search, rounds=rounds, dev_weight=dev_weight, progress=True,
                                 log=typer.echo)
         typer.echo(json.dumps(artifact["heldout"], indent=2))
         if calibrate is not None:
@@ -57,7 +57,7 @@ def train(
 
             os.environ["LORACLE_RANKER_PATH"] = str(out)  # the planner scores with the new model
             calibration_started = time.perf_counter()
-            artifact["selection"] = calibrate_selection(ctx, calibrate, target_picks=target_picks, progress=True, log=typer.echo)
+            artifact["selection"] = calibrate_selection(ctx, calibrate, cross_fitted, target_picks=target_picks, progress=True, log=typer.echo)
             artifact["selection"]["seconds"] = round(time.perf_counter() - calibration_started, 1)
             save_artifact(artifact, out)
     typer.echo(f"wrote {out} in {time.perf_counter() - started:.0f} s (fit {artifact['training']['fit_seconds']} s)")

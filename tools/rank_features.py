@@ -3,7 +3,8 @@
 Everything comes from what the database already holds at serving time: the query's best cosine to the
 stored vectors of each candidate per kind (`db.embeddings.best_similarities`), the card fields (name, tags, trigger
 words, category, popularity, recommended weight, base model) and the ranks the fused retrieval gave
-it (`Hit.evidence["ranks"]`, the RRF score). Nothing is re-embedded but the query itself.
+it (`Hit.evidence["ranks"]`, the RRF score). Nothing is re-embedded but the query itself. The last
+features are the pick prior (tools/pick_prior.py): how often training queries picked the adapter.
 
 `FEATURES` is the contract with the model artifact (tools/models/ranker.json): the model stores the
 list it was trained with and refuses to score a different one.
@@ -19,7 +20,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import psycopg
 
-FEATURE_VERSION = 2
+from tools.pick_prior import FEATURES as PRIOR_FEATURES
+from tools.pick_prior import PickPrior
+
+FEATURE_VERSION = 3
 DENSE_KINDS = ("head", "full", "prompt")
 RANK_LISTS = ("full", "head", "prompt", "lexical")
 MISSING_RANK = 300  # a list that did not return the adapter (depth is 150)
@@ -74,8 +78,10 @@ FEATURES: tuple[str, ...] = (
     # the query
     "query_words",
     "query_commas",
+    *PRIOR_FEATURES,
 )
 INDEX = {name: i for i, name in enumerate(FEATURES)}
+PRIOR_COLUMNS = slice(INDEX[PRIOR_FEATURES[0]], INDEX[PRIOR_FEATURES[-1]] + 1)
 
 
 def content_words(text: str) -> set[str]:
@@ -86,6 +92,7 @@ def content_words(text: str) -> set[str]:
 class CardInfo:
     """What the features need of one adapter's card: word sets and static numbers."""
 
+    key: str  # "source:external_id", the pick prior's key
     name_words: frozenset[str]
     trigger_phrases: tuple[str, ...]
     trigger_words: frozenset[str]
@@ -96,13 +103,13 @@ class CardInfo:
 
 _STATIC = FEATURES[INDEX["log_downloads"] : INDEX["query_words"]]
 _CARD_SQL = (
-    "SELECT id, name, tags, trigger_words, category, base_model, recommended_weight, downloads, favorites, rating, "
+    "SELECT id, source || ':' || external_id, name, tags, trigger_words, category, base_model, recommended_weight, downloads, favorites, rating, "
     "rating_count, cardinality(example_prompts), length(description) FROM adapters WHERE id = ANY(%s)"
 )
 
 
 def card_info(row: Sequence) -> CardInfo:
-    (_, name, tags, triggers, category, base_model, weight, downloads, favorites, rating, rating_count, n_prompts, desc_chars) = row
+    (_, key, name, tags, triggers, category, base_model, weight, downloads, favorites, rating, rating_count, n_prompts, desc_chars) = row
     lower_tags = {t.lower() for t in tags or []}
     if category:
         lower_tags.add(category.lower())
@@ -121,6 +128,7 @@ def card_info(row: Sequence) -> CardInfo:
     phrases = tuple(p for p in (t.lower().strip() for t in triggers or []) if len(p) >= 3)
     tag_sets = tuple(s for s in (frozenset(content_words(t)) for t in tags or []) if s)
     return CardInfo(
+        key=key,
         name_words=frozenset(content_words(name)),
         trigger_phrases=phrases,
         trigger_words=frozenset(content_words(" ".join(triggers or []))),
@@ -158,12 +166,14 @@ def build_features(
     cosines: Mapping[str, np.ndarray],
     cards: Mapping[int, CardInfo],
     lexical_scores: Sequence[float] | None = None,
+    prior: PickPrior | None = None,
 ) -> np.ndarray:
     """A (len(ids), len(FEATURES)) float32 matrix; ids in fused order (position = index + 1).
 
     `cosines`: per DENSE_KINDS kind, the best cosine of the query to each candidate's vectors (NaN where it
     has none): `db.embeddings.best_similarities`, in serving and in training alike.
-    `lexical_scores`: the lexical list's BM25 per candidate (0 where absent; `Hit.evidence["lexical_score"]`)."""
+    `lexical_scores`: the lexical list's BM25 per candidate (0 where absent; `Hit.evidence["lexical_score"]`).
+    `prior`: the pick prior (None leaves its columns 0: training fills them out-of-fold)."""
     n = len(ids)
     x = np.zeros((n, len(FEATURES)), dtype=np.float32)
     if n == 0:
@@ -208,4 +218,11 @@ def build_features(
         x[i, static_from : static_from + len(_STATIC)] = card.static
     x[:, INDEX["query_words"]] = len(words)
     x[:, INDEX["query_commas"]] = text.count(",")
+    if prior is not None:
+        x[:, PRIOR_COLUMNS] = prior.features(card_keys(ids, cards))
     return x
+
+
+def card_keys(ids: Sequence[int], cards: Mapping[int, CardInfo]) -> list[str]:
+    """The pick prior's keys of these adapters ("" for one whose card is gone)."""
+    return [cards[i].key if i in cards else "" for i in ids]

@@ -7,8 +7,10 @@ and `loracle eval retrieval --heldout` reports on exactly them. Candidates are w
 the fused top 150 with the default filter. Queries none of whose labels is among the candidates
 teach nothing about ordering and are skipped.
 
-The model is sklearn's HistGradientBoostingClassifier (binary: picked or not), exported to JSON
-node arrays (tools/learned_rank.py walks them); no pickle anywhere.
+The model is a LightGBM binary classifier (picked or not), saved in LightGBM's text model format
+inside the JSON artifact; no pickle anywhere. Its pick-prior features (tools/pick_prior.py)
+are computed out-of-fold over the training queries, so no query's own labels leak into its features;
+held-out queries and serving get the prior counted over all training queries.
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ from db.embeddings import best_similarities
 from db.search import DEFAULT_EF_SEARCH, SearchFilters
 from evals.metrics import ndcg_at, recall_at
 from evals.queries import LabelledQuery, external_to_row_ids, load_queries
-from tools.learned_rank import ARTIFACT_FORMAT, ARTIFACT_VERSION, save_artifact
-from tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, build_features, load_cards
+from tools.learned_rank import ARTIFACT_FORMAT, ARTIFACT_VERSION, LightGBMModel, save_artifact
+from tools.pick_prior import DEFAULT_ALPHA, PickPrior
+from tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, PRIOR_COLUMNS, build_features, card_keys, load_cards
 from tools.retrieve import first_stage
 
 SPLIT_SALT = "loracle-rank-v1:"
 HELDOUT_SHARE = {"dev": 2, "civitai": 5}  # 1 in 2 dev queries, 1 in 5 Civitai prompts are held out
 DEPTH = 150
 BATCH = 32  # queries whose lists are fetched in one round trip
+PRIOR_SALT = "loracle-prior-v1:"
+PRIOR_FOLDS = 5
 
 
 def query_source(query_id: str) -> str:
@@ -43,7 +48,11 @@ def query_source(query_id: str) -> str:
 def is_heldout(query_id: str) -> bool:
     """The fixed split: held-out queries are never trained on (nor used to calibrate thresholds)."""
     share = HELDOUT_SHARE[query_source(query_id)]
-    return int(hashlib.sha256((SPLIT_SALT + query_id).encode()).hexdigest()[:8], 16) % share == 0
+    return _bucket(SPLIT_SALT, query_id, share) == 0
+
+
+def _bucket(salt: str, query_id: str, buckets: int) -> int:
+    return int(hashlib.sha256((salt + query_id).encode()).hexdigest()[:8], 16) % buckets
 
 
 @dataclass
@@ -57,6 +66,8 @@ class Candidates:
     relevant: set[int]
     lexical_scores: list[float] = field(default_factory=list)
     features: np.ndarray | None = field(default=None, repr=False)
+    keys: list[str] = field(default_factory=list)  # the candidates' pick-prior keys
+    picked_keys: list[str] = field(default_factory=list)  # the labels' keys, retrieved or not
 
     @property
     def labels(self) -> np.ndarray:
@@ -92,42 +103,53 @@ def attach_features(db: Database, model_name: str, items: list[Candidates]) -> N
     """Features for every query's candidates, computed as the reranker computes them when serving
     (cosines in the database per query, cards loaded once for all)."""
     with db.connection() as conn:
-        cards = load_cards(conn, sorted({i for c in items for i in c.ids}))
+        cards = load_cards(conn, sorted({i for c in items for i in [*c.ids, *c.relevant]}))
         for start in range(0, len(items), BATCH):
             batch = items[start : start + BATCH]
             cosines = best_similarities(conn, model_name, [(c.vector, c.ids) for c in batch], DENSE_KINDS)
             for c, per_kind in zip(batch, cosines):
                 c.features = build_features(c.text, c.ids, c.ranks, c.rrf_scores, per_kind, cards, c.lexical_scores)
+                c.keys = card_keys(c.ids, cards)
+                c.picked_keys = card_keys(sorted(c.relevant & cards.keys()), cards)
 
 
-def export_hgb(model) -> dict[str, Any]:
-    """A fitted binary HistGradientBoostingClassifier as plain node arrays."""
-    trees = []
-    for (predictor,) in model._predictors:
-        nodes = predictor.nodes
-        if np.any(nodes["is_categorical"]):
-            raise ValueError("categorical splits are not exported")
-        trees.append({
-            "feature": nodes["feature_idx"].astype(int).tolist(),
-            "threshold": [float(v) for v in nodes["num_threshold"]],
-            "missing_left": nodes["missing_go_to_left"].astype(bool).tolist(),
-            "left": nodes["left"].astype(int).tolist(),
-            "right": nodes["right"].astype(int).tolist(),
-            "leaf": nodes["is_leaf"].astype(bool).tolist(),
-            "value": [round(float(v), 7) for v in nodes["value"]],
-            "depth": int(nodes["depth"].max()) + 1,
-        })
-    return {"type": "gbdt", "baseline": float(np.ravel(model._baseline_prediction)[0]), "trees": trees}
+def count_prior(items: list[Candidates], alpha: float = DEFAULT_ALPHA) -> PickPrior:
+    return PickPrior.count(((query_source(c.query_id), c.keys, c.picked_keys) for c in items), alpha)
 
 
-def fit_hgb(x: np.ndarray, y: np.ndarray, *, max_iter: int = 300, seed: int = 0, sample_weight: np.ndarray | None = None):
-    from sklearn.ensemble import HistGradientBoostingClassifier
+def prior_fold(query_id: str) -> int:
+    return _bucket(PRIOR_SALT, query_id, PRIOR_FOLDS)
 
-    model = HistGradientBoostingClassifier(
-        max_iter=max_iter, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40, l2_regularization=1.0,
-        early_stopping=False, random_state=seed,
-    )
-    return model.fit(x.astype(np.float64), y, sample_weight=sample_weight)
+
+def fold_priors(train_items: list[Candidates], alpha: float = DEFAULT_ALPHA) -> list[PickPrior]:
+    """Prior number f counts every training query outside fold f: the prior a query of fold f may see."""
+    return [count_prior([c for c in train_items if prior_fold(c.query_id) != fold], alpha) for fold in range(PRIOR_FOLDS)]
+
+
+def attach_prior(train_items: list[Candidates], held: list[Candidates], alpha: float = DEFAULT_ALPHA) -> tuple[PickPrior, list[PickPrior]]:
+    """Fill the pick-prior columns: out-of-fold for training queries, over all training queries for the
+    held-out ones. Returns the latter (for serving) and the fold priors (for cross-fitting)."""
+    priors = fold_priors(train_items, alpha)
+    for c in train_items:
+        c.features[:, PRIOR_COLUMNS] = priors[prior_fold(c.query_id)].features(c.keys)
+    full = count_prior(train_items, alpha)
+    for c in held:
+        c.features[:, PRIOR_COLUMNS] = full.features(c.keys)
+    return full, priors
+
+
+LIGHTGBM_PARAMS: dict[str, Any] = {
+    "objective": "binary", "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 40, "reg_lambda": 1.0,
+    "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "verbose": -1, "n_jobs": 2,
+}
+
+
+def fit_lightgbm(x: np.ndarray, y: np.ndarray, *, rounds: int = 300, seed: int = 0, sample_weight: np.ndarray | None = None, **params):
+    """A binary LightGBM booster (picked or not); `params` override LIGHTGBM_PARAMS."""
+    import lightgbm
+
+    settings = {**LIGHTGBM_PARAMS, **params, "n_estimators": rounds, "random_state": seed}
+    return lightgbm.LGBMClassifier(**settings).fit(x.astype(np.float32), y, sample_weight=sample_weight).booster_
 
 
 def ranking_metrics(items: list[Candidates], scores: list[np.ndarray] | None) -> dict[str, float]:
@@ -150,12 +172,14 @@ def train(
     *,
     exclude_tags: list[str],
     ef_search: int = DEFAULT_EF_SEARCH,
-    max_iter: int = 300,
-    dev_weight: float = 1.0,
+    rounds: int = 300,
+    dev_weight: float = 2.0,
+    prior_alpha: float = DEFAULT_ALPHA,
     progress: bool = False,
     log=print,
-) -> dict[str, Any]:
-    """Collect, featurise, fit on the non-held-out queries, report held-out metrics, write the artifact."""
+) -> tuple[dict[str, Any], list[tuple[LightGBMModel, PickPrior]]]:
+    """Collect, featurise, fit on the non-held-out queries, report held-out metrics, write the artifact.
+    Returns it and the cross-fitted (model, prior) per prior fold, which `calibrate_selection` needs."""
     started = time.perf_counter()
     filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True)
     queries = [q for path in files for q in load_queries(path)]
@@ -165,6 +189,7 @@ def train(
     collected_s = time.perf_counter() - started
     train_items = [c for c in items if not is_heldout(c.query_id) and c.labels.any()]
     held = [c for c in items if is_heldout(c.query_id)]
+    prior, priors = attach_prior(train_items, held, prior_alpha)
     x = np.concatenate([c.features for c in train_items])
     y = np.concatenate([c.labels for c in train_items])
     log(f"{len(items)} labelled queries ({len(held)} held out); training on {len(train_items)} queries, "
@@ -172,28 +197,35 @@ def train(
     fit_started = time.perf_counter()
     # Stylus-labelled dev queries may count more than Civitai prompts (whose authors' picks are noisier)
     weights = np.concatenate([np.full(len(c.ids), dev_weight if query_source(c.query_id) == "dev" else 1.0) for c in train_items])
-    model = fit_hgb(x, y, max_iter=max_iter, sample_weight=weights)
+    booster = fit_lightgbm(x, y, rounds=rounds, sample_weight=weights)
     fit_s = time.perf_counter() - fit_started
+    # one model per prior fold without that fold's queries: their scores are what thresholds are calibrated on
+    fold_of = np.concatenate([np.full(len(c.ids), prior_fold(c.query_id)) for c in train_items])
+    cross_fitted = [(LightGBMModel(fit_lightgbm(x[fold_of != f], y[fold_of != f], rounds=rounds,
+                                                sample_weight=weights[fold_of != f]).model_to_string()), priors[f])
+                    for f in range(PRIOR_FOLDS)]
     evaluation = {}
     for source in ("civitai", "dev"):
         part = [c for c in held if query_source(c.query_id) == source]
         if part:
-            scores = [model.decision_function(c.features.astype(np.float64)) for c in part]
+            scores = [booster.predict(c.features, raw_score=True) for c in part]
             evaluation[source] = {"fused": ranking_metrics(part, None), "learned": ranking_metrics(part, scores)}
     artifact = {
         "format": ARTIFACT_FORMAT,
         "version": ARTIFACT_VERSION,
         "feature_version": FEATURE_VERSION,
         "features": list(FEATURES),
-        "model": export_hgb(model),
+        "model": LightGBMModel.to_json(booster),
+        "prior": prior.to_json(),
         "training": {
             "files": [p.name for p in files],
             "split": {"salt": SPLIT_SALT, "heldout_one_in": HELDOUT_SHARE},
             "queries": len(train_items), "pairs": int(len(y)), "positives": int(y.sum()), "dev_weight": dev_weight,
+            "prior": f"pick prior over the training queries, alpha {prior_alpha}, {PRIOR_FOLDS} folds out-of-fold",
             "candidates": f"fused top {DEPTH}, default filter (exclude tags {exclude_tags}, blocklist)",
             "embedding_model": embedder.name,
-            "estimator": "sklearn HistGradientBoostingClassifier",
-            "params": {k: v for k, v in model.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))},
+            "estimator": "LightGBM binary",
+            "params": {**LIGHTGBM_PARAMS, "rounds": rounds},
             "fit_seconds": round(fit_s, 1),
             "total_seconds": round(time.perf_counter() - started, 1),
         },
@@ -201,13 +233,19 @@ def train(
         "selection": None,
     }
     save_artifact(artifact, out)
-    return artifact
+    return artifact, cross_fitted
 
 
-def calibrate_selection(ctx, queries_path: Path, *, target_picks: float = 2.2, progress: bool = False, log=print) -> dict[str, Any]:
+def calibrate_selection(
+    ctx, queries_path: Path, cross_fitted: list[tuple[LightGBMModel, PickPrior]], *, target_picks: float = 2.2,
+    progress: bool = False, log=print,
+) -> dict[str, Any]:
     """Thresholds for the offline planner on the learned scores, fitted on the non-held-out dev queries.
 
-    Runs the graph's own plan and retrieve nodes (strategy "learned") once per query, then searches
+    Runs the graph's own plan and retrieve nodes (strategy "learned") once per query, scoring each with
+    the model and prior of its fold that never saw it (`cross_fitted`, from `train`): the final model
+    scores its own training labels higher than it will any new prompt's, so thresholds fitted on its
+    scores came out too strict (1.45 picks per held-out prompt instead of 2.2). Then searches
     SelectionSettings for the best mean precision + recall whose mean picks per prompt stays within
     0.5 of `target_picks` (Stylus's composer: 2.2 adapters per COCO prompt).
     """
@@ -220,6 +258,7 @@ def calibrate_selection(ctx, queries_path: Path, *, target_picks: float = 2.2, p
     from agent import nodes
     from agent.planner import SelectionSettings, select_offline
     from evals.metrics import precision_recall
+    from tools.learned_rank import scoring_with
 
     queries = [q for q in load_queries(queries_path) if not is_heldout(q.id)]
     with ctx.db.connection() as conn:
@@ -232,7 +271,8 @@ def calibrate_selection(ctx, queries_path: Path, *, target_picks: float = 2.2, p
             continue
         state: dict = {"message": query.prompt, "seed": 0, "n_images": 4}
         state.update(nodes.plan(state, runtime))
-        state.update(nodes.retrieve(state, runtime))
+        with scoring_with(*cross_fitted[prior_fold(query.id)]):
+            state.update(nodes.retrieve(state, runtime))
         # the scores offline selection sees, with and without the whole prompt as a task: the grid reuses them
         cases.append(({whole: nodes.offline_scores(state["candidates"], whole) for whole in (False, True)}, relevant))
     grid = product((0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), (0.0, 0.3, 0.5, 0.7, 0.85), (1, 2, 3), (2, 3, 4, 6), (False, True))

@@ -12,9 +12,9 @@ from db.embeddings import best_similarities
 from db.search import ListQuery, SearchFilters, dense_search, lexical_search, search_lists
 from evals.queries import load_queries
 from tests.integration.test_catalog_db import catalog, write_catalog  # noqa: F401  (fixture)
-from tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker
-from tools.rank_features import INDEX
-from tools.rank_train import attach_features, collect_candidates, export_hgb, fit_hgb
+from tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker, scoring_with
+from tools.rank_features import INDEX, PRIOR_COLUMNS
+from tools.rank_train import PRIOR_FOLDS, attach_features, collect_candidates, fit_lightgbm, is_heldout, train
 from tools.retrieve import _search, _search_many, retrieve
 
 pytestmark = pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="no committed ranker artifact")
@@ -36,7 +36,7 @@ def test_serving_features_match_the_database(db, embedder, catalog) -> None:  # 
     vector = embedder.encode([text])[0]
     with db.connection() as conn:
         hits = retrieve(conn, embedder, text, strategy="fused", k=150)
-        x = hit_features(conn, embedder.name, text, vector, hits)
+        x = hit_features(conn, embedder.name, text, vector, hits, prior=load_ranker().prior)
         head = dict(dense_search(conn, embedder.name, "head", vector, 10, SearchFilters(), exact=True))
         learned = {h.adapter_id: h.score for h in retrieve(conn, embedder, text, strategy="learned", k=150)}
     assert len(hits) == 10
@@ -77,8 +77,39 @@ def test_training_pipeline_learns_from_labels(db, embedder, catalog, tmp_path: P
     attach_features(db, embedder.name, items)
     x = np.concatenate([c.features for c in items])
     y = np.concatenate([c.labels for c in items])
-    model = fit_hgb(np.tile(x, (10, 1)), np.tile(y, 10), max_iter=20)
-    assert export_hgb(model)["trees"] and model.predict_proba(x)[y == 1, 1].mean() > model.predict_proba(x)[y == 0, 1].mean()
+    booster = fit_lightgbm(np.tile(x, (10, 1)), np.tile(y, 10), rounds=20, min_child_samples=5)
+    assert booster.predict(x)[y == 1].mean() > booster.predict(x)[y == 0].mean()
+
+
+def test_train_writes_an_artifact_that_serves_with_a_leak_free_prior(db, embedder, catalog, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    pairs = [("watercolor fox", 1), ("neon streets at night", 2), ("retro game sprite", 3), ("a fox in the snow", 4)]
+    rows = [{"id": f"civitai-image-{i}", "prompt_no_lora": pairs[i % 4][0], "lora_ids": [pairs[i % 4][1]]} for i in range(60)]
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ranker.json"
+    artifact, cross_fitted = train(db, embedder, [path], out, exclude_tags=[], rounds=10, log=lambda *_: None)
+    priors = [prior for _, prior in cross_fitted]
+    ranker = load_ranker(out)
+    picks = ranker.prior.counts["civitai"].picks
+    trained = [r for r in rows if not is_heldout(r["id"])]
+    # only training queries are counted, each for its one label, keyed by source and external id
+    assert sum(picks.values()) == len(trained) == artifact["training"]["queries"] < len(rows)
+    assert set(picks) == {f"civitai:{r['lora_ids'][0]}" for r in trained}
+    assert len(priors) == PRIOR_FOLDS and all(sum(p.counts["civitai"].picks.values()) < len(trained) for p in priors)
+
+    monkeypatch.setenv("LORACLE_RANKER_PATH", str(out))
+    text = "watercolor fox"
+    vector = embedder.encode([text])[0]
+    with db.connection() as conn:
+        fused = retrieve(conn, embedder, text, strategy="fused", k=150)
+        learned = {h.adapter_id: h.score for h in retrieve(conn, embedder, text, strategy="learned", k=150)}
+        x = hit_features(conn, embedder.name, text, vector, fused, prior=ranker.prior)
+        model = ranker.model
+        with scoring_with(*cross_fitted[0]):
+            assert load_ranker(out).prior is priors[0] and load_ranker(out).model is cross_fitted[0][0]
+        assert load_ranker(out).prior is ranker.prior and load_ranker(out).model is model  # restored
+    assert x[:, PRIOR_COLUMNS].any()  # the prior reaches the served features
+    np.testing.assert_allclose(ranker.score(x), [learned[h.adapter_id] for h in fused], rtol=1e-5)
 
 
 def test_pipelined_lists_equal_one_by_one(db, embedder, catalog) -> None:  # noqa: F811

@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.learned_rank import DEFAULT_PATH, ArtifactError, Ranker, load_ranker, save_artifact
-from tools.rank_features import FEATURE_VERSION, FEATURES, INDEX, build_features, card_info
-from tools.rank_train import export_hgb, fit_hgb, is_heldout
+from tools.learned_rank import DEFAULT_PATH, ArtifactError, LightGBMModel, Ranker, load_ranker, save_artifact
+from tools.pick_prior import PickPrior
+from tools.rank_features import FEATURE_VERSION, FEATURES, INDEX, PRIOR_COLUMNS, build_features, card_info
+from tools.rank_train import Candidates, attach_prior, fit_lightgbm, is_heldout
+
+EMPTY_PRIOR = PickPrior.count([]).to_json()
 
 
 def _artifact(model: dict) -> dict:
     return {"format": "loracle-ranker", "version": 1, "feature_version": FEATURE_VERSION, "features": list(FEATURES),
-            "model": model, "selection": None}
+            "model": model, "prior": EMPTY_PRIOR, "selection": None}
 
 
 def _data(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -26,17 +29,27 @@ def _data(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
 
 
-def test_gbdt_artifact_round_trip_scores_exactly_like_sklearn(tmp_path: Path) -> None:
+def test_lightgbm_artifact_round_trip_scores_exactly_like_the_booster(tmp_path: Path) -> None:
     x, y = _data()
-    model = fit_hgb(x, y, max_iter=40)
+    x[::11, 3] = np.nan  # missing values follow each split's default branch, in training and after loading
+    booster = fit_lightgbm(x, y, rounds=40)
     path = tmp_path / "ranker.json"
-    save_artifact(_artifact(export_hgb(model)), path)
+    save_artifact(_artifact(LightGBMModel.to_json(booster)), path)
     ranker = load_ranker(path)
     test, _ = _data(500, seed=1)
-    test[::7, 3] = np.nan  # missing values follow the trees' missing-value branches
-    np.testing.assert_allclose(ranker.raw(test), model.decision_function(test.astype(np.float64)), atol=1e-5)
-    np.testing.assert_allclose(ranker.score(test), model.predict_proba(test.astype(np.float64))[:, 1], atol=1e-6)
-    assert "pickle" not in path.read_text()[:50] and json.loads(path.read_text())["model"]["type"] == "gbdt"
+    test[::7, 3] = np.nan
+    np.testing.assert_allclose(ranker.raw(test), booster.predict(test, raw_score=True), atol=1e-9)
+    np.testing.assert_allclose(ranker.score(test), booster.predict(test), atol=1e-9)
+    artifact = json.loads(path.read_text())
+    assert artifact["model"]["type"] == "lightgbm" and artifact["model"]["text"].startswith("tree")
+
+
+def test_a_model_over_another_feature_count_is_refused() -> None:
+    x, y = _data()
+    with pytest.raises(ArtifactError, match="features"):
+        Ranker(_artifact(LightGBMModel.to_json(fit_lightgbm(x[:, :5], y, rounds=3))))
+    with pytest.raises(ArtifactError, match="does not load"):
+        Ranker(_artifact({"type": "lightgbm", "text": "not a model"}))
 
 
 def test_logistic_artifact_scores() -> None:
@@ -54,10 +67,47 @@ def test_artifact_with_another_feature_list_is_refused() -> None:
     artifact["features"] = ["cos_head"]
     with pytest.raises(ArtifactError):
         Ranker(artifact)
+    artifact = _artifact({"type": "logistic", "mean": [0.0], "scale": [1.0], "coef": [1.0], "intercept": 0.0})
+    del artifact["prior"]
+    with pytest.raises(ArtifactError, match="pick prior"):
+        Ranker(artifact)
+
+
+def test_pick_prior_counts_per_source_and_survives_json() -> None:
+    prior = PickPrior.count([("dev", ["a", "b", "c"], ["a"]), ("dev", ["a", "b"], ["a", "b"]), ("civitai", ["a", "c"], ["c"])],
+                            alpha=1.0)
+    again = PickPrior.from_json(json.loads(json.dumps(prior.to_json())))
+    x = again.features(["a", "b", "c", "unknown"])
+    rate = lambda picks, queries: math.log1p(picks * 1000 / queries)  # noqa: E731
+    # columns: dev rate, dev share, civitai rate, civitai share
+    np.testing.assert_allclose(x[0], [rate(2, 2), 2 / 3, 0, 0], rtol=1e-6)  # a: picked by both dev queries, seen in both
+    np.testing.assert_allclose(x[1], [rate(1, 2), 1 / 3, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(x[2], [0, 0, rate(1, 1), 1 / 2], rtol=1e-6)
+    assert not x[3].any() and np.array_equal(x, prior.features(["a", "b", "c", "unknown"]))
+
+
+def _candidates(query_id: str, keys: list[str], picked: list[str]) -> Candidates:
+    ids = list(range(len(keys)))
+    c = Candidates(query_id, "", np.zeros(3), ids, [{}] * len(ids), [0.0] * len(ids), {keys.index(k) for k in picked})
+    c.features, c.keys, c.picked_keys = np.zeros((len(ids), len(FEATURES)), np.float32), keys, picked
+    return c
+
+
+def test_training_prior_is_out_of_fold() -> None:
+    # every training query picks its own adapter, which no other query picks; "shared" is picked by all
+    train = [_candidates(f"coco-{i}", [f"own-{i}", "shared"], [f"own-{i}", "shared"]) for i in range(40)]
+    held = [_candidates("coco-held", ["own-0", "shared"], [])]
+    serving, _ = attach_prior(train, held)
+    for c in train:
+        own, shared = c.features[:, PRIOR_COLUMNS][:, :2]  # dev rate and share
+        assert not own.any(), "a query's own label leaked into its prior"
+        assert shared.all() and shared[1] < 1  # picked by the other folds' queries
+    held_own = held[0].features[0, PRIOR_COLUMNS][:2]
+    assert held_own.all() and np.array_equal(held[0].features[:, PRIOR_COLUMNS], serving.features(["own-0", "shared"]))
 
 
 def _card(name, tags, triggers, downloads=100, weight=None):
-    return card_info((1, name, tags, triggers, None, "SD 1.5", weight, downloads, 5, 4.5, 10, 2, 500))
+    return card_info((1, f"civitai:{name}", name, tags, triggers, None, "SD 1.5", weight, downloads, 5, 4.5, 10, 2, 500))
 
 
 def test_features_are_sane() -> None:
@@ -84,6 +134,10 @@ def test_features_are_sane() -> None:
     assert f(0, "query_commas") == 1.0
     assert (f(0, "lexical_score"), f(0, "lexical_ratio"), f(1, "lexical_ratio")) == (6.0, 1.0, 0.0)
     assert f(0, "cos_head_z") > 0 > f(1, "cos_head_z")  # the nearer head vector is above this query's mean
+    assert not x[:, PRIOR_COLUMNS].any()  # no prior given
+    prior = PickPrior.count([("civitai", ["civitai:Pixel Art"], ["civitai:Pixel Art"])])
+    with_prior = build_features(text, [1, 2], [{"head": 1, "lexical": 4}, {"full": 2}], [0.05, 0.02], cosines, cards, [6.0, 0.0], prior)
+    assert not with_prior[0, PRIOR_COLUMNS].any() and with_prior[1, INDEX["prior_civitai_share"]] > 0
 
 
 def test_heldout_split_is_fixed_and_proportionate() -> None:
