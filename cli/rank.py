@@ -23,7 +23,7 @@ def train(
         None, "--calibrate", help="A labelled queries file whose non-held-out half calibrates the planner's thresholds."
     ),
     out: Path | None = typer.Option(None, "--out", help="Where to write the artifact (default tools/models/ranker.json)."),
-    rounds: int = typer.Option(300, help="Boosting rounds."),
+    rounds: int | None = typer.Option(None, help="Boosting rounds (default tools/rank_train.ROUNDS: 100, chosen by cross-validation)."),
     dev_weight: float = typer.Option(2.0, help="Weight of dev-file queries relative to Civitai prompts (2 won cross-validation)."),
     target_picks: float = typer.Option(2.2, help="Mean adapters per prompt the calibration aims at (Stylus: 2.2)."),
 ) -> None:
@@ -32,7 +32,7 @@ def train(
 
     from tools.embeddings import get_embedder
     from tools.learned_rank import artifact_path, load_ranker, save_artifact
-    from tools.rank_train import calibrate_selection, train as train_ranker
+    from tools.rank_train import ROUNDS, calibrate_selection, train as train_ranker
 
     torch.set_num_threads(1)
     settings = get_settings()
@@ -44,7 +44,7 @@ def train(
     with open_database(settings) as db:
         embedder = get_embedder(settings.embedding_model)
         artifact, cross_fitted = train_ranker(db, embedder, queries, out, exclude_tags=settings.exclude_tags,
-                                ef_search=settings.hnsw_ef_search, rounds=rounds, dev_weight=dev_weight, progress=True,
+                                ef_search=settings.hnsw_ef_search, rounds=rounds or ROUNDS, dev_weight=dev_weight, progress=True,
                                 log=typer.echo)
         typer.echo(json.dumps(artifact["heldout"], indent=2))
         if calibrate is not None:

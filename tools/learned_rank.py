@@ -2,7 +2,8 @@
 
 The artifact (tools/models/ranker.json, written by `loracle rank train`) holds the model as text
 (gradient-boosted trees in LightGBM's model format, or logistic-regression coefficients), the feature
-list and versions, the pick prior's counts (tools/pick_prior.py), how it was trained and evaluated,
+list and versions, the pick prior (tools/pick_prior.py: counts, and the picking training queries'
+vectors), how it was trained and evaluated,
 and the offline planner's selection thresholds calibrated for its scores. No pickle anywhere.
 
 A hit's new score is the model's probability that the adapter is one a person (or Stylus's
@@ -94,6 +95,7 @@ class Ranker:
         except (KeyError, TypeError, ValueError) as error:
             raise ArtifactError(f"the artifact's pick prior is missing or malformed ({error!r})") from None
         self.meta = artifact
+        self.embedding_model: str | None = (artifact.get("training") or {}).get("embedding_model")
         self.selection: dict[str, Any] = artifact.get("selection") or {}
 
     def raw(self, x: np.ndarray) -> np.ndarray:
@@ -156,7 +158,7 @@ def hit_features(
     cards = cards if cards is not None else load_cards(conn, ids)
     ranks = [h.evidence.get("ranks", {}) for h in hits]
     lexical = [h.evidence.get("lexical_score", 0.0) for h in hits]
-    return build_features(text, ids, ranks, [h.score for h in hits], cosines, cards, lexical, prior)
+    return build_features(text, ids, ranks, [h.score for h in hits], cosines, cards, lexical, prior, query)
 
 
 def rerank_learned(
@@ -167,6 +169,9 @@ def rerank_learned(
     if not hits:
         return hits
     ranker = load_ranker()
+    if ranker.embedding_model and embedder.name != ranker.embedding_model:
+        raise ArtifactError(f"the ranker was trained on {ranker.embedding_model} embeddings, the catalog is searched with "
+                            f"{embedder.name}; run `loracle rank train` again")
     scores = ranker.score(hit_features(conn, embedder.name, text, query, hits, cosines, cards, ranker.prior))
     for hit, score in zip(hits, scores):
         hit.evidence["fused_score"] = round(hit.score, 5)

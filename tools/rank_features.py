@@ -4,7 +4,8 @@ Everything comes from what the database already holds at serving time: the query
 stored vectors of each candidate per kind (`db.embeddings.best_similarities`), the card fields (name, tags, trigger
 words, category, popularity, recommended weight, base model) and the ranks the fused retrieval gave
 it (`Hit.evidence["ranks"]`, the RRF score). Nothing is re-embedded but the query itself. The last
-features are the pick prior (tools/pick_prior.py): how often training queries picked the adapter.
+features are the pick prior (tools/pick_prior.py): how often training queries, and those most like
+this one, picked the adapter.
 
 `FEATURES` is the contract with the model artifact (tools/models/ranker.json): the model stores the
 list it was trained with and refuses to score a different one.
@@ -23,7 +24,7 @@ import psycopg
 from tools.pick_prior import FEATURES as PRIOR_FEATURES
 from tools.pick_prior import PickPrior
 
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 DENSE_KINDS = ("head", "full", "prompt")
 RANK_LISTS = ("full", "head", "prompt", "lexical")
 MISSING_RANK = 300  # a list that did not return the adapter (depth is 150)
@@ -167,13 +168,15 @@ def build_features(
     cards: Mapping[int, CardInfo],
     lexical_scores: Sequence[float] | None = None,
     prior: PickPrior | None = None,
+    query: np.ndarray | None = None,
 ) -> np.ndarray:
     """A (len(ids), len(FEATURES)) float32 matrix; ids in fused order (position = index + 1).
 
     `cosines`: per DENSE_KINDS kind, the best cosine of the query to each candidate's vectors (NaN where it
     has none): `db.embeddings.best_similarities`, in serving and in training alike.
     `lexical_scores`: the lexical list's BM25 per candidate (0 where absent; `Hit.evidence["lexical_score"]`).
-    `prior`: the pick prior (None leaves its columns 0: training fills them out-of-fold)."""
+    `prior`: the pick prior, for the query's vector `query` (None leaves its columns 0: training fills
+    them out-of-fold)."""
     n = len(ids)
     x = np.zeros((n, len(FEATURES)), dtype=np.float32)
     if n == 0:
@@ -219,7 +222,9 @@ def build_features(
     x[:, INDEX["query_words"]] = len(words)
     x[:, INDEX["query_commas"]] = text.count(",")
     if prior is not None:
-        x[:, PRIOR_COLUMNS] = prior.features(card_keys(ids, cards))
+        if query is None:
+            raise ValueError("the pick prior needs the query's vector")
+        x[:, PRIOR_COLUMNS] = prior.features(card_keys(ids, cards), query)
     return x
 
 

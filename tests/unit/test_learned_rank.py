@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.learned_rank import DEFAULT_PATH, ArtifactError, LightGBMModel, Ranker, load_ranker, save_artifact
+from tools.learned_rank import DEFAULT_PATH, ArtifactError, LightGBMModel, Ranker, load_ranker, rerank_learned, save_artifact
 from tools.pick_prior import PickPrior
 from tools.rank_features import FEATURE_VERSION, FEATURES, INDEX, PRIOR_COLUMNS, build_features, card_info
 from tools.rank_train import Candidates, attach_prior, fit_lightgbm, is_heldout
@@ -73,22 +73,49 @@ def test_artifact_with_another_feature_list_is_refused() -> None:
         Ranker(artifact)
 
 
+def _unit(*values: float) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
 def test_pick_prior_counts_per_source_and_survives_json() -> None:
-    prior = PickPrior.count([("dev", ["a", "b", "c"], ["a"]), ("dev", ["a", "b"], ["a", "b"]), ("civitai", ["a", "c"], ["c"])],
-                            alpha=1.0)
+    queries = [("dev", ["a", "b", "c"], ["a"], _unit(1, 0, 0)), ("dev", ["a", "b"], ["a", "b"], _unit(0.6, 0.8, 0)),
+               ("civitai", ["a", "c"], ["c"], _unit(0, 0, 1))]
+    prior = PickPrior.count(queries, alpha=1.0)
     again = PickPrior.from_json(json.loads(json.dumps(prior.to_json())))
-    x = again.features(["a", "b", "c", "unknown"])
+    query = _unit(1, 0, 0)
+    x = again.features(["a", "b", "c", "unknown"], query)
     rate = lambda picks, queries: math.log1p(picks * 1000 / queries)  # noqa: E731
-    # columns: dev rate, dev share, civitai rate, civitai share
-    np.testing.assert_allclose(x[0], [rate(2, 2), 2 / 3, 0, 0], rtol=1e-6)  # a: picked by both dev queries, seen in both
-    np.testing.assert_allclose(x[1], [rate(1, 2), 1 / 3, 0, 0], rtol=1e-6)
-    np.testing.assert_allclose(x[2], [0, 0, rate(1, 1), 1 / 2], rtol=1e-6)
-    assert not x[3].any() and np.array_equal(x, prior.features(["a", "b", "c", "unknown"]))
+    # per source: rate, share, votes (summed cosine of the neighbours that picked it), nearest, centroid
+    a_centroid = float(_unit(1.6, 0.8, 0) @ query)
+    np.testing.assert_allclose(x[0], [rate(2, 2), 2 / 3, 1.6, 1.0, a_centroid, 0, 0, 0, 0, 0], rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(x[1], [rate(1, 2), 1 / 3, 0.6, 0.6, 0.6, 0, 0, 0, 0, 0], rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(x[2], [0, 0, 0, 0, 0, rate(1, 1), 1 / 2, 0, 0, 0], rtol=1e-2, atol=1e-2)  # orthogonal
+    assert not x[3].any()
+    # int8 vectors in training as in the artifact: the round trip scores exactly what training scored
+    assert np.array_equal(x, prior.features(["a", "b", "c", "unknown"], query))
+    assert x[0, INDEX["prior_dev_votes"] - PRIOR_COLUMNS.start] > x[0, INDEX["prior_dev_nearest"] - PRIOR_COLUMNS.start]
+
+
+def test_pick_prior_neighbours_follow_the_query() -> None:
+    # two kinds of training prompts picking two adapters: the nearer kind's adapter gets the votes
+    queries = [("civitai", ["fox", "neon"], ["fox"], _unit(1, 0.1 * i, 0)) for i in range(5)]
+    queries += [("civitai", ["fox", "neon"], ["neon"], _unit(0, 0.1 * i, 1)) for i in range(5)]
+    prior = PickPrior.count(queries)
+    votes = INDEX["prior_civitai_votes"] - PRIOR_COLUMNS.start
+    centroid = INDEX["prior_civitai_centroid"] - PRIOR_COLUMNS.start
+    near_fox = prior.features(["fox", "neon"], _unit(1, 0, 0.1))
+    near_neon = prior.features(["fox", "neon"], _unit(0.1, 0, 1))
+    assert near_fox[0, votes] > near_fox[1, votes] and near_neon[1, votes] > near_neon[0, votes]
+    assert near_fox[0, centroid] > 0.9 > 0.2 > near_fox[1, centroid]
+    # the overall counts do not depend on the query
+    rate = INDEX["prior_civitai_rate"] - PRIOR_COLUMNS.start
+    assert near_fox[0, rate] == near_neon[0, rate] == near_fox[1, rate]
 
 
 def _candidates(query_id: str, keys: list[str], picked: list[str]) -> Candidates:
     ids = list(range(len(keys)))
-    c = Candidates(query_id, "", np.zeros(3), ids, [{}] * len(ids), [0.0] * len(ids), {keys.index(k) for k in picked})
+    c = Candidates(query_id, "", _unit(1, 1, 0), ids, [{}] * len(ids), [0.0] * len(ids), {keys.index(k) for k in picked})
     c.features, c.keys, c.picked_keys = np.zeros((len(ids), len(FEATURES)), np.float32), keys, picked
     return c
 
@@ -102,8 +129,18 @@ def test_training_prior_is_out_of_fold() -> None:
         own, shared = c.features[:, PRIOR_COLUMNS][:, :2]  # dev rate and share
         assert not own.any(), "a query's own label leaked into its prior"
         assert shared.all() and shared[1] < 1  # picked by the other folds' queries
-    held_own = held[0].features[0, PRIOR_COLUMNS][:2]
-    assert held_own.all() and np.array_equal(held[0].features[:, PRIOR_COLUMNS], serving.features(["own-0", "shared"]))
+        assert not c.features[0, PRIOR_COLUMNS].any()  # nor into the neighbour features (votes, nearest, centroid)
+    held_own = held[0].features[0, PRIOR_COLUMNS]
+    assert held_own[:5].all() and np.array_equal(held[0].features[:, PRIOR_COLUMNS], serving.features(["own-0", "shared"], held[0].vector))
+
+
+def test_the_committed_ranker_refuses_another_embedding_model() -> None:
+    class OtherEmbedder:
+        name = "some-other-embedder"
+
+    hit = type("Hit", (), {"adapter_id": 1, "score": 0.1, "evidence": {}})()
+    with pytest.raises(ArtifactError, match="all-MiniLM-L6-v2 embeddings"):
+        rerank_learned(None, OtherEmbedder(), "a fox", np.zeros(8, np.float32), [hit])
 
 
 def _card(name, tags, triggers, downloads=100, weight=None):
@@ -135,9 +172,13 @@ def test_features_are_sane() -> None:
     assert (f(0, "lexical_score"), f(0, "lexical_ratio"), f(1, "lexical_ratio")) == (6.0, 1.0, 0.0)
     assert f(0, "cos_head_z") > 0 > f(1, "cos_head_z")  # the nearer head vector is above this query's mean
     assert not x[:, PRIOR_COLUMNS].any()  # no prior given
-    prior = PickPrior.count([("civitai", ["civitai:Pixel Art"], ["civitai:Pixel Art"])])
-    with_prior = build_features(text, [1, 2], [{"head": 1, "lexical": 4}, {"full": 2}], [0.05, 0.02], cosines, cards, [6.0, 0.0], prior)
+    prior = PickPrior.count([("civitai", ["civitai:Pixel Art"], ["civitai:Pixel Art"], _unit(1, 0))])
+    with pytest.raises(ValueError, match="query's vector"):
+        build_features(text, [1, 2], [{}, {}], [0.05, 0.02], cosines, cards, [6.0, 0.0], prior)
+    with_prior = build_features(text, [1, 2], [{"head": 1, "lexical": 4}, {"full": 2}], [0.05, 0.02], cosines, cards, [6.0, 0.0],
+                                prior, _unit(1, 1))
     assert not with_prior[0, PRIOR_COLUMNS].any() and with_prior[1, INDEX["prior_civitai_share"]] > 0
+    assert with_prior[1, INDEX["prior_civitai_centroid"]] == pytest.approx(2 ** -0.5, abs=1e-2)
 
 
 def test_heldout_split_is_fixed_and_proportionate() -> None:
