@@ -112,6 +112,46 @@ def test_train_writes_an_artifact_that_serves_with_a_leak_free_prior(db, embedde
     np.testing.assert_allclose(ranker.score(x), [learned[h.adapter_id] for h in fused], rtol=1e-5)
 
 
+class _Recording:
+    """A model that notes which prior fold's model scored, then scores as that model does."""
+
+    def __init__(self, model, fold: int, log: list[int]) -> None:
+        self.model, self.fold, self.log = model, fold, log
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        self.log.append(self.fold)
+        return self.model.raw(x)
+
+
+class _MustNotScore:
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        raise AssertionError("calibration scored with the final model, which saw the query's labels")
+
+
+def test_calibration_scores_each_query_with_the_model_that_never_saw_it(db, embedder, catalog, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    from agent.runtime import build_context
+    from agent.settings import Settings
+    from tools.rank_train import calibrate_selection, prior_fold
+
+    pairs = [("watercolor fox", 1), ("neon streets at night", 2), ("retro game sprite", 3), ("a fox in the snow", 4)]
+    rows = [{"id": f"coco-{i}", "prompt": pairs[i % 4][0], "topics": {"t": [pairs[i % 4][1]]}} for i in range(40)]
+    path = tmp_path / "dev.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ranker.json"
+    _, cross_fitted = train(db, embedder, [path], out, exclude_tags=[], rounds=10, log=lambda *_: None)
+    monkeypatch.setenv("LORACLE_RANKER_PATH", str(out))
+    load_ranker(out).model = _MustNotScore()
+    log: list[int] = []
+    recording = [(_Recording(model, fold, log), prior) for fold, (model, prior) in enumerate(cross_fitted)]
+    ctx = build_context(Settings(home=tmp_path / "home", base_model="tiny", ranker="learned"), db, llm=None)
+    ctx.base_models = None
+    calibration = calibrate_selection(ctx, path, recording, target_picks=1.0, log=lambda *_: None)
+    calibrated = [r["id"] for r in rows if not is_heldout(r["id"])]
+    assert calibration["queries"] == len(calibrated)
+    assert set(log) == {prior_fold(i) for i in calibrated} and len(set(log)) > 1
+    assert isinstance(load_ranker(out).model, _MustNotScore)  # restored after each query
+
+
 def test_pipelined_lists_equal_one_by_one(db, embedder, catalog) -> None:  # noqa: F811
     texts = ["misty forest, watercolor", "a red fox", "neon streets at night"]
     vectors = embedder.encode(texts)
