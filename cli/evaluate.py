@@ -13,33 +13,43 @@ from cli.context import fail, open_database
 
 app = typer.Typer(no_args_is_help=True, help="Measure retrieval, selection and sampling.")
 
-QUERIES = typer.Option(..., "--queries", help="A labelled queries JSONL (../shared/data/queries format).")
+QUERIES = typer.Option(..., "--queries", help="A labelled queries JSONL (../shared/data/queries format); repeat the option "
+                       "to evaluate several files in one run (JSON: a list, one result per file).")
 AS_JSON = typer.Option(False, "--json", help="Print the results as JSON.")
 LIMIT = typer.Option(0, help="Only the first N labelled queries (0 = all).")
 HELDOUT = typer.Option(False, "--heldout", help="Only the learned ranker's held-out queries (its fixed split).")
 
 
-def _run_labelled(queries: Path, as_json: bool, run: Callable[[Any, Any], dict], fmt: Callable[[dict], str]) -> None:
-    """The option handling retrieval and selection share: check the file, open the database, print."""
+def _run_labelled(
+    files: list[Path], as_json: bool, run: Callable[[Any, Any, Path], dict], fmt: Callable[[dict], str]
+) -> None:
+    """The option handling retrieval and selection share: check the files, open the database once, print
+    one result per file (a single file's JSON is its object, several files' a list)."""
     settings = get_settings()
-    if not queries.is_file():
-        raise fail(f"no such queries file: {queries}")
+    for path in files:
+        if not path.is_file():
+            raise fail(f"no such queries file: {path}")
+    results = []
     with open_database(settings) as db:
-        try:
-            results = run(settings, db)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
-    typer.echo(json.dumps(results, indent=2) if as_json else fmt(results))
+        for path in files:
+            try:
+                results.append(run(settings, db, path))
+            except ValueError as exc:
+                raise fail(f"{path}: {exc}") from None
+            if not as_json:
+                typer.echo(fmt(results[-1]) + ("\n" if path != files[-1] else ""))
+    if as_json:
+        typer.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
 
 
 @app.command("retrieval")
-def retrieval(queries: Path = QUERIES, as_json: bool = AS_JSON, limit: int = LIMIT, heldout: bool = HELDOUT) -> None:
+def retrieval(queries: list[Path] = QUERIES, as_json: bool = AS_JSON, limit: int = LIMIT, heldout: bool = HELDOUT) -> None:
     """Recall@10/50/150 and nDCG@10 for every strategy, dense baseline first, in one run."""
     from evals.retrieval import evaluate_retrieval, format_table
     from tools.embeddings import get_embedder
 
-    def run(settings, db) -> dict:
-        return evaluate_retrieval(db, get_embedder(settings.embedding_model), queries, exclude_tags=settings.exclude_tags,
+    def run(settings, db, path: Path) -> dict:
+        return evaluate_retrieval(db, get_embedder(settings.embedding_model), path, exclude_tags=settings.exclude_tags,
                                   limit=limit or None, ef_search=settings.hnsw_ef_search,
                                   connections=settings.search_connections, progress=not as_json, heldout=heldout)
 
@@ -47,7 +57,7 @@ def retrieval(queries: Path = QUERIES, as_json: bool = AS_JSON, limit: int = LIM
 
 
 @app.command("selection")
-def selection(queries: Path = QUERIES, as_json: bool = AS_JSON, limit: int = LIMIT, heldout: bool = HELDOUT) -> None:
+def selection(queries: list[Path] = QUERIES, as_json: bool = AS_JSON, limit: int = LIMIT, heldout: bool = HELDOUT) -> None:
     """Precision/recall of the offline planner's final picks vs top-3 dense, and time per graph node."""
     import torch
 
@@ -56,10 +66,10 @@ def selection(queries: Path = QUERIES, as_json: bool = AS_JSON, limit: int = LIM
 
     torch.set_num_threads(1)  # one query's few short texts embed faster on one thread, above all under load
 
-    def run(settings, db) -> dict:
+    def run(settings, db, path: Path) -> dict:
         ctx = build_context(settings.model_copy(update={"base_model": "tiny"}), db, llm=None)
         ctx.base_models = None  # score against every labelled adapter, whatever its base model
-        return evaluate_selection(ctx, queries, limit=limit or None, progress=not as_json, heldout=heldout)
+        return evaluate_selection(ctx, path, limit=limit or None, progress=not as_json, heldout=heldout)
 
     _run_labelled(queries, as_json, run, format_selection)
 

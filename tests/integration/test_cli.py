@@ -77,3 +77,25 @@ def test_generate_with_image_and_mask(tmp_path: Path, database_url: str) -> None
     assert result["nfe"] == 2 * 2  # CFG, the last half of 4 steps
     out = np.asarray(Image.open(result["images"][0]))
     assert np.array_equal(out[:8], np.asarray(Image.open(image))[:8])
+
+
+def test_eval_retrieval_reports_several_query_files_in_one_run(tmp_path: Path, database_url: str) -> None:
+    """Dev-format and Civitai-prompt-format files side by side: one result per file, each with its own labels."""
+    env = {"LORACLE_DATABASE_URL": database_url, "LORACLE_HOME": str(tmp_path / "home"), "LORACLE_RANKER_PATH": str(tmp_path / "none.json")}
+    assert run(["catalog", "import", str(write_catalog(tmp_path / "catalog.jsonl"))], env).returncode == 0
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(json.dumps({"id": "coco-1", "prompt": "neon cyberpunk city streets at night", "topics": {"city": [2]}}) + "\n")
+    civitai = tmp_path / "civitai.jsonl"
+    civitai.write_text(json.dumps({"id": "civitai-1", "prompt_no_lora": "a red fox in a misty forest", "lora_ids": [4, 7]}) + "\n"
+                       + json.dumps({"id": "civitai-2", "prompt_no_lora": "nothing in the catalog", "lora_ids": [999]}) + "\n")
+    done = run(["eval", "retrieval", "--queries", str(dev), "--queries", str(civitai), "--json"], env)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert [r["file"] for r in results] == [str(dev), str(civitai)]
+    assert [r["queries"] for r in results] == [1, 1]  # the query whose label is not in the catalog is left out
+    dense = {r["file"]: r["strategies"][0] for r in results}
+    assert dense[str(dev)]["strategy"] == "dense (baseline)" and dense[str(dev)]["R@10"] == 1.0
+    assert dense[str(civitai)]["R@10"] == 1.0
+    assert not any(row["strategy"].startswith("learned") for r in results for row in r["strategies"])  # no artifact there
+    missing = run(["eval", "retrieval", "--queries", str(dev), "--queries", str(tmp_path / "gone.jsonl")], env)
+    assert missing.returncode == 1 and "no such queries file" in missing.stderr
