@@ -31,13 +31,13 @@ def _run_labelled(
             raise fail(f"no such queries file: {path}")
     results = []
     with open_database(settings) as db:
-        for path in files:
+        for number, path in enumerate(files):
             try:
                 results.append(run(settings, db, path))
             except ValueError as exc:
                 raise fail(f"{path}: {exc}") from None
-            if not as_json:
-                typer.echo(fmt(results[-1]) + ("\n" if path != files[-1] else ""))
+            if not as_json:  # each table as soon as it is done, a blank line between them
+                typer.echo(("\n" if number else "") + fmt(results[-1]))
     if as_json:
         typer.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
 
