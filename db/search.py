@@ -35,9 +35,10 @@ class SearchFilters:
         }
 
 
-# hnsw.ef_search: at the 7K catalog, recall@150 of the HNSW lists against exact search is .94-.95 at 200 and
-# .98-.99 at 800, for +0.8 ms per list (python -m evals.bench_retrieval); held-out R@10 of the learned
-# strategy .773 -> .781 and the agent's pick recall went up too.
+# hnsw.ef_search: at the 7K catalog, recall@150 of the HNSW lists against exact search is .98-.99 at 200-400;
+# at 800 the planner costs the index above a scan of every row and scans (recall 1). At 100K it reads the
+# index: recall .97-.99 at 800, .94-.97 at 400 (python -m evals.bench_retrieval, which marks exact scans).
+# 800 over 200 lifted held-out R@10 of the learned strategy .773 -> .781 and the agent's pick recall.
 DEFAULT_EF_SEARCH = 800
 
 _FILTER_SQL = (
