@@ -23,7 +23,7 @@ from psycopg import sql
 from agent.settings import get_settings
 from db import connect
 from db.catalog import vacuum_catalog
-from db.embeddings import ensure_hnsw_index
+from db.embeddings import ensure_hnsw_index, index_name
 from db.search import SearchFilters, _dense_statement, _set_hnsw, dense_search
 from evals.metrics import percentile
 from evals.queries import load_queries
@@ -183,19 +183,21 @@ def measure(url: str, label: str, prompts: list[str], vectors: np.ndarray, embed
                     times.append((time.perf_counter() - started) * 1000)
                 ms = percentile(times, 50)
                 recall = np.mean([len(truth & got) / max(len(truth), 1) for truth, got in zip(exact, found)])
-                mark = "" if uses_hnsw(conn, kind, vectors[0], filters, ef, rows) else "*"
+                mark = "" if uses_hnsw(conn, embedder.name, kind, vectors[0], filters, ef, rows) else "*"
                 cells += f"{recall:>10.3f}{ms:>7.1f}{mark:1}"
             print(f"{kind:<13}{cells}{exact_ms:>10.1f}", flush=True)
     db.close()
 
 
-def uses_hnsw(conn: psycopg.Connection, kind: str, vector: np.ndarray, filters: SearchFilters, ef: int, rows: int) -> bool:
-    """Whether the planner reads the HNSW index for this list at this ef (else it scans the rows exactly)."""
-    statement, params = _dense_statement(MINILM, kind, vector, 150, filters, rows)
+def uses_hnsw(conn: psycopg.Connection, model: str, kind: str, vector: np.ndarray, filters: SearchFilters, ef: int,
+              rows: int) -> bool:
+    """Whether the planner reads the HNSW index for this list at this ef (else it scans the rows exactly);
+    its choice follows the catalog's size and the ef, not the query, so one query's plan tells."""
+    statement, params = _dense_statement(model, kind, vector, 150, filters, rows)
     with conn.transaction():
         _set_hnsw(conn, ef)
         plan = conn.execute(sql.SQL("EXPLAIN ") + statement, params).fetchall()
-    return any("emb_hnsw_" in line for (line,) in plan)
+    return any(index_name(model, kind) in line for (line,) in plan)
 
 
 def main() -> None:
