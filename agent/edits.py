@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from agent.plan import Edits, Plan, PlanTask
-from agent.planner import split_tasks
+from loracle.agent.plan import Edits, Plan, PlanTask
+from loracle.agent.planner import split_tasks
 
 _KEEP_SEED = re.compile(r"\b(?:keep|same)\s+(?:the\s+)?(?:seed|picture|image|composition|layout|pose)\b", re.I)
 _DROP = re.compile(

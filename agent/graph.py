@@ -7,8 +7,8 @@ from __future__ import annotations
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
-from agent import nodes
-from agent.state import AgentContext, AgentState, TurnInput
+from loracle.agent import nodes
+from loracle.agent.state import AgentContext, AgentState, TurnInput
 
 
 def build_graph(checkpointer: BaseCheckpointSaver | None = None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from langchain_core.language_models import BaseChatModel
 
-from agent.settings import Settings
+from loracle.agent.settings import Settings
 
 
 def make_chat_model(

@@ -14,22 +14,22 @@ from typing import Any
 from langgraph.runtime import Runtime
 from PIL import Image
 
-from agent.edits import read_follow_up, refinement_source
-from agent.plan import ImageEdit, Plan
-from agent.planner import SelectionSettings, negative_wishes, offline_ranking, select_offline, split_tasks
-from agent.selector import LLMFailed, select_with_llm
-from agent.state import AgentContext, AgentState
-from db.catalog import find_adapters, get_adapters
-from db.runs import add_image, known_conflicts, record_conflict
-from db.search import SearchFilters
-from generation.edit import check_edit_inputs, load_image
-from generation.guidance import GuidanceSettings, GuideSpec
-from generation.masks import ComposerSettings, Composition, Mix
-from generation.skipping import SkipSettings
-from tools.compose import DEFAULT_WEIGHT, adapter_file, compose_mixes
-from tools.inspect import Finding, MixAdapter, check_kept_region, check_mix, inspect_images
-from tools.retrieve import Hit, retrieve_for_tasks
-from tools.sample import SampleSettings, sample
+from loracle.agent.edits import read_follow_up, refinement_source
+from loracle.agent.plan import ImageEdit, Plan
+from loracle.agent.planner import SelectionSettings, negative_wishes, offline_ranking, select_offline, split_tasks
+from loracle.agent.selector import LLMFailed, select_with_llm
+from loracle.agent.state import AgentContext, AgentState
+from loracle.db.catalog import find_adapters, get_adapters
+from loracle.db.runs import add_image, known_conflicts, record_conflict
+from loracle.db.search import SearchFilters
+from loracle.generation.edit import check_edit_inputs, load_image
+from loracle.generation.guidance import GuidanceSettings, GuideSpec
+from loracle.generation.masks import ComposerSettings, Composition, Mix
+from loracle.generation.skipping import SkipSettings
+from loracle.tools.compose import DEFAULT_WEIGHT, adapter_file, compose_mixes
+from loracle.tools.inspection import Finding, MixAdapter, check_kept_region, check_mix, inspect_images
+from loracle.tools.retrieve import Hit, retrieve_for_tasks
+from loracle.tools.sample import SampleSettings, sample
 
 WHOLE_PROMPT = "(whole prompt)"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agent.plan import PlanTask
+from loracle.agent.plan import PlanTask
 
 MAX_TASKS = 8
 QUALITY_TAGS = frozenset(
@@ -113,7 +113,7 @@ def offline_ranking(ranker: str = "rerank") -> tuple[str, SelectionSettings]:
     reranker with the thresholds calibrated for its scores, when its artifact exists (`loracle rank train`);
     the default is the hand-weighted reranker, because the learned one still misses obvious matches on
     small catalogs (see the issue notes)."""
-    from tools.learned_rank import available, load_ranker
+    from loracle.tools.learned_rank import available, load_ranker
 
     if ranker == "learned" and available():
         return "learned", SelectionSettings(**load_ranker().selection.get("settings", {}))

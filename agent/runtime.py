@@ -1,6 +1,6 @@
 """Wiring: settings -> the run context the graph needs (database, embedder, engine, judge, LLM).
 
-The built-in "world" base model is the digits world committed under evals/world/artifacts: a trained
+The built-in "world" base model is the digits world bundled under generation/world/artifacts: a trained
 pixel-space model, a weaker guide for autoguidance, style LoRAs, their catalog, known conflicts and a
 judge that inspection uses as its prompt-fit check.
 """
@@ -8,18 +8,20 @@ judge that inspection uses as its prompt-fit check.
 from __future__ import annotations
 
 import json
-import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from agent.llm import make_chat_model
-from agent.settings import Settings
-from agent.state import AgentContext
-from db import Database
-from generation.engine import Engine
-from tools.embeddings import get_embedder
+from loracle.agent.llm import make_chat_model
+from loracle.agent.settings import Settings
+from loracle.agent.state import AgentContext
+from loracle.db import Database
+from loracle.generation.engine import Engine
+from loracle.generation.world import world_paths
+from loracle.tools.embedder import get_embedder
+from loracle.tools.judges import world_judge
 
 WORLD_NAMESPACE = "digits-world"
 
@@ -39,17 +41,9 @@ class BaseSetup:
     judge_factory: Callable[[], Any] | None = None
 
 
-def world_root() -> Path:
-    from evals.world.paths import world_paths
-
-    return world_paths().root
-
-
 def resolve_base(settings: Settings) -> BaseSetup:
     dirs = [settings.adapters_dir, *settings.adapter_dirs]
     if settings.base_model == "world":
-        from evals.world.paths import world_paths
-
         paths = world_paths()
         conflicts = []
         if paths.conflicts.exists():
@@ -71,8 +65,6 @@ def resolve_base(settings: Settings) -> BaseSetup:
 
 def _world_mar(dirs: list[Path]) -> BaseSetup:
     """The digits world's second generator family: its MAR (same prompts, judge and styles; its own LoRAs)."""
-    from evals.world.paths import world_paths
-
     paths = world_paths()
     if not (paths.mar / "loracle_model.json").is_file():
         raise ValueError(f"base model 'world-mar': no MAR in {paths.mar}; build it with `loracle world train --only mar`")
@@ -84,40 +76,19 @@ def _world_mar(dirs: list[Path]) -> BaseSetup:
     )
 
 
-def world_judge(folder: Path):
-    """The world's judge as inspection's prompt-fit check: the digit asked for, and the styles triggered."""
-    from evals.world.data import DIGIT_WORDS
-    from evals.world.judge import load_judge
-    from evals.world.styles import STYLES
-
-    judge = load_judge(folder)
-    triggers = {s.trigger: s.name for s in STYLES}
-
-    def check(image, prompt: str) -> str | None:
-        words = re.findall(r"[a-z0-9]+", prompt.lower())
-        wanted = [DIGIT_WORDS.index(w) if w in DIGIT_WORDS else int(w) for w in words if w in DIGIT_WORDS or (w.isdigit() and len(w) == 1)]
-        drawn = int(judge.digits([image])[0])
-        if wanted and drawn != wanted[0]:
-            return f"drew a {DIGIT_WORDS[drawn]}, asked for a {DIGIT_WORDS[wanted[0]]}"
-        missing = [name for trigger, name in triggers.items() if trigger in words and name not in judge.detect([image])[0]]
-        return f"style not visible: {', '.join(missing)}" if missing else None
-
-    return check
-
-
 _ENGINES: dict[tuple, Any] = {}  # Engine, or MAREngine (same generate contract) for "world-mar"
 _ENGINES_LOCK = threading.Lock()
 
 
 def engine_for(setup: BaseSetup):
     """One engine per base model per process (loading weights is the slow part)."""
-    from generation.models import load_base_model
+    from loracle.generation.base_models import load_base_model
 
     key = (setup.spec, setup.guide, tuple(map(str, setup.adapter_dirs)))
     with _ENGINES_LOCK:
         if key not in _ENGINES and setup.family == "digits-mar":
-            from generation.mar.engine import MAREngine
-            from generation.mar.io import load_mar
+            from loracle.generation.mar.engine import MAREngine
+            from loracle.generation.mar.io import load_mar
 
             _ENGINES[key] = MAREngine(load_mar(setup.spec), setup.adapter_dirs)
         if key not in _ENGINES:

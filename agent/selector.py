@@ -7,14 +7,14 @@ The model is bound to two tools: `SearchAdapters` (only when it adds a task with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field, ValidationError
 
-from agent.prompts import SELECT_SYSTEM, candidate_block, select_user_message
+from loracle.agent.prompts import SELECT_SYSTEM, candidate_block, select_user_message
 
 MAX_ROUNDS = 3
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from db.search import DEFAULT_EF_SEARCH
+from loracle.db.search import DEFAULT_EF_SEARCH
 
 
 def _default_home() -> Path:

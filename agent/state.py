@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypedDict
+from typing import Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 
-from db import Database
-from generation.engine import Engine
-from tools.embeddings import Embedder
-from tools.inspect import Judge
+from loracle.db import Database
+from loracle.generation.engine import Engine
+from loracle.tools.embedder import Embedder
+from loracle.tools.inspection import Judge
 
 
 class TurnInput(TypedDict, total=False):

@@ -8,17 +8,18 @@ by tenant, so one tenant can never continue another's thread.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from agent.graph import build_graph
-from agent.state import AgentContext
-from db import Database
-from db.runs import finish_run, start_run
-from generation.loop import GenerationCancelled
+from loracle.agent.graph import build_graph
+from loracle.agent.state import AgentContext
+from loracle.db import Database
+from loracle.db.runs import finish_run, start_run
+from loracle.generation.loop import GenerationCancelled
 
 Event = dict[str, Any]
 

@@ -11,13 +11,13 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from agent.settings import Settings
-from api.config import ApiConfig
-from api.errors import install_handlers
-from api.metrics import Metrics
-from api.middleware import BodyLimit, RecordMetrics
-from api.routes import adapters, chat, health, images, models, threads
-from api.service import Service
+from loracle.agent.settings import Settings
+from loracle.api.config import ApiConfig
+from loracle.api.errors import install_handlers
+from loracle.api.metrics import Metrics
+from loracle.api.middleware import BodyLimit, RecordMetrics
+from loracle.api.routes import adapters, chat, health, images, models, threads
+from loracle.api.service import Service
 
 log = logging.getLogger("loracle.api")
 LOCAL_MODE_BANNER = (
@@ -28,17 +28,17 @@ LOCAL_MODE_BANNER = (
 
 def open_service(settings: Settings, config: ApiConfig, *, allow_local: bool, metrics: Metrics, llm: Any) -> Service:
     """Connect, migrate, import the bundled world's catalog if it is the base, and build the run context."""
-    from agent.runtime import build_context, resolve_base
-    from agent.threads import Threads
-    from db import connect
-    from db.keys import any_active_key
+    from loracle.agent.runtime import build_context, resolve_base
+    from loracle.agent.threads import Threads
+    from loracle.db import connect
+    from loracle.db.keys import any_active_key
 
     settings.images_dir.mkdir(parents=True, exist_ok=True)
     db = connect(settings.database_url, settings.pgdata_dir, max_size=config.workers * 2 + 8)
     setup = resolve_base(settings)
     ctx = build_context(settings, db, llm=llm)
     if setup.catalog is not None and setup.catalog.exists():
-        from tools.catalog_import import import_catalog
+        from loracle.tools.catalog_import import import_catalog
 
         import_catalog(db, setup.catalog, ctx.embedder)
     service = Service(settings, config, db, Threads(db.url, max_size=config.workers + 2), ctx,

@@ -3,10 +3,9 @@ only when the server is bound to loopback and no key has been created."""
 
 from __future__ import annotations
 
-from db.keys import any_active_key, find_key
-
-from api.errors import ApiError
-from api.service import Principal, Service
+from loracle.api.errors import ApiError
+from loracle.api.service import Principal, Service
+from loracle.db.keys import any_active_key, find_key
 
 LOCAL = Principal(tenant="local", key_name="local", admin=True)
 

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import authenticate
-from api.errors import ApiError
-from api.service import Principal, Service
+from loracle.api.auth import authenticate
+from loracle.api.errors import ApiError
+from loracle.api.service import Principal, Service
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `loracle keys create`.")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key, for clients without bearer auth.")

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from db import DatabaseUnavailable
+from loracle.db import DatabaseUnavailable
 
 log = logging.getLogger("loracle.api")
 

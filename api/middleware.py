@@ -7,8 +7,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body
-from api.metrics import Metrics
+from loracle.api.errors import error_body
+from loracle.api.metrics import Metrics
 
 
 class _TooLarge(Exception):

@@ -8,10 +8,11 @@ import math
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
-from generation.loop import GenerationCancelled
+from loracle.generation.loop import GenerationCancelled
 
 
 class QueueFull(Exception):

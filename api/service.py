@@ -11,19 +11,20 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
-from agent.settings import Settings
-from agent.state import AgentContext
-from agent.threads import Threads
-from api.config import ApiConfig
-from api.metrics import Metrics
-from api.queue import RunQueue
-from api.signing import Signer
-from api.uploads import EditInput
-from db import Database
-from generation.loop import GenerationCancelled
+from loracle.agent.settings import Settings
+from loracle.agent.state import AgentContext
+from loracle.agent.threads import Threads
+from loracle.api.config import ApiConfig
+from loracle.api.metrics import Metrics
+from loracle.api.queue import RunQueue
+from loracle.api.signing import Signer
+from loracle.api.uploads import EditInput
+from loracle.db import Database
+from loracle.generation.loop import GenerationCancelled
 
 log = logging.getLogger("loracle.api")
 _END = object()
@@ -52,7 +53,7 @@ class RunHandle:
         while True:
             try:
                 event = await asyncio.wait_for(self.events.get(), heartbeat_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield None
                 continue
             if event is _END:

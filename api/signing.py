@@ -15,7 +15,7 @@ class Signer:
         self._secret = secret
 
     @classmethod
-    def from_home(cls, home: Path, configured: str | None = None) -> "Signer":
+    def from_home(cls, home: Path, configured: str | None = None) -> Signer:
         """The configured secret, or one created once under LORACLE_HOME (0600) so links survive restarts."""
         if configured:
             return cls(configured.encode())

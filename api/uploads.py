@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from api.config import ApiConfig
-from api.errors import ApiError
-from tools.sample import store_png
+from loracle.api.config import ApiConfig
+from loracle.api.errors import ApiError
+from loracle.tools.sample import store_png
 
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
 DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*?)(?P<b64>;base64)?,", re.I)

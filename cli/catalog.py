@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from agent.settings import get_settings
-from cli.context import fail, open_database
-from cli.refine import refine
-from db.catalog import count_adapters
-from tools.catalog_import import import_catalog
-from tools.embeddings import get_embedder
+from loracle.agent.settings import get_settings
+from loracle.cli.context import fail, open_database
+from loracle.cli.refine import refine
+from loracle.db.catalog import count_adapters
+from loracle.tools.catalog_import import import_catalog
+from loracle.tools.embedder import get_embedder
 
 app = typer.Typer(no_args_is_help=True, help="Import and inspect the adapter catalog.")
 adapters_app = typer.Typer(no_args_is_help=True, help="Adapter files.")
@@ -43,7 +43,7 @@ def import_command(
 @app.command("embed")
 def embed_command() -> None:
     """Embed every adapter text that is new or changed (after a refine, or an import with --no-embed)."""
-    from tools.embed_sync import sync_embeddings
+    from loracle.tools.embed_sync import sync_embeddings
 
     settings = get_settings()
     with open_database(settings) as db:
@@ -58,8 +58,8 @@ def fetch_command(refs: list[str] = typer.Argument(..., help="Adapter ids (e.g. 
 
     from tqdm import tqdm
 
-    from db.catalog import find_adapters, set_local_path
-    from tools.fetch import FetchError, fetch_adapter_file
+    from loracle.db.catalog import find_adapters, set_local_path
+    from loracle.tools.fetch import FetchError, fetch_adapter_file
 
     settings = get_settings()
     failures = 0

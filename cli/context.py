@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import typer
 
-from agent.settings import Settings, get_settings
-from db import Database, DatabaseUnavailable, connect
+from loracle.agent.settings import Settings, get_settings
+from loracle.db import Database, DatabaseUnavailable, connect
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -11,15 +11,15 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
-from agent.settings import get_settings
-from cli.context import fail, open_database
+from loracle.agent.settings import get_settings
+from loracle.cli.context import fail, open_database
 
 
 def ensure_world_catalog(db, settings) -> None:
     """The built-in world's adapters must be in the catalog before its first use (a no-op afterwards)."""
-    from agent.runtime import resolve_base
-    from tools.catalog_import import import_catalog
-    from tools.embeddings import get_embedder
+    from loracle.agent.runtime import resolve_base
+    from loracle.tools.catalog_import import import_catalog
+    from loracle.tools.embedder import get_embedder
 
     setup = resolve_base(settings)
     if setup.catalog is not None and setup.catalog.exists():
@@ -30,7 +30,7 @@ def ensure_world_catalog(db, settings) -> None:
 
 def check_edit_files(image: Path | None, mask: Path | None) -> None:
     """--image / --mask must be readable images of one size; a clear usage error otherwise, before any work."""
-    from generation.edit import check_edit_inputs, load_image
+    from loracle.generation.edit import check_edit_inputs, load_image
 
     if mask is not None and image is None:
         raise typer.BadParameter("--mask needs --image (the picture whose white region is repainted)", param_hint="--mask")
@@ -61,9 +61,9 @@ def generate(
                                    help="How far to move from --image: 0 = unchanged, 1 = from scratch (default from settings)."),
 ) -> None:
     """Plan, retrieve, select, compose, sample, inspect and retry; print what was picked and where the images are."""
-    from agent.runtime import build_context
-    from agent.threads import Threads
-    from generation.adapters import AdapterError
+    from loracle.agent.runtime import build_context
+    from loracle.agent.threads import Threads
+    from loracle.generation.adapters import AdapterError
 
     settings = get_settings()
     if not prompt.strip():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from agent.settings import get_settings
-from cli.context import fail, open_database
+from loracle.agent.settings import get_settings
+from loracle.cli.context import fail, open_database
 
 app = typer.Typer(no_args_is_help=True, help="API keys for `loracle serve`.")
 
@@ -17,7 +17,7 @@ def create(
     admin: bool = typer.Option(False, "--admin", help="May import catalogs."),
 ) -> None:
     """Create a key and print its secret (only its hash is stored)."""
-    from db.keys import create_key
+    from loracle.db.keys import create_key
 
     with open_database(get_settings()) as db, db.connection() as conn:
         try:
@@ -32,7 +32,7 @@ def create(
 @app.command("list")
 def list_(include_revoked: bool = typer.Option(False, "--all", help="Show revoked keys too.")) -> None:
     """The keys (names, tenants, prefixes; never secrets)."""
-    from db.keys import list_keys
+    from loracle.db.keys import list_keys
 
     with open_database(get_settings()) as db, db.connection() as conn:
         keys = list_keys(conn, include_revoked=include_revoked)
@@ -44,7 +44,7 @@ def list_(include_revoked: bool = typer.Option(False, "--all", help="Show revoke
 @app.command("revoke")
 def revoke(name: str = typer.Argument(..., help="The key's name.")) -> None:
     """Revoke a key at once (the next request with it gets 401)."""
-    from db.keys import revoke_key
+    from loracle.db.keys import revoke_key
 
     with open_database(get_settings()) as db, db.connection() as conn:
         if not revoke_key(conn, name):

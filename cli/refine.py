@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from agent.settings import get_settings
-from cli.context import fail, open_database
+from loracle.agent.settings import get_settings
+from loracle.cli.context import fail, open_database
 
 
 def refine(
@@ -17,8 +17,8 @@ def refine(
     max_images: int = typer.Option(3, "--max-images", min=0, help="Example images sent to the model per adapter."),
 ) -> None:
     """Refine adapter docs (Stylus's refiner), with an LLM or offline; resumable, and a rerun costs nothing."""
-    from agent.llm import make_chat_model
-    from tools.refine.job import refine_catalog
+    from loracle.agent.llm import make_chat_model
+    from loracle.tools.refine.job import refine_catalog
 
     if llm and offline:
         raise fail("choose one of --llm and --offline")
@@ -31,7 +31,7 @@ def refine(
     with open_database(settings) as db:
         embedder = None
         if not no_embed:
-            from tools.embeddings import get_embedder
+            from loracle.tools.embedder import get_embedder
 
             embedder = get_embedder(settings.embedding_model)
         try:

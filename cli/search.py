@@ -6,8 +6,8 @@ import json
 
 import typer
 
-from agent.settings import get_settings
-from cli.context import fail, open_database
+from loracle.agent.settings import get_settings
+from loracle.cli.context import fail, open_database
 
 
 def search(
@@ -19,8 +19,8 @@ def search(
     include_all: bool = typer.Option(False, "--all", help="Do not apply the default tag/blocklist filter."),
 ) -> None:
     """Search the catalog for a prompt."""
-    from tools.embeddings import get_embedder
-    from tools.retrieve import STRATEGIES, SearchFilters, retrieve
+    from loracle.tools.embedder import get_embedder
+    from loracle.tools.retrieve import STRATEGIES, SearchFilters, retrieve
 
     settings = get_settings()
     if not prompt.strip():

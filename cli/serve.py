@@ -7,8 +7,8 @@ import logging
 
 import typer
 
-from agent.settings import get_settings
-from cli.context import fail
+from loracle.agent.settings import get_settings
+from loracle.cli.context import fail
 
 
 def is_loopback(host: str) -> bool:
@@ -28,10 +28,10 @@ def serve(
     """Serve the agent over HTTP until interrupted."""
     import uvicorn
 
-    from api.app import LOCAL_MODE_BANNER, create_app
-    from api.config import ApiConfig
-    from cli.context import open_database
-    from db.keys import any_active_key
+    from loracle.api.app import LOCAL_MODE_BANNER, create_app
+    from loracle.api.config import ApiConfig
+    from loracle.cli.context import open_database
+    from loracle.db.keys import any_active_key
 
     settings = get_settings()
     local = is_loopback(host)

@@ -6,8 +6,8 @@ import json
 
 import typer
 
-from agent.settings import get_settings
-from cli.context import open_database
+from loracle.agent.settings import get_settings
+from loracle.cli.context import open_database
 
 app = typer.Typer(no_args_is_help=True, help="Conversation threads (multi-turn refinement).")
 
@@ -15,7 +15,7 @@ app = typer.Typer(no_args_is_help=True, help="Conversation threads (multi-turn r
 @app.command("show")
 def show(thread: str = typer.Argument(..., help="Thread id."), tenant: str = typer.Option("local")) -> None:
     """Print a thread's current plan, picks and last answer."""
-    from agent.threads import Threads
+    from loracle.agent.threads import Threads
 
     settings = get_settings()
     with open_database(settings) as db:
@@ -33,7 +33,7 @@ def show(thread: str = typer.Argument(..., help="Thread id."), tenant: str = typ
 @app.command("prune")
 def prune(older_than_days: float = typer.Option(30.0, "--older-than-days", min=0.0)) -> None:
     """Delete threads (checkpoints and runs) whose last turn is older than the given number of days."""
-    from agent.threads import Threads
+    from loracle.agent.threads import Threads
 
     settings = get_settings()
     with open_database(settings) as db:

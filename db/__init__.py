@@ -1,5 +1,5 @@
 """The database layer: connection, migrations and small repository functions. Knows nothing of torch."""
 
-from db.server import Database, DatabaseUnavailable, connect
+from loracle.db.server import Database, DatabaseUnavailable, connect
 
 __all__ = ["Database", "DatabaseUnavailable", "connect"]

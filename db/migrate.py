@@ -14,7 +14,7 @@ _LOCK_KEY = 0x6C6F7261  # "lora": one migrator at a time across processes
 def migration_files() -> list[tuple[int, str, str]]:
     """(version, file name, SQL) for every migration shipped with the package, sorted by version."""
     found = []
-    for entry in resources.files("db.migrations").iterdir():
+    for entry in resources.files("loracle.db.migrations").iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))

@@ -5,16 +5,16 @@ Every query takes the same filters, bound as parameters; results are (adapter id
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import psycopg
 from pgvector import HalfVector
 from psycopg import sql
 
-from db.embeddings import kind_predicate
+from loracle.db.vectors import kind_predicate
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class SearchFilters:
 
 # hnsw.ef_search: at the 7K catalog, recall@150 of the HNSW lists against exact search is .98-.99 at 200-400;
 # at 800 the planner costs the index above a scan of every row and scans (recall 1). At 100K it reads the
-# index: recall .97-.99 at 800, .94-.97 at 400 (python -m evals.bench_retrieval, which marks exact scans).
+# index: recall .97-.99 at 800, .94-.97 at 400 (python -m loracle.evals.bench_retrieval, which marks exact scans).
 # 800 over 200 lifted held-out R@10 of the learned strategy .773 -> .781 and the agent's pick recall.
 DEFAULT_EF_SEARCH = 800
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
-from psycopg import sql
 from pgvector.psycopg import register_vector
+from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def embedded_shared_buffers() -> str:
 
     PostgreSQL's default (128 MB) holds a 7K catalog but not a 100K one (~1 GB of HNSW and BM25 indexes):
     at 100K every HNSW search then copied ~10,000 pages in from the OS cache, and a top-150 list took
-    twice as long (python -m evals.bench_retrieval --synthetic 100000). Memory is only used as pages are read.
+    twice as long (python -m loracle.evals.bench_retrieval --synthetic 100000). Memory is only used as pages are read.
     """
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -95,7 +95,7 @@ class Database:
             kwargs={"autocommit": True},
         )
 
-    def open(self, timeout: float = 10.0) -> "Database":
+    def open(self, timeout: float = 10.0) -> Database:
         try:
             # Make sure the extension exists before the pool registers its types on each connection.
             with psycopg.connect(self.url, autocommit=True, connect_timeout=int(timeout)) as conn:
@@ -131,7 +131,7 @@ class Database:
     def close(self) -> None:
         self.pool.close()
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -158,7 +158,7 @@ def connect(database_url: str | None, pgdata: Path, *, migrate: bool = True, max
     url = database_url or start_embedded(pgdata)
     db = Database(url, max_size=max_size).open()
     if migrate:
-        from db.migrate import apply_migrations
+        from loracle.db.migrate import apply_migrations
 
         with db.connection() as conn:
             apply_migrations(conn)

@@ -1,4 +1,4 @@
-"""Generation benchmarks on the tiny model (CPU, offline): `python -m evals.bench_generation`.
+"""Generation benchmarks on the tiny model (CPU, offline): `python -m loracle.evals.bench_generation`.
 
 1. Mix switching: loading a mix's adapters from disk (read + convert + inject) vs switching between mixes
    already in the pipeline cache (`set_adapters`), measured side by side.
@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generation.adapters import AdapterManager
-from generation.engine import Engine, GenerationRequest
-from generation.guidance import GuidanceSettings
-from generation.masks import Mix
-from generation.models import build_tiny_model
-from generation.skipping import SkipSettings
-from generation.synthetic import write_synthetic_lora
+from loracle.generation.adapters import AdapterManager
+from loracle.generation.base_models import build_tiny_model
+from loracle.generation.engine import Engine, GenerationRequest
+from loracle.generation.guidance import GuidanceSettings
+from loracle.generation.masks import Mix
+from loracle.generation.skipping import SkipSettings
+from loracle.generation.synthetic import write_synthetic_lora
 
 THRESHOLDS = (0.0, 0.005, 0.01, 0.02, 0.05)
 

@@ -1,6 +1,6 @@
 """Retrieval latency and HNSW recall, on the imported catalog and on a synthetic 100K-adapter copy of it.
 
-    python -m evals.bench_retrieval --queries ../shared/data/queries/dev.jsonl [--synthetic 100000]
+    python -m loracle.evals.bench_retrieval --queries ../shared/data/queries/dev.jsonl [--synthetic 100000]
 
 Prints, side by side: query-embedding time, per-strategy search time (p50/p95, top-150, at the settings'
 ef_search and search connections, as the agent searches), and the recall of the HNSW index against exact
@@ -20,16 +20,16 @@ import psycopg
 import torch
 from psycopg import sql
 
-from agent.settings import get_settings
-from db import connect
-from db.catalog import vacuum_catalog
-from db.embeddings import ensure_hnsw_index, index_name
-from db.search import SearchFilters, _dense_statement, _set_hnsw, dense_search
-from evals.metrics import percentile
-from evals.queries import load_queries
-from tools.adapter_texts import INDEXED_KINDS, TEXT_KINDS
-from tools.embeddings import MINILM, get_embedder
-from tools.retrieve import _search
+from loracle.agent.settings import get_settings
+from loracle.db import connect
+from loracle.db.catalog import vacuum_catalog
+from loracle.db.search import SearchFilters, _dense_statement, _set_hnsw, dense_search
+from loracle.db.vectors import ensure_hnsw_index, index_name
+from loracle.evals.metrics import percentile
+from loracle.evals.queries import load_queries
+from loracle.tools.adapter_texts import INDEXED_KINDS, TEXT_KINDS
+from loracle.tools.embedder import MINILM, get_embedder
+from loracle.tools.retrieve import _search
 
 KINDS = tuple(kind.name for kind in TEXT_KINDS)
 

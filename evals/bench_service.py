@@ -1,4 +1,4 @@
-"""Benchmark of the HTTP service on loopback (tiny model): `python -m evals.bench_service`.
+"""Benchmark of the HTTP service on loopback (tiny model): `python -m loracle.evals.bench_service`.
 
 1. Load: N concurrent chat conversations x T turns through the official `openai` client against a live
    `loracle serve` process, one key per tenant; each turn sends the history back, so the thread marker
@@ -35,10 +35,10 @@ TURNS = ["a watercolor painting of a red fox in a misty forest", "drop the water
 
 def build_world(folder: Path, db) -> Path:
     """Synthetic LoRA files for the tiny model and their catalog, imported into `db`."""
-    from generation.models import load_base_model
-    from generation.synthetic import write_synthetic_lora
-    from tools.catalog_import import import_catalog
-    from tools.embeddings import get_embedder
+    from loracle.generation.base_models import load_base_model
+    from loracle.generation.synthetic import write_synthetic_lora
+    from loracle.tools.catalog_import import import_catalog
+    from loracle.tools.embedder import get_embedder
 
     adapters = folder / "adapters"
     adapters.mkdir(parents=True, exist_ok=True)
@@ -124,12 +124,12 @@ def main() -> None:
 
     torch.set_num_threads(1)
 
-    from agent.runtime import build_context
-    from agent.settings import Settings
-    from agent.threads import Threads
-    from db import connect
-    from db.keys import create_key
-    from db.server import start_embedded
+    from loracle.agent.runtime import build_context
+    from loracle.agent.settings import Settings
+    from loracle.agent.threads import Threads
+    from loracle.db import connect
+    from loracle.db.keys import create_key
+    from loracle.db.server import start_embedded
 
     with tempfile.TemporaryDirectory(prefix="loracle-bench-") as tmp:
         folder = Path(tmp)
@@ -148,7 +148,7 @@ def main() -> None:
                "LORACLE_API_PER_TENANT": "8", "LORACLE_API_MAX_STEPS": "200", "OMP_NUM_THREADS": "1"}
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
+        server = subprocess.Popen([sys.executable, "-m", "loracle.cli.main", "serve", "--port", str(port), "--log-level", "warning"],
                                   env=env, stderr=subprocess.DEVNULL)
         try:
             if not wait_until_ready(base_url, server):
@@ -190,9 +190,9 @@ def main() -> None:
             direct_threads = Threads(url)
             ctx = build_context(settings, db, tenant="bench-direct", llm=None)
             engine = ctx.engine_factory()
-            from generation.engine import GenerationRequest
-            from generation.guidance import GuidanceSettings
-            from generation.skipping import SkipSettings
+            from loracle.generation.engine import GenerationRequest
+            from loracle.generation.guidance import GuidanceSettings
+            from loracle.generation.skipping import SkipSettings
 
             http = httpx.Client(base_url=base_url, timeout=600, headers={"Authorization": f"Bearer {keys[0]}"})
             times: dict[str, list[float]] = {"api": [], "agent": [], "engine": []}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def recall_at(ranked: Sequence[int], relevant: set[int], k: int) -> float:

@@ -1,4 +1,4 @@
-"""Weight extraction against hand-labelled cards: `python -m evals.refine_weights`.
+"""Weight extraction against hand-labelled cards: `python -m loracle.evals.refine_weights`.
 
 Labels (evals/data/weight_labels.jsonl) hold only a Civitai id, the weight a person chose after reading
 the card and its example prompts, a split and a short note; the card text is read from ../shared/data.
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from tools.refine.weights import DEFAULT_WEIGHT, recommend_weight
+from loracle.tools.refine.weights import DEFAULT_WEIGHT, recommend_weight
 
 LABELS = Path(__file__).parent / "data" / "weight_labels.jsonl"
 CATALOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "catalog" / "civitai_loras.jsonl"

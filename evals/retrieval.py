@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from db import Database
-from db.search import DEFAULT_EF_SEARCH
-from evals.metrics import ndcg_at, percentile, recall_at
-from evals.queries import external_to_row_ids, load_queries
-from tools.embeddings import Embedder
-from tools.retrieve import SearchFilters, _search
+from loracle.db import Database
+from loracle.db.search import DEFAULT_EF_SEARCH
+from loracle.evals.metrics import ndcg_at, percentile, recall_at
+from loracle.evals.queries import external_to_row_ids, load_queries
+from loracle.tools.embedder import Embedder
+from loracle.tools.retrieve import SearchFilters, _search
 
 KS = (10, 50, 150)
 
@@ -68,8 +68,8 @@ def evaluate_retrieval(
     """Recall, nDCG and latency per strategy; each search spreads its ranked lists over `connections`
     database connections, as the agent does (settings.search_connections)."""
     queries = load_queries(queries_path)
-    if heldout:  # only the queries the learned ranker never saw (its fixed hash split, tools/rank_train.py)
-        from tools.rank_train import is_heldout
+    if heldout:  # only the queries the learned ranker never saw (its fixed hash split, evals/rank_train.py)
+        from loracle.evals.rank_train import is_heldout
 
         queries = [q for q in queries if is_heldout(q.id)]
     queries = queries[:limit]
@@ -82,7 +82,7 @@ def evaluate_retrieval(
         refined_rows = conn.execute("SELECT count(*) FROM adapters WHERE refined_description IS NOT NULL").fetchone()[0]
     results = {"queries": len(labelled), "file": str(queries_path) + (" (ranker's held-out split)" if heldout else ""),
                "refined_adapters": refined_rows, "strategies": []}
-    from tools.learned_rank import available
+    from loracle.tools.learned_rank import available
 
     for variant in variants:
         if variant.strategy == "learned" and not available():

@@ -14,11 +14,11 @@ import numpy as np
 from langgraph.runtime import Runtime
 from tqdm import tqdm
 
-from agent import nodes
-from agent.state import AgentContext
-from evals.metrics import percentile, precision_recall
-from evals.queries import external_to_row_ids, load_queries
-from tools.retrieve import retrieve
+from loracle.agent import nodes
+from loracle.agent.state import AgentContext
+from loracle.evals.metrics import percentile, precision_recall
+from loracle.evals.queries import external_to_row_ids, load_queries
+from loracle.tools.retrieve import retrieve
 
 NODES = ("plan", "retrieve", "select", "compose", "check_mix")
 _FUNCTIONS = {"plan": nodes.plan, "retrieve": nodes.retrieve, "select": nodes.select, "compose": nodes.compose,
@@ -42,8 +42,8 @@ def evaluate_selection(
     source: str = "civitai",
 ) -> dict:
     queries = load_queries(queries_path)
-    if heldout:  # only queries the learned ranker and its thresholds never saw (tools/rank_train.py)
-        from tools.rank_train import is_heldout
+    if heldout:  # only queries the learned ranker and its thresholds never saw (evals/rank_train.py)
+        from loracle.evals.rank_train import is_heldout
 
         queries = [q for q in queries if is_heldout(q.id)]
     queries = queries[:limit]

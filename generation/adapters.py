@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from generation.models import BaseModel, PickleRefusedError, refuse_pickle
+from loracle.generation.base_models import BaseModel, PickleRefusedError, refuse_pickle
 
 ADAPTER_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -327,7 +327,7 @@ class AdapterManager:
         self._layers: list | None = None  # cached peft tuner layers, reset on inject/delete
 
     @classmethod
-    def for_model(cls, base: BaseModel, adapter_dirs: list[str | os.PathLike], **kwargs) -> "AdapterManager":
+    def for_model(cls, base: BaseModel, adapter_dirs: list[str | os.PathLike], **kwargs) -> AdapterManager:
         """The one manager of a base model: adapter state lives on the model's modules, so two managers on one
         model would fight over it. Reused when the settings match, refused when they differ."""
         existing: AdapterManager | None = getattr(base, "_adapter_manager", None)
@@ -354,7 +354,7 @@ class AdapterManager:
         if lora is None:
             lora = read_lora(
                 path, family=self.base.family, unet_config=self.base.unet.config,
-                allow_pickle=self.allow_pickle, name=str(ref) if not os.sep in str(ref) else path.stem,
+                allow_pickle=self.allow_pickle, name=str(ref) if os.sep not in str(ref) else path.stem,
             )
             check_compatible(lora, self.base)
             self.ram_cache.put(key, lora)

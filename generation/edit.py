@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from generation.models import BaseModel
+from loracle.generation.base_models import BaseModel
 
 MASK_MODES = ("1", "L", "RGB")
 
@@ -151,7 +151,7 @@ class EditInputs:
     mask: torch.Tensor | None = None  # (B, 1, h, w) at latent resolution, 1 = repaint
     masked_image_latents: torch.Tensor | None = None  # (B, C, h, w): for inpainting UNets only
 
-    def rows(self, indices: list[int]) -> "EditInputs":
+    def rows(self, indices: list[int]) -> EditInputs:
         """The inputs of the request's images `indices` (a shared input is repeated)."""
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
             if t is None:

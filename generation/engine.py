@@ -20,14 +20,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from generation.adapters import AdapterManager, parse_lora_tags
-from generation.edit import check_edit_inputs, prepare_edit
-from generation.guidance import GuidanceSettings
-from generation.loop import SCHEDULERS, Branch, Progress, decode, denoise, encode_prompts, initial_latents
-from generation.masks import Composition, Mix, group_mixes
-from generation.models import BaseModel
-from generation.output import format_parameters, save_png
-from generation.skipping import SkipSettings
+from loracle.generation.adapters import AdapterManager, parse_lora_tags
+from loracle.generation.base_models import BaseModel
+from loracle.generation.edit import check_edit_inputs, prepare_edit
+from loracle.generation.guidance import GuidanceSettings
+from loracle.generation.loop import SCHEDULERS, Branch, Progress, decode, denoise, encode_prompts, initial_latents
+from loracle.generation.masks import Composition, Mix, group_mixes
+from loracle.generation.output import format_parameters, save_png
+from loracle.generation.skipping import SkipSettings
 
 
 @dataclass

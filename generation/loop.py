@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from generation.edit import EditInputs, edit_steps, is_inpainting_unet
-from generation.guidance import GuidanceSettings, combine
-from generation.models import BaseModel
-from generation.skipping import SkipSettings, SkipState
+from loracle.generation.base_models import BaseModel
+from loracle.generation.edit import EditInputs, edit_steps, is_inpainting_unet
+from loracle.generation.guidance import GuidanceSettings, combine
+from loracle.generation.skipping import SkipSettings, SkipState
 
 SCHEDULERS = ("ddim", "dpmpp_2m", "dpmpp_2m_karras", "euler", "euler_a")
 
@@ -30,8 +30,7 @@ class GenerationCancelled(RuntimeError):
 
 def make_scheduler(name: str, config: dict):
     """A fresh diffusers scheduler per call (schedulers are stateful, so never share one across calls)."""
-    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                           EulerDiscreteScheduler)
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
 
     cfg = {k: v for k, v in config.items() if not k.startswith("_")}
     if name == "ddim":
@@ -58,7 +57,7 @@ class Conditioning:
     embeds: torch.Tensor
     added: dict[str, torch.Tensor] | None = None
 
-    def index(self, idx: torch.Tensor) -> "Conditioning":
+    def index(self, idx: torch.Tensor) -> Conditioning:
         added = {k: v[idx] for k, v in self.added.items()} if self.added else None
         return Conditioning(self.embeds[idx], added)
 

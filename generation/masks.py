@@ -71,7 +71,7 @@ class Mix:
     triggers: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, weights: dict[str, float], triggers: tuple[str, ...] = ()) -> "Mix":
+    def from_dict(cls, weights: dict[str, float], triggers: tuple[str, ...] = ()) -> Mix:
         return cls(tuple(sorted((r, round(float(w), 6)) for r, w in weights.items())), tuple(triggers))
 
     def as_dict(self) -> dict[str, float]:
@@ -89,7 +89,7 @@ class Composition:
     mixes: list[Mix]
     masks: list[dict[str, tuple[bool, ...]]] = field(default_factory=list)
 
-    def groups(self) -> "OrderedDict[Mix, list[int]]":
+    def groups(self) -> OrderedDict[Mix, list[int]]:
         return group_mixes(self.mixes)
 
 
@@ -157,7 +157,7 @@ def compose(tasks: list[Task], n_images: int, settings: ComposerSettings | None 
     return Composition(mixes, masks)
 
 
-def group_mixes(mixes: list[Mix]) -> "OrderedDict[Mix, list[int]]":
+def group_mixes(mixes: list[Mix]) -> OrderedDict[Mix, list[int]]:
     """Image indices per distinct mix, in first-seen order: each key is one pipeline call."""
     groups: OrderedDict[Mix, list[int]] = OrderedDict()
     for i, mix in enumerate(mixes):

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from safetensors.torch import save_file
 
-from generation.models import BaseModel
+from loracle.generation.base_models import BaseModel
 
 UNET_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
                 "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ff.net.2")

@@ -7,14 +7,14 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
 
-from db import Database, connect
-from db.server import start_embedded
+from loracle.db import Database, connect
+from loracle.db.server import start_embedded
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -61,7 +61,7 @@ def db(database_url: str, tmp_path: Path) -> Iterator[Database]:
 @pytest.fixture(scope="session")
 def embedder():
     """The real packaged MiniLM, loaded once."""
-    from tools.embeddings import get_embedder
+    from loracle.tools.embedder import get_embedder
 
     return get_embedder()
 

@@ -8,8 +8,9 @@ does not say. Token caps keep the catalog import within its time budget on a CPU
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 Card = Mapping[str, Any]
 
@@ -65,6 +66,6 @@ TEXT_KINDS: tuple[TextKind, ...] = (
     TextKind("refined", 64, refined_text),
 )
 KINDS_BY_NAME = {kind.name: kind for kind in TEXT_KINDS}
-# The HNSW indexes kept (db/embeddings.py): one per kind that retrieval searches alone, and one over the
+# The HNSW indexes kept (db/vectors.py): one per kind that retrieval searches alone, and one over the
 # card text and the refined description together, searched for the better of the two (tools/retrieve.py).
 INDEXED_KINDS: tuple[str, ...] = ("head", "full", "prompt", "full+refined")

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from db import Database
-from db.catalog import AdapterRecord, existing_hashes, upsert_adapters, vacuum_catalog
-from tools.embed_sync import sync_embeddings
-from tools.embeddings import Embedder
-from tools.importers import Parsed, Rejected, iter_source
+from loracle.db import Database
+from loracle.db.catalog import AdapterRecord, existing_hashes, upsert_adapters, vacuum_catalog
+from loracle.tools.embed_sync import sync_embeddings
+from loracle.tools.embedder import Embedder
+from loracle.tools.importers import Parsed, Rejected, iter_source
 
 BATCH = 500
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generation.masks import Candidate, Composition, ComposerSettings, Task, compose
+from loracle.generation.masks import Candidate, ComposerSettings, Composition, Task, compose
 
 DEFAULT_WEIGHT = 0.8  # Stylus's default when neither card nor examples give one
 

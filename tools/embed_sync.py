@@ -8,10 +8,10 @@ from contextlib import nullcontext
 import psycopg
 from tqdm import tqdm
 
-from db import Database
-from db.embeddings import EmbeddingRow, ensure_hnsw_index, stored_text_hashes, text_hash, write_embeddings
-from tools.adapter_texts import INDEXED_KINDS, TEXT_KINDS
-from tools.embeddings import Embedder
+from loracle.db import Database
+from loracle.db.vectors import EmbeddingRow, ensure_hnsw_index, stored_text_hashes, text_hash, write_embeddings
+from loracle.tools.adapter_texts import INDEXED_KINDS, TEXT_KINDS
+from loracle.tools.embedder import Embedder
 
 log = logging.getLogger(__name__)
 WRITE_CHUNK = 2048
@@ -47,7 +47,7 @@ def sync_embeddings(
 
     total = sum(len(items) for items in todo.values())
     bar = tqdm(total=total, desc="embedding", unit="text", disable=not progress or total == 0)
-    bulk = getattr(embedder, "bulk", None)  # worker processes for big jobs (tools/embeddings.py)
+    bulk = getattr(embedder, "bulk", None)  # worker processes for big jobs (tools/embedder.py)
     with (bulk(total) if bulk else nullcontext()), db.connection() as conn:
         write_embeddings(conn, embedder.name, [], stale)
         for kind in TEXT_KINDS:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
-
 
 
 class FetchError(RuntimeError):
@@ -30,7 +30,7 @@ def safe_file_name(external_id: str, file_name: str | None) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_-]+', '_', external_id)}_{base}"
 
 
-def _sha256_of(path: Path) -> "hashlib._Hash":
+def _sha256_of(path: Path) -> hashlib._Hash:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

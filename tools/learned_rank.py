@@ -1,6 +1,6 @@
 """The learned reranker: a small model over tools/rank_features.py, loaded from a portable JSON artifact.
 
-The artifact (tools/models/ranker.json, written by `loracle rank train`) holds the model as text
+The artifact (tools/artifacts/ranker.json, written by `loracle rank train`) holds the model as text
 (gradient-boosted trees in LightGBM's model format, or logistic-regression coefficients), the feature
 list and versions, the pick prior (tools/pick_prior.py: counts, and the picking training queries'
 vectors), how it was trained and evaluated,
@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import psycopg
 
-from db.embeddings import best_similarities
-from tools.pick_prior import PickPrior
-from tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, CardInfo, build_features, load_cards
+from loracle.db.vectors import best_similarities
+from loracle.tools.pick_prior import PickPrior
+from loracle.tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, CardInfo, build_features, load_cards
 
 ARTIFACT_FORMAT = "loracle-ranker"
 ARTIFACT_VERSION = 1
-DEFAULT_PATH = Path(__file__).resolve().parent / "models" / "ranker.json"
+DEFAULT_PATH = Path(__file__).resolve().parent / "artifacts" / "ranker.json"
 
 
 def artifact_path() -> Path:

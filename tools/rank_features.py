@@ -1,13 +1,13 @@
 """Features of (query, candidate adapter) pairs for the learned reranker, computed in batch.
 
 Everything comes from what the database already holds at serving time: the query's best cosine to the
-stored vectors of each candidate per kind (`db.embeddings.best_similarities`), the card fields (name, tags, trigger
+stored vectors of each candidate per kind (`db.vectors.best_similarities`), the card fields (name, tags, trigger
 words, category, popularity, recommended weight, base model) and the ranks the fused retrieval gave
 it (`Hit.evidence["ranks"]`, the RRF score). Nothing is re-embedded but the query itself. The last
 features are the pick prior (tools/pick_prior.py): how often training queries, and those most like
 this one, picked the adapter.
 
-`FEATURES` is the contract with the model artifact (tools/models/ranker.json): the model stores the
+`FEATURES` is the contract with the model artifact (tools/artifacts/ranker.json): the model stores the
 list it was trained with and refuses to score a different one.
 """
 
@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import psycopg
 
-from tools.pick_prior import FEATURES as PRIOR_FEATURES
-from tools.pick_prior import PickPrior
+from loracle.tools.pick_prior import FEATURES as PRIOR_FEATURES
+from loracle.tools.pick_prior import PickPrior
 
 FEATURE_VERSION = 4
 DENSE_KINDS = ("head", "full", "prompt")
@@ -173,7 +173,7 @@ def build_features(
     """A (len(ids), len(FEATURES)) float32 matrix; ids in fused order (position = index + 1).
 
     `cosines`: per DENSE_KINDS kind, the best cosine of the query to each candidate's vectors (NaN where it
-    has none): `db.embeddings.best_similarities`, in serving and in training alike.
+    has none): `db.vectors.best_similarities`, in serving and in training alike.
     `lexical_scores`: the lexical list's BM25 per candidate (0 where absent; `Hit.evidence["lexical_score"]`).
     `prior`: the pick prior, for the query's vector `query` (None leaves its columns 0: training fills
     them out-of-fold)."""

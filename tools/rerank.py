@@ -14,9 +14,9 @@ from functools import lru_cache
 import numpy as np
 import psycopg
 
-from db.catalog import get_card_heads
-from db.embeddings import best_similarities
-from tools.embeddings import Embedder
+from loracle.db.catalog import get_card_heads
+from loracle.db.vectors import best_similarities
+from loracle.tools.embedder import Embedder
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of in on at to with and or for by from is are its it this that as into".split())
@@ -42,7 +42,7 @@ def rerank(
 
     `cards` (name, tags, trigger words: `db.catalog.get_card_heads`) may hold more adapters than the
     hits (read once for several texts); `cosines` (per COSINE_KINDS kind, aligned with the hits:
-    `db.embeddings.best_similarities`) are read here when not given. `refined=False` ignores
+    `db.vectors.best_similarities`) are read here when not given. `refined=False` ignores
     refined-description vectors (retrieval as before `loracle catalog refine`)."""
     if not hits:
         return hits

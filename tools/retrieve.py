@@ -10,21 +10,22 @@ trained on real prompt -> LoRA choices, tools/learned_rank.py).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import psycopg
 
-from db.catalog import get_card_heads
-from db.embeddings import best_similarities
-from db.search import DEFAULT_EF_SEARCH, ListQuery, SearchFilters, search_lists
-from tools.embeddings import Embedder
+from loracle.db.catalog import get_card_heads
+from loracle.db.search import DEFAULT_EF_SEARCH, ListQuery, SearchFilters, search_lists
+from loracle.db.vectors import best_similarities
+from loracle.tools.embedder import Embedder
 
 STRATEGIES = ("dense", "head", "lexical", "fused", "rerank", "learned")
 RRF_K = 30  # k=30 beat 60 and 120 on dev (see evals/)
 # How deep each fused list is read: 300 lifted R@150 of fused + filter on dev from .943 to .951 (R@10
-# .721 -> .727). The learned ranker keeps the depth it was trained on (tools/rank_train.py).
+# .721 -> .727). The learned ranker keeps the depth it was trained on (evals/rank_train.py).
 FUSION_DEPTH = 300
 LEARNED_DEPTH = 150
 # (list name, weight) fused by `fused`; dense lists name a kind of stored vector, "lexical" is BM25.
@@ -145,20 +146,20 @@ def _search_many(
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined, spare)
     if strategy in ("rerank", "learned"):
-        # Both re-score the fused top 150: what the learned one was trained on (tools/rank_train.py), and for
+        # Both re-score the fused top 150: what the learned one was trained on (evals/rank_train.py), and for
         # the agent's 8 candidates per task, scoring a 300-deep fusion's whole union cost more than it changed.
         found = [hits[: max(k, LEARNED_DEPTH)] for hits in found]
         ids = list(dict.fromkeys(h.adapter_id for hits in found for h in hits))
         if strategy == "rerank":
-            from tools.rerank import COSINE_KINDS, rerank
+            from loracle.tools.rerank import COSINE_KINDS, rerank
 
             heads = get_card_heads(conn, ids)
             cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), COSINE_KINDS)
             found = [rerank(conn, embedder, t, v, hits, heads, c, refined=refined)
                      for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
         else:  # the learned reranker (tools/learned_rank.py, `loracle rank train`)
-            from tools.learned_rank import DENSE_KINDS, rerank_learned
-            from tools.rank_features import load_cards
+            from loracle.tools.learned_rank import DENSE_KINDS, rerank_learned
+            from loracle.tools.rank_features import load_cards
 
             infos = load_cards(conn, ids)
             cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), DENSE_KINDS)

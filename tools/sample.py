@@ -11,18 +11,18 @@ import io
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from generation.engine import Engine, GenerationRequest, GenerationResult
-from generation.guidance import GuidanceSettings
-from generation.loop import Progress
-from generation.masks import Composition
-from generation.skipping import SkipSettings
+from loracle.generation.engine import Engine, GenerationRequest, GenerationResult
+from loracle.generation.guidance import GuidanceSettings
+from loracle.generation.loop import Progress
+from loracle.generation.masks import Composition
+from loracle.generation.skipping import SkipSettings
 
 
 @dataclass(frozen=True)

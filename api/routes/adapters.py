@@ -9,12 +9,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import AdminDep, CallerDep, ServiceDep
-from api.routes.chat import ERRORS
-from api.schemas import AdapterHit, CatalogImport, ImportReportOut, RejectedOut
-from db.search import SearchFilters
-from tools.catalog_import import import_catalog
-from tools.retrieve import retrieve
+from loracle.api.deps import AdminDep, CallerDep, ServiceDep
+from loracle.api.routes.chat import ERRORS
+from loracle.api.schemas import AdapterHit, CatalogImport, ImportReportOut, RejectedOut
+from loracle.db.search import SearchFilters
+from loracle.tools.catalog_import import import_catalog
+from loracle.tools.retrieve import retrieve
 
 router = APIRouter(tags=["adapters"])
 

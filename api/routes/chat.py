@@ -11,21 +11,22 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Annotated, Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import runs, uploads
-from api.deps import CallerDep, ServiceDep
-from api.errors import ApiError, error_body
-from api.schemas import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, ErrorResponse, Usage
-from api.service import Principal, Service
-from api.uploads import EditInput
-from db.tenancy import get_image
-from api.sse import KEEPALIVE, frame, sse_response
+from loracle.api import dispatch, uploads
+from loracle.api.deps import CallerDep, ServiceDep
+from loracle.api.errors import ApiError, error_body
+from loracle.api.schemas import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, ErrorResponse, Usage
+from loracle.api.service import Principal, Service
+from loracle.api.sse import KEEPALIVE, frame, sse_response
+from loracle.api.uploads import EditInput
+from loracle.db.tenancy import get_image
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 AGENT_MODEL = "loracle"
@@ -75,7 +76,7 @@ def image_bytes(service: Service, request: Request, caller: Principal, url: str,
     """A data URL's bytes, or the file of one of the caller's own images (never anything fetched from outside)."""
     if url[:5].lower() == "data:":
         return uploads.data_url_bytes(url, service.config, param)
-    hosts = {urlsplit(runs.base_url(service, request)).netloc.lower(), request.base_url.netloc.lower()}
+    hosts = {urlsplit(dispatch.base_url(service, request)).netloc.lower(), request.base_url.netloc.lower()}
     image_id = uploads.own_image_id(url, hosts, param)
     with service.db.connection() as conn:
         row = get_image(conn, image_id)
@@ -127,7 +128,7 @@ def describe(event: dict[str, Any]) -> str | None:
 
 
 def answer_text(service: Service, request: Request, state: dict[str, Any], thread_id: str) -> str:
-    links = [f"![image {i + 1}]({runs.image_url(service, request, image['id'])})" for i, image in enumerate(state["images"])]
+    links = [f"![image {i + 1}]({dispatch.image_url(service, request, image['id'])})" for i, image in enumerate(state["images"])]
     return "\n\n".join([state["answer"], "\n".join(links), f"thread: `{thread_id}`"])
 
 
@@ -146,14 +147,14 @@ async def chat_completions(
     if last.role != "user":
         raise ApiError(400, "the last message must be the user's", code="invalid_messages", param="messages")
     thread_id = pick_thread(body, x_loracle_thread)
-    runs.check_limits(service, last.text(), n_images(body), None)
-    runs.check_engine(service)
+    dispatch.check_limits(service, last.text(), n_images(body), None)
+    dispatch.check_engine(service)
     edit = await run_in_threadpool(chat_edit, service, request, caller, body)
-    handle = await runs.start(service, caller, thread_id, last.text(), n=n_images(body), seed=body.seed, edit=edit)
+    handle = await dispatch.start(service, caller, thread_id, last.text(), n=n_images(body), seed=body.seed, edit=edit)
     created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
     headers = {"X-Loracle-Thread": thread_id}
     if not body.stream:
-        state = await runs.wait(service, handle, request)
+        state = await dispatch.wait(service, handle, request)
         content = answer_text(service, request, state, thread_id)
         completion = ChatCompletion(id=completion_id, created=created, model=body.model, thread_id=thread_id,
                                     choices=[ChatChoice(message=AssistantMessage(content=content))],
@@ -176,7 +177,7 @@ async def chat_completions(
             try:
                 state = handle.result.result()
             except BaseException as exc:  # noqa: BLE001 - OpenAI streams an error object, clients raise it
-                error = runs.as_api_error(service, exc)
+                error = dispatch.as_api_error(service, exc)
                 yield frame(error_body(error.status, error.message, error.code))
                 return
             yield chunk({"content": "\n" + answer_text(service, request, state, thread_id)})

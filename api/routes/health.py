@@ -6,9 +6,9 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import ServiceDep
-from api.errors import is_database_error
-from api.schemas import Health
+from loracle.api.deps import ServiceDep
+from loracle.api.errors import is_database_error
+from loracle.api.schemas import Health
 
 router = APIRouter(tags=["health"])
 

@@ -12,13 +12,13 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import runs, uploads
-from api.deps import CallerDep, OptionalCallerDep, ServiceDep
-from api.errors import ApiError
-from api.routes.chat import ERRORS, model_ids
-from api.schemas import ImageData, ImageGenerationRequest, ImagesResponse
-from api.service import Service
-from db.tenancy import get_image
+from loracle.api import dispatch, uploads
+from loracle.api.deps import CallerDep, OptionalCallerDep, ServiceDep
+from loracle.api.errors import ApiError
+from loracle.api.routes.chat import ERRORS, model_ids
+from loracle.api.schemas import ImageData, ImageGenerationRequest, ImagesResponse
+from loracle.api.service import Service
+from loracle.db.tenancy import get_image
 
 router = APIRouter(tags=["openai"])
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
@@ -53,7 +53,7 @@ async def images_response(service: Service, request: Request, state: dict[str, A
         encoded = await run_in_threadpool(read)
         data = [ImageData(b64_json=b, revised_prompt=i["prompt"]) for b, i in zip(encoded, images)]
     else:
-        data = [ImageData(url=runs.image_url(service, request, i["id"]), revised_prompt=i["prompt"]) for i in images]
+        data = [ImageData(url=dispatch.image_url(service, request, i["id"]), revised_prompt=i["prompt"]) for i in images]
     return ImagesResponse(created=int(time.time()), data=data)
 
 
@@ -61,11 +61,11 @@ async def images_response(service: Service, request: Request, state: dict[str, A
              responses=ERRORS, summary="Generate images for a prompt (OpenAI Images API)")
 async def generations(body: ImageGenerationRequest, request: Request, service: ServiceDep, caller: CallerDep) -> ImagesResponse:
     check_model(service, body.model)
-    runs.check_limits(service, body.prompt, body.n, body.steps, param="prompt")
+    dispatch.check_limits(service, body.prompt, body.n, body.steps, param="prompt")
     await check_size(service, body.size)
-    handle = await runs.start(service, caller, f"img-{uuid.uuid4().hex[:16]}", body.prompt, n=body.n or 1, seed=body.seed,
+    handle = await dispatch.start(service, caller, f"img-{uuid.uuid4().hex[:16]}", body.prompt, n=body.n or 1, seed=body.seed,
                                 steps=body.steps)
-    return await images_response(service, request, await runs.wait(service, handle, request), body.response_format)
+    return await images_response(service, request, await dispatch.wait(service, handle, request), body.response_format)
 
 
 @router.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True,
@@ -91,8 +91,8 @@ async def edits(
     steps: Annotated[int | None, Form(ge=1, description="loracle: sampling steps (default from settings).")] = None,
 ) -> ImagesResponse:
     check_model(service, model)
-    runs.check_limits(service, prompt, n, steps, param="prompt")
-    runs.check_engine(service)
+    dispatch.check_limits(service, prompt, n, steps, param="prompt")
+    dispatch.check_engine(service)
     await check_size(service, size)
     uploads.check_strength(strength)
     files = ([image] if image is not None else []) + list(images or [])
@@ -109,9 +109,9 @@ async def edits(
     edit = await run_in_threadpool(lambda: uploads.prepare(
         image_data, mask_data, strength, config=service.config, native=native,
         images_dir=service.settings.images_dir, tenant=caller.tenant))
-    handle = await runs.start(service, caller, f"edit-{uuid.uuid4().hex[:16]}", prompt, n=n or 1, seed=seed,
+    handle = await dispatch.start(service, caller, f"edit-{uuid.uuid4().hex[:16]}", prompt, n=n or 1, seed=seed,
                               steps=steps, edit=edit)
-    return await images_response(service, request, await runs.wait(service, handle, request), response_format)
+    return await images_response(service, request, await dispatch.wait(service, handle, request), response_format)
 
 
 @router.get("/v1/images/files/{name}", response_class=FileResponse, tags=["images"],

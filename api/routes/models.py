@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import CallerDep, ServiceDep
-from api.routes.chat import ERRORS, model_ids
-from api.schemas import ModelCard, ModelList
+from loracle.api.deps import CallerDep, ServiceDep
+from loracle.api.routes.chat import ERRORS, model_ids
+from loracle.api.schemas import ModelCard, ModelList
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

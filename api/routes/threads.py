@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api import runs
-from api.deps import CallerDep, ServiceDep
-from api.errors import ApiError, error_body
-from api.routes.chat import ERRORS
-from api.schemas import RunOut, RunRequest, RunResult, ThreadCreate, ThreadOut, ThreadState
-from api.service import Service
-from api.sse import KEEPALIVE, frame, sse_response
-from db.tenancy import delete_thread, ensure_thread, get_run_for, get_thread, thread_runs
+from loracle.api import dispatch
+from loracle.api.deps import CallerDep, ServiceDep
+from loracle.api.errors import ApiError, error_body
+from loracle.api.routes.chat import ERRORS
+from loracle.api.schemas import RunOut, RunRequest, RunResult, ThreadCreate, ThreadOut, ThreadState
+from loracle.api.service import Service
+from loracle.api.sse import KEEPALIVE, frame, sse_response
+from loracle.db.tenancy import delete_thread, ensure_thread, get_run_for, get_thread, thread_runs
 
 router = APIRouter(tags=["threads"])
 STREAMED = {"plan", "candidates", "picks", "mixes", "progress", "images", "inspection", "retry"}
@@ -26,7 +27,7 @@ SSE_DOC = {200: {"content": {"text/event-stream": {}, "application/json": {"sche
 
 
 def _run_out(service: Service, request: Request, run: dict[str, Any]) -> RunOut:
-    return RunOut(**{**run, "id": str(run["id"]), "images": [runs.image_out(service, request, i) for i in run["images"]]})
+    return RunOut(**{**run, "id": str(run["id"]), "images": [dispatch.image_out(service, request, i) for i in run["images"]]})
 
 
 def _thread_or_404(conn, caller, thread_id: str) -> dict[str, Any]:
@@ -85,15 +86,15 @@ async def create_run(thread_id: str, body: RunRequest, request: Request, service
             _thread_or_404(conn, caller, thread_id)
 
     await run_in_threadpool(owned)
-    handle = await runs.start(service, caller, thread_id, body.message, n=body.n, seed=body.seed, steps=body.steps)
+    handle = await dispatch.start(service, caller, thread_id, body.message, n=body.n, seed=body.seed, steps=body.steps)
 
     def result(state: dict[str, Any]) -> RunResult:
         return RunResult(run_id=state["run_id"], thread_id=thread_id, answer=state["answer"], planner=state.get("planner"),
                          plan=state.get("plan"), picks=state.get("picks"), nfe=state.get("nfe", 0),
-                         images=[runs.image_out(service, request, i) for i in state["images"]])
+                         images=[dispatch.image_out(service, request, i) for i in state["images"]])
 
     if not body.stream:
-        return result(await runs.wait(service, handle, request))
+        return result(await dispatch.wait(service, handle, request))
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -105,7 +106,7 @@ async def create_run(thread_id: str, body: RunRequest, request: Request, service
             try:
                 state = handle.result.result()
             except BaseException as exc:  # noqa: BLE001 - the stream ends with an error event instead
-                error = runs.as_api_error(service, exc)
+                error = dispatch.as_api_error(service, exc)
                 yield frame({**error_body(error.status, error.message, error.code), "status": error.status}, "error")
                 return
             yield frame(result(state).model_dump(mode="json"), "done")

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.queries import load_queries
+from loracle.evals.queries import load_queries
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -51,10 +51,10 @@ def real_slice(data: Path, folder: Path, n_queries: int, n_distractors: int) -> 
 
 def world_queries(folder: Path) -> LabelledCatalog:
     """The digits world's catalog, and one query per (style, digit) labelled with that style's adapter."""
-    from evals.world.catalog import adapter_id
-    from evals.world.data import DIGIT_WORDS
-    from evals.world.paths import world_paths
-    from evals.world.styles import STYLES
+    from loracle.evals.world.catalog import adapter_id
+    from loracle.evals.world.data import DIGIT_WORDS
+    from loracle.evals.world.styles import STYLES
+    from loracle.generation.world.paths import world_paths
 
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "world_queries.jsonl"

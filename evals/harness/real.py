@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from evals.harness.registry import RunContext, suite
+from loracle.evals.harness.registry import RunContext, suite
 
 PROMPT_FIELDS = ("prompt", "Prompt", "text", "caption")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -134,8 +134,8 @@ def _open_rgb(path: Path) -> Image.Image:
 
 def _base_images(ctx, prompt: str, seeds: list[int]) -> list[Image.Image]:
     """The bare base model (no adapters) with the agent's own sampler settings and the same seeds."""
-    from agent.nodes import sample_settings
-    from generation.engine import GenerationRequest
+    from loracle.agent.nodes import sample_settings
+    from loracle.generation.engine import GenerationRequest
 
     engine = ctx.engine_factory()
     s = sample_settings(ctx, engine)
@@ -147,9 +147,8 @@ def _base_images(ctx, prompt: str, seeds: list[int]) -> list[Image.Image]:
 def evaluate_real(ctx, prompts: list[str], scorer: ClipScorer, *, k: int, real_dir: Path | None, real_limit: int,
                   seed: int, progress) -> tuple[dict, dict]:
     """({arm: metrics}, {arm: first images}) for the `loracle` and `base` arms over the prompts."""
-    from agent.threads import Threads
-
-    from evals.world.judge import frechet_distance
+    from loracle.agent.threads import Threads
+    from loracle.evals.world.judge import frechet_distance
 
     threads = Threads(ctx.db.url)
     arms: dict[str, dict] = {"loracle": {"scores": [], "embeddings": [], "seconds": 0.0, "adapters": []},
@@ -189,8 +188,8 @@ def evaluate_real(ctx, prompts: list[str], scorer: ClipScorer, *, k: int, real_d
 @suite("real", opt_in=True)
 def real(ctx: RunContext) -> dict:
     """Stylus's protocol with the user's base model (LORACLE_BASE_MODEL), catalog, adapters and CLIP model."""
-    from agent.runtime import build_context
-    from agent.settings import get_settings
+    from loracle.agent.runtime import build_context
+    from loracle.agent.settings import get_settings
 
     opts = ctx.options
     if not opts.get("prompts") or not opts.get("clip"):

@@ -9,12 +9,12 @@ from typing import Any
 
 import psycopg
 
-import evals.harness.real  # noqa: F401  (registers the opt-in real-model suite)
-import evals.harness.suites  # noqa: F401  (registers the suites)
-from db import Database, connect
-from db.evals import record_eval_run
-from evals.harness.registry import RunContext, default_suites, run_suites
-from evals.harness.report import git_commit, write_run
+import loracle.evals.harness.real  # noqa: F401  (registers the opt-in real-model suite)
+import loracle.evals.harness.suites  # noqa: F401  (registers the suites)
+from loracle.db import Database, connect
+from loracle.db.evals import record_eval_run
+from loracle.evals.harness.registry import RunContext, default_suites, run_suites
+from loracle.evals.harness.report import git_commit, write_run
 
 
 def _with_dbname(url: str, name: str) -> str:

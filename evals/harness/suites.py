@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from evals.harness.registry import RunContext, suite
+from loracle.evals.harness.registry import RunContext, suite
 
 
 def _catalog(ctx: RunContext):
     """The scratch database with the labelled catalog imported once per run."""
     if "catalog" not in ctx.cache:
-        from evals.harness.catalog_slice import labelled_catalog
-        from tools.catalog_import import import_catalog
-        from tools.embeddings import get_embedder
+        from loracle.evals.harness.catalog_slice import labelled_catalog
+        from loracle.tools.catalog_import import import_catalog
+        from loracle.tools.embedder import get_embedder
 
         labelled = labelled_catalog(ctx.out / "data", quick=ctx.quick, queries=ctx.options.get("queries"))
         report = import_catalog(ctx.cache["db"], labelled.catalog, get_embedder())
@@ -22,9 +22,9 @@ def _catalog(ctx: RunContext):
 @suite("retrieval")
 def retrieval(ctx: RunContext) -> dict:
     """Recall@K and nDCG@10 per strategy, the dense baseline first."""
-    from agent.settings import get_settings
-    from evals.retrieval import evaluate_retrieval
-    from tools.embeddings import get_embedder
+    from loracle.agent.settings import get_settings
+    from loracle.evals.retrieval import evaluate_retrieval
+    from loracle.tools.embedder import get_embedder
 
     labelled = _catalog(ctx)
     settings = get_settings()
@@ -37,9 +37,9 @@ def retrieval(ctx: RunContext) -> dict:
 @suite("selection")
 def selection(ctx: RunContext) -> dict:
     """The offline planner's picks against the labels, next to top-3 dense; ms per node."""
-    from agent.runtime import build_context
-    from agent.settings import get_settings
-    from evals.selection import evaluate_selection
+    from loracle.agent.runtime import build_context
+    from loracle.agent.settings import get_settings
+    from loracle.evals.selection import evaluate_selection
 
     labelled = _catalog(ctx)
     settings = get_settings().model_copy(update={"base_model": "tiny"})
@@ -54,8 +54,8 @@ def selection(ctx: RunContext) -> dict:
 def sampling(ctx: RunContext) -> dict:
     """Digits world, per scheduler: NFE, wall time, PSNR against that scheduler's full-step run, adherence and FD
     for fewer steps and for step skipping at two thresholds."""
-    from evals.world.bench import _cfg, psnr
-    from generation.skipping import SkipSettings
+    from loracle.evals.world.bench import _cfg, psnr
+    from loracle.generation.skipping import SkipSettings
 
     world = _world(ctx)
     n = ctx.options.get("samples") or (20 if ctx.quick else 200)
@@ -81,8 +81,8 @@ def sampling(ctx: RunContext) -> dict:
 def _world(ctx: RunContext):
     import torch
 
-    from evals.world.bench import World
-    from evals.world.paths import world_paths
+    from loracle.evals.world.bench import World
+    from loracle.generation.world.paths import world_paths
 
     torch.set_num_threads(1)
     if ctx.cache.get("world") is None:
@@ -93,7 +93,7 @@ def _world(ctx: RunContext):
 @suite("guidance")
 def guidance(ctx: RunContext) -> dict:
     """Digits world: none / CFG / autoguidance / both over a sweep of w; FD and adherence per setting."""
-    from generation.guidance import GuidanceSettings, GuideSpec
+    from loracle.generation.guidance import GuidanceSettings, GuideSpec
 
     world = _world(ctx)
     n = ctx.options.get("samples") or (20 if ctx.quick else 600)
@@ -121,11 +121,11 @@ def latency(ctx: RunContext) -> dict:
     """Time per graph node over N prompts through the whole graph (digits world), p50 / p95, vs Stylus's 12.1 s."""
     import time
 
-    from agent.runtime import build_context
-    from agent.settings import get_settings
-    from agent.threads import Threads
-    from cli.generate import ensure_world_catalog
-    from evals.metrics import percentile
+    from loracle.agent.runtime import build_context
+    from loracle.agent.settings import get_settings
+    from loracle.agent.threads import Threads
+    from loracle.cli.generate import ensure_world_catalog
+    from loracle.evals.metrics import percentile
 
     _world(ctx)
     db = ctx.cache["db"]
@@ -171,13 +171,13 @@ def composition(ctx: RunContext) -> dict:
     import torch
     from PIL import Image
 
-    from agent.runtime import build_context
-    from agent.settings import get_settings
-    from agent.threads import Threads
-    from cli.generate import ensure_world_catalog
-    from evals.world.judge import to_tensor
-    from generation.engine import GenerationRequest
-    from generation.guidance import GuidanceSettings
+    from loracle.agent.runtime import build_context
+    from loracle.agent.settings import get_settings
+    from loracle.agent.threads import Threads
+    from loracle.cli.generate import ensure_world_catalog
+    from loracle.evals.world.judge import to_tensor
+    from loracle.generation.engine import GenerationRequest
+    from loracle.generation.guidance import GuidanceSettings
 
     world = _world(ctx)
     db = ctx.cache["db"]
@@ -231,11 +231,11 @@ def service(ctx: RunContext) -> dict:
 
     from openai import OpenAI
 
-    from agent.settings import get_settings
-    from cli.generate import ensure_world_catalog
-    from db.keys import create_key
-    from evals.bench_service import free_port, server_metrics, wait_until_ready
-    from evals.metrics import percentile
+    from loracle.agent.settings import get_settings
+    from loracle.cli.generate import ensure_world_catalog
+    from loracle.db.keys import create_key
+    from loracle.evals.bench_service import free_port, server_metrics, wait_until_ready
+    from loracle.evals.metrics import percentile
 
     db = ctx.cache["db"]
     settings = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "service-home"})
@@ -247,7 +247,7 @@ def service(ctx: RunContext) -> dict:
     env = {**os.environ, "LORACLE_DATABASE_URL": db.url, "LORACLE_HOME": str(settings.home), "LORACLE_BASE_MODEL": "world",
            "LORACLE_STEPS": "20", "LORACLE_N_IMAGES": "1", "LORACLE_ADAPTER_DIRS": json.dumps([str(p) for p in settings.adapter_dirs]),
            "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
+    server = subprocess.Popen([sys.executable, "-m", "loracle.cli.main", "serve", "--port", str(port), "--log-level", "warning"],
                               env=env, stderr=subprocess.DEVNULL)
     prompts = WORLD_PROMPTS
     n = ctx.options.get("prompts") or (4 if ctx.quick else 20)

@@ -1,4 +1,4 @@
-"""`python -m evals.world.bench`: the digits world's numbers, all sampled through `generation.Engine`.
+"""`python -m loracle.evals.world.bench`: the digits world's numbers, all sampled through `generation.Engine`.
 
 Prints, side by side: the judge's held-out accuracy; digit adherence with CFG at 50 DDIM steps; adaptive
 step skipping (model evaluations, PSNR against the full run on the same seeds, adherence) against plain
@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from evals.world.catalog import lora_filename
-from evals.world.data import DIGIT_WORDS, load_splits
-from evals.world.judge import Judge, evaluate_judge, frechet_distance, load_judge, to_tensor
-from evals.world.paths import WorldPaths, world_paths
-from evals.world.styles import STYLES, style
+from loracle.evals.world.catalog import lora_filename
+from loracle.evals.world.data import DIGIT_WORDS, load_splits
+from loracle.evals.world.judge import Judge, evaluate_judge, frechet_distance, load_judge, to_tensor
+from loracle.evals.world.styles import STYLES, style
+from loracle.generation.world.paths import WorldPaths, world_paths
+
 
 @dataclass
 class Samples:
@@ -55,8 +56,8 @@ class World:
     """The built world, loaded once: engine (base + guide + adapters), judge, real data."""
 
     def __init__(self, paths: WorldPaths):
-        from generation.engine import Engine
-        from generation.models import load_base_model
+        from loracle.generation.base_models import load_base_model
+        from loracle.generation.engine import Engine
 
         self.paths = paths
         self.base = load_base_model(paths.base, device="cpu")
@@ -69,8 +70,8 @@ class World:
     def sample(self, n: int, *, steps: int, guidance, skipping=None, mix: dict[str, float] | None = None,
                suffix: str = "", seed0: int = 0, batch: int = 100, scheduler: str = "ddim") -> Samples:
         """n images, digit i % 10 with seed seed0 + i: every setting sees the same (digit, seed) pairs."""
-        from generation.engine import GenerationRequest
-        from generation.skipping import SkipSettings
+        from loracle.generation.engine import GenerationRequest
+        from loracle.generation.skipping import SkipSettings
 
         skipping = skipping or SkipSettings(threshold=0.0)
 
@@ -100,19 +101,19 @@ def finish(out: dict, t0: float, json_path: str | None) -> dict:
 
 
 def _cfg(w: float):
-    from generation.guidance import GuidanceSettings
+    from loracle.generation.guidance import GuidanceSettings
 
     return GuidanceSettings(kind="cfg", scale=w)
 
 
 def _auto(w: float):
-    from generation.guidance import GuidanceSettings, GuideSpec
+    from loracle.generation.guidance import GuidanceSettings, GuideSpec
 
     return GuidanceSettings(kind="auto", scale=w, guide=GuideSpec(kind="model", model="guide"))
 
 
 def _none():
-    from generation.guidance import GuidanceSettings
+    from loracle.generation.guidance import GuidanceSettings
 
     return GuidanceSettings(kind="none", scale=1.0)
 
@@ -151,7 +152,7 @@ def bench_adherence(w: World, n: int, cfg_w: float) -> tuple[dict, Samples]:
 
 
 def bench_skipping(w: World, full: Samples, n: int, cfg_w: float, thresholds=(0.01, 0.02, 0.05)) -> list[dict]:
-    from generation.skipping import SkipSettings
+    from loracle.generation.skipping import SkipSettings
 
     ref = Samples(full.images[:n], full.labels[:n], full.evals[:n], full.seconds)
     ref_acc = w.adherence(ref)

@@ -1,4 +1,4 @@
-"""`python -m evals.world.bench_edit`: inpainting and image-to-image in the digits world, through `generation.Engine`.
+"""`python -m loracle.evals.world.bench_edit`: inpainting and image-to-image in the digits world, through `generation.Engine`.
 
 (a) Inpainting: the bottom half of held-out real digits is masked and repainted with the prompt naming the
 true digit. Reported: the unmasked half's pixel error (mean abs, [0, 1] units), how much the masked half
@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evals.world.bench import World, _cfg, ci95, finish
-from evals.world.catalog import lora_filename
-from evals.world.data import DIGIT_WORDS, SIZE
-from evals.world.judge import to_tensor
-from evals.world.paths import world_paths
-from evals.world.styles import STYLES
+from loracle.evals.world.bench import World, _cfg, ci95, finish
+from loracle.evals.world.catalog import lora_filename
+from loracle.evals.world.data import DIGIT_WORDS, SIZE
+from loracle.evals.world.judge import to_tensor
+from loracle.evals.world.styles import STYLES
+from loracle.generation.world.paths import world_paths
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:
@@ -47,8 +47,8 @@ def edit(w: World, sources: list[Image.Image], labels: torch.Tensor, suffix: str
          seed0: int = 0, batch: int = 100) -> tuple[torch.Tensor, np.ndarray]:
     """Edit each source with the prompt naming its digit: one engine request per digit (one input per
     image), so the batch shares one prompt. Image i gets seed seed0 + i. Returns images and evaluated steps."""
-    from generation.engine import GenerationRequest
-    from generation.skipping import SkipSettings
+    from loracle.generation.engine import GenerationRequest
+    from loracle.generation.skipping import SkipSettings
 
     images = torch.empty(len(sources), 1, SIZE, SIZE)
     evals = np.zeros(len(sources))

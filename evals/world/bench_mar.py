@@ -1,4 +1,4 @@
-"""`python -m evals.world.bench_mar`: the digits world's MAR next to its diffusion base model.
+"""`python -m loracle.evals.world.bench_mar`: the digits world's MAR next to its diffusion base model.
 
 Prints: MAR's digit adherence (the judge names the digit asked for) and FD (the world's FD: Frechet distance of
 the judge's features to the training digits), next to the diffusion base model at matched compute (its DDIM
@@ -18,19 +18,19 @@ import time
 import numpy as np
 import torch
 
-from evals.world.bench import Samples, World, _cfg, ci95, finish, sample_by_digit
-from evals.world.catalog import mar_lora_filename
-from evals.world.data import DIGIT_WORDS
-from evals.world.paths import world_paths
-from evals.world.styles import STYLES, style
+from loracle.evals.world.bench import Samples, World, _cfg, ci95, finish, sample_by_digit
+from loracle.evals.world.catalog import mar_lora_filename
+from loracle.evals.world.data import DIGIT_WORDS
+from loracle.evals.world.styles import STYLES, style
+from loracle.generation.world.paths import world_paths
 
 
 class MARWorld:
     """The world's MAR engine and its adapters (the judge and real features come from `World`)."""
 
     def __init__(self, w: World):
-        from generation.mar.engine import MAREngine
-        from generation.mar.io import load_mar
+        from loracle.generation.mar.engine import MAREngine
+        from loracle.generation.mar.io import load_mar
 
         self.bundle = load_mar(w.paths.mar)
         self.engine = MAREngine(self.bundle, [w.paths.mar_loras])
@@ -40,8 +40,8 @@ class MARWorld:
                temperature: float | None = None, batch: int = 100) -> Samples:
         """n images, digit i % 10 with seed seed0 + i (as `World.sample`); `mixes`: one dict per image, or a
         Composition for the whole batch (its mixes are used in order)."""
-        from generation.engine import GenerationRequest
-        from generation.masks import Composition
+        from loracle.generation.engine import GenerationRequest
+        from loracle.generation.masks import Composition
 
         if temperature is not None:
             self.engine.temperature = temperature
@@ -58,7 +58,7 @@ class MARWorld:
 
 
 def _none():
-    from generation.guidance import GuidanceSettings
+    from loracle.generation.guidance import GuidanceSettings
 
     return GuidanceSettings(kind="none", scale=1.0)
 
@@ -118,7 +118,7 @@ def bench_cfg(w: World, m: MARWorld, n: int, ar_steps: int, scales=(1.0, 2.0, 3.
 
 
 def bench_styles(w: World, m: MARWorld, n: int, ar_steps: int, cfg: float) -> list[dict]:
-    from generation.masks import Candidate, ComposerSettings, Task, compose
+    from loracle.generation.masks import Candidate, ComposerSettings, Task, compose
 
     built = [s for s in STYLES if (w.paths.mar_loras / mar_lora_filename(s)).is_file()]
     jobs = [((s.name,), [{mar_lora_filename(s)[:-12]: 1.0}] * n) for s in built]

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from evals.world.catalog import lora_filename, write_catalog
-from evals.world.data import load_splits, vocabulary_words
-from evals.world.modelio import BASE_MODEL_NAME, save_lora, save_model
-from evals.world.nets import BASE_SIZE, GUIDE_SIZE, build_text_encoder, build_unet
-from evals.world.paths import world_paths
-from evals.world.styles import STYLE_NAMES, style
-from evals.world.tokenizer import build_tokenizer
-from evals.world.train import RunConfig, train_diffusion, train_lora
+from loracle.evals.world.catalog import lora_filename, write_catalog
+from loracle.evals.world.data import load_splits, vocabulary_words
+from loracle.evals.world.modelio import BASE_MODEL_NAME, save_lora, save_model
+from loracle.evals.world.nets import BASE_SIZE, GUIDE_SIZE, build_text_encoder, build_unet
+from loracle.evals.world.styles import STYLE_NAMES, style
+from loracle.evals.world.tokenizer import build_tokenizer
+from loracle.evals.world.train import RunConfig, train_diffusion, train_lora
+from loracle.generation.world.paths import world_paths
 
 # The MAR's sampling defaults, saved in its folder (see evals.world.bench_mar): clipping the head's x0 to the
 # pixel range took adherence from 0.58 to 0.96-0.98 and FD from ~510 to ~90 (n=50, 16 AR steps, CFG 2).
@@ -96,7 +96,7 @@ def build_world(out: Path | None = None, quick: bool = False, only: tuple[str, .
         report["guide"] = r.summary()
     if "loras" in only:
         say("style LoRAs")
-        from generation.models import load_base_model
+        from loracle.generation.base_models import load_base_model
 
         base = load_base_model(paths.base, device="cpu")
         report["loras"] = dict(report.get("loras", {}))
@@ -109,7 +109,7 @@ def build_world(out: Path | None = None, quick: bool = False, only: tuple[str, .
             report["loras"][name] = r.summary()
     if "judge" in only:
         say("judge")
-        from evals.world.judge import save_judge, train_judge
+        from loracle.evals.world.judge import save_judge, train_judge
 
         judge, r = train_judge(train, held_out, plan.judge_steps, seed=3, log=log)
         save_judge(judge, paths.judge, r)
@@ -149,10 +149,10 @@ def _base_text_encoder(paths):
 
 
 def _build_mar(paths, plan: Plan, train, held_out, log) -> dict:
-    from evals.world.mar import MAR_CONFIG, train_mar
-    from evals.world.modelio import MAR_MODEL_NAME
-    from generation.mar import MAR
-    from generation.mar.io import save_mar
+    from loracle.evals.world.mar import MAR_CONFIG, train_mar
+    from loracle.evals.world.modelio import MAR_MODEL_NAME
+    from loracle.generation.mar import MAR
+    from loracle.generation.mar.io import save_mar
 
     te, tok = _base_text_encoder(paths)
     torch.manual_seed(plan.mar.seed)
@@ -163,10 +163,10 @@ def _build_mar(paths, plan: Plan, train, held_out, log) -> dict:
 
 
 def _build_mar_loras(paths, plan: Plan, train, held_out, log, styles: tuple[str, ...]) -> dict:
-    from evals.world.catalog import mar_lora_filename, write_mar_catalog
-    from evals.world.mar import train_mar_lora
-    from evals.world.modelio import save_mar_lora
-    from generation.mar.io import load_mar
+    from loracle.evals.world.catalog import mar_lora_filename, write_mar_catalog
+    from loracle.evals.world.mar import train_mar_lora
+    from loracle.evals.world.modelio import save_mar_lora
+    from loracle.generation.mar.io import load_mar
 
     bundle = load_mar(paths.mar)
     out = {}

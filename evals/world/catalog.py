@@ -7,9 +7,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from evals.world.data import DIGIT_WORDS
-from evals.world.modelio import BASE_MODEL_NAME, MAR_MODEL_NAME
-from evals.world.styles import CONFLICTS, STYLES, Style
+from loracle.evals.world.data import DIGIT_WORDS
+from loracle.evals.world.modelio import BASE_MODEL_NAME, MAR_MODEL_NAME
+from loracle.evals.world.styles import CONFLICTS, STYLES, Style
 
 FIRST_ID = 900001
 MAR_FIRST_ID = 900101  # the MAR adapters: same styles, their own ids and base model

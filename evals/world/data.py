@@ -13,9 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from loracle.generation.world.judge import DIGIT_WORDS
+
 SIZE = 16
 DIGIT_SIZE = 12  # the 8x8 digit is upsampled to 12x12 and centred with a 2-pixel margin (room for styles)
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TEMPLATES = (
     "a handwritten {w}", "digit {d}", "the number {w}", "a {w}", "{w}", "a drawing of the digit {w}",
     "the digit {d}", "number {d}", "a handwritten digit {d}", "an image of a {w}",
@@ -78,7 +79,7 @@ def captions(labels: torch.Tensor, rng: random.Random, dropout: float = 0.1, suf
 
 def vocabulary_words() -> list[str]:
     """Every word a caption or a style trigger can contain (the tokenizer gives each one token)."""
-    from evals.world.styles import STYLES
+    from loracle.evals.world.styles import STYLES
 
     words: set[str] = set(DIGIT_WORDS) | {str(d) for d in range(10)} | set(FILLER_WORDS)
     for t in TEMPLATES:

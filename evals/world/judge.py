@@ -1,4 +1,4 @@
-"""The world's judge: one small CNN that names the digit, detects each style, and gives features for FD.
+"""Training the world's judge (the network and loading live in `loracle.generation.world.judge`): one small CNN that names the digit, detects each style, and gives features for FD.
 
 Trained on real training digits, each drawn plain or with one or two compatible styles (so the digit is still
 named under any style, and styles are detected in mixes). Scored on held-out real digits. Saved as
@@ -10,78 +10,16 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors.torch import save_file
 
-from evals.world.data import Split
-from evals.world.styles import STYLE_NAMES, apply_styles, compatible
-
-FEATURE_DIM = 128
-
-
-class JudgeNet(nn.Module):
-    def __init__(self, n_styles: int):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.c2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.c3 = nn.Conv2d(32, 64, 3, padding=1)
-        self.fc = nn.Linear(64 * 4 * 4, FEATURE_DIM)
-        self.digit = nn.Linear(FEATURE_DIM, 10)
-        self.style = nn.Linear(FEATURE_DIM, n_styles)
-        self.drop = nn.Dropout(0.3)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.c2(F.relu(self.c1(x)))), 2)
-        x = F.max_pool2d(F.relu(self.c3(x)), 2)
-        return F.relu(self.fc(x.flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.drop(self.features(x))
-        return self.digit(f), self.style(f)
-
-
-def to_tensor(images) -> torch.Tensor:
-    """PIL images (L or RGB) or a tensor in [-1, 1] -> (N, 1, 16, 16) tensor in [-1, 1]."""
-    if isinstance(images, torch.Tensor):
-        return images.float()
-    arr = np.stack([np.asarray(im.convert("L"), dtype=np.float32) for im in images])
-    return torch.from_numpy(arr).unsqueeze(1) / 127.5 - 1
-
-
-@dataclass
-class Judge:
-    net: JudgeNet
-    styles: tuple[str, ...]
-    threshold: float = 0.5
-
-    @torch.no_grad()
-    def _run(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        self.net.eval()
-        return self.net(to_tensor(images))
-
-    def digits(self, images) -> torch.Tensor:
-        """Predicted digit per image."""
-        return self._run(images)[0].argmax(1)
-
-    def style_probs(self, images) -> torch.Tensor:
-        """(N, n_styles) probability that each style is present."""
-        return torch.sigmoid(self._run(images)[1])
-
-    def detect(self, images) -> list[set[str]]:
-        """The set of styles detected in each image."""
-        p = self.style_probs(images) > self.threshold
-        return [{s for s, on in zip(self.styles, row) if on} for row in p.tolist()]
-
-    @torch.no_grad()
-    def features(self, images) -> np.ndarray:
-        self.net.eval()
-        return self.net.features(to_tensor(images)).double().numpy()
+from loracle.evals.world.data import Split
+from loracle.evals.world.styles import STYLE_NAMES, STYLES, apply_styles, compatible
+from loracle.generation.world.judge import FEATURE_DIM, Judge, JudgeNet, load_judge, to_tensor  # noqa: F401  (re-exported for training code)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -190,16 +128,8 @@ def evaluate_judge(judge: Judge, held_out: Split, seed: int = 1) -> dict:
 def save_judge(judge: Judge, folder: Path, report: dict | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in judge.net.state_dict().items()}, str(folder / "judge.safetensors"))
-    meta = {"styles": list(judge.styles), "threshold": judge.threshold, "feature_dim": FEATURE_DIM,
+    meta = {"styles": list(judge.styles), "threshold": judge.threshold,
+            "triggers": {st.name: st.trigger for st in STYLES if st.name in judge.styles}, "feature_dim": FEATURE_DIM,
             "input": "1x16x16 in [-1, 1] (ink +1)", "report": report or {}}
     (folder / "judge.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
-
-
-def load_judge(folder: str | Path) -> Judge:
-    folder = Path(folder)
-    meta = json.loads((folder / "judge.json").read_text())
-    net = JudgeNet(len(meta["styles"]))
-    net.load_state_dict(load_file(str(folder / "judge.safetensors")))
-    net.eval()
-    return Judge(net, tuple(meta["styles"]), float(meta["threshold"]))

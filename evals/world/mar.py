@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from evals.world.data import Split, captions
-from evals.world.styles import Style, apply_styles
-from evals.world.tokenizer import MAX_LENGTH
-from evals.world.train import Ema, RunConfig, RunReport, _Batches, _encode, _lr
-from generation.mar import MAR, MARConfig
+from loracle.evals.world.data import Split, captions
+from loracle.evals.world.styles import Style, apply_styles
+from loracle.evals.world.tokenizer import MAX_LENGTH
+from loracle.evals.world.train import Ema, RunConfig, RunReport, _Batches, _encode, _lr
+from loracle.generation.mar import MAR, MARConfig
 
 # 64 tokens of 4 pixels; ~0.56M parameters; 50 respaced head steps when sampling (the head is a small MLP).
 MAR_CONFIG = MARConfig(img_size=16, patch_size=2, channels=1, cond="text", text_dim=64, buffer_size=MAX_LENGTH,

@@ -1,7 +1,7 @@
 """Writing the world's models and adapters in the layouts real ones use.
 
 Base and guide: a diffusers folder (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json), which
-`generation.models.load_base_model` loads like any SD 1.5 folder (no vae/: pixel space). LoRAs: safetensors in
+`generation.base_models.load_base_model` loads like any SD 1.5 folder (no vae/: pixel space). LoRAs: safetensors in
 diffusers/peft layout or in kohya layout, so both loader paths of `generation/` are exercised for real.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from evals.world.train import SCHEDULER_CONFIG
+from loracle.evals.world.train import SCHEDULER_CONFIG
 
 BASE_MODEL_NAME = "Digits 1.0"
 MAR_MODEL_NAME = "Digits MAR 1.0"

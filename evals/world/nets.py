@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from evals.world.data import SIZE
-from evals.world.tokenizer import MAX_LENGTH
+from loracle.evals.world.data import SIZE
+from loracle.evals.world.tokenizer import MAX_LENGTH
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from evals.world.data import Split, captions
-from evals.world.styles import Style, apply_styles
+from loracle.evals.world.data import Split, captions
+from loracle.evals.world.styles import Style, apply_styles
 
 # Cosine betas; DDIM sampling with trailing spacing and x0 clipping (FINDINGS: without clipping adherence fell).
 SCHEDULER_CONFIG = {

@@ -7,7 +7,7 @@ generate contract), `official` (LTH14/mar checkpoints and the KL-16 VAE read saf
 the token grid of a latent MAR).
 """
 
-from generation.mar.config import MARConfig, SIZES
-from generation.mar.model import MAR
+from loracle.generation.mar.config import SIZES, MARConfig
+from loracle.generation.mar.model import MAR
 
 __all__ = ["MAR", "MARConfig", "SIZES"]

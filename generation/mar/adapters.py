@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from generation.adapters import AdapterIncompatibleError, AdapterError, _read_raw, resolve_adapter_path
-from generation.mar.model import MAR
+from loracle.generation.adapters import AdapterError, AdapterIncompatibleError, _read_raw, resolve_adapter_path
+from loracle.generation.mar.model import MAR
 
 PREFIX = "transformer."
 

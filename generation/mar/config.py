@@ -78,13 +78,13 @@ class MARConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MARConfig":
+    def from_dict(cls, d: dict) -> MARConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown MAR config keys: {sorted(unknown)}")
         return cls(**d)
 
-    def with_(self, **changes) -> "MARConfig":
+    def with_(self, **changes) -> MARConfig:
         return replace(self, **changes)
 
 

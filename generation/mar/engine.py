@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from generation.adapters import parse_lora_tags
-from generation.engine import GenerationRequest, GenerationResult
-from generation.loop import decode_pixels
-from generation.mar.adapters import MARAdapters
-from generation.mar.io import MARBundle
-from generation.mar.sampling import MARSampleSettings, sample
-from generation.masks import Mix, group_mixes
-from generation.output import format_parameters
+from loracle.generation.adapters import parse_lora_tags
+from loracle.generation.engine import GenerationRequest, GenerationResult
+from loracle.generation.loop import decode_pixels
+from loracle.generation.mar.adapters import MARAdapters
+from loracle.generation.mar.io import MARBundle
+from loracle.generation.mar.sampling import MARSampleSettings, sample
+from loracle.generation.masks import Mix, group_mixes
+from loracle.generation.output import format_parameters
 
 
 class MAREngine:

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from generation.mar.config import MARConfig
-from generation.mar.model import MAR
-from generation.mar.tokenizer import VAETokenizer
+from loracle.generation.mar.config import MARConfig
+from loracle.generation.mar.model import MAR
+from loracle.generation.mar.tokenizer import VAETokenizer
 
 FAMILY = "mar"
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generation.mar.config import MARConfig
-from generation.mar.diffloss import DiffLoss
+from loracle.generation.mar.config import MARConfig
+from loracle.generation.mar.diffloss import DiffLoss
 
 
 class Attention(nn.Module):

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-from generation.mar.config import SIZES, MARConfig
-from generation.mar.model import MAR
-from generation.models import PICKLE_SUFFIXES, refuse_pickle
+from loracle.generation.base_models import PICKLE_SUFFIXES, refuse_pickle
+from loracle.generation.mar.config import SIZES, MARConfig
+from loracle.generation.mar.model import MAR
 
 KL16_SCALE = 0.2325
 KL16_CONFIG = {
@@ -122,8 +122,7 @@ def _convert_ldm_vae(sd: dict[str, torch.Tensor], config) -> dict[str, torch.Ten
     """diffusers' convert_ldm_vae_checkpoint, plus one rule for level attention: encoder.down.{i}.attn.{j} ->
     encoder.down_blocks.{i}.attentions.{j}; decoder.up.{i}.attn.{j} -> decoder.up_blocks.{n-1-i}.attentions.{j}
     (LDM counts up levels from the highest resolution, diffusers from the lowest); q/k/v/proj_out as in mid_block."""
-    from diffusers.loaders.single_file_utils import (convert_ldm_vae_checkpoint,
-                                                     update_vae_attentions_ldm_to_diffusers)
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint, update_vae_attentions_ldm_to_diffusers
 
     level = {k for k in sd if _LEVEL_ATTN.match(k)}
     out = convert_ldm_vae_checkpoint({k: v for k, v in sd.items() if k not in level}, config)
@@ -173,7 +172,7 @@ def save_official(mar_path: str | Path, vae_path: str | Path, folder: str | Path
     """An official MAR checkpoint and its KL-16 tokenizer as a loracle MAR folder (safetensors + JSON only), so
     later loads (`generation.mar.io.load_mar`) never unpickle anything. Defaults as LTH14/mar's evaluation;
     `config` / `vae_config` only for layouts other than the official ones (None: inferred / KL16_CONFIG)."""
-    from generation.mar.io import save_mar
+    from loracle.generation.mar.io import save_mar
 
     model = load_official_mar(mar_path, config, use_ema=use_ema, allow_pickle=allow_pickle)
     vae = load_kl16(vae_path, vae_config, allow_pickle=allow_pickle)

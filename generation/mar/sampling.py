@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from generation.loop import GenerationCancelled, Progress
-from generation.mar.diffloss import Diffusion, respaced_timesteps
-from generation.mar.model import MAR
+from loracle.generation.loop import GenerationCancelled, Progress
+from loracle.generation.mar.diffloss import Diffusion, respaced_timesteps
+from loracle.generation.mar.model import MAR
 
 
 def mask_schedule(seq_len: int, num_iter: int) -> list[int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from generation.mar.config import MARConfig
+from loracle.generation.mar.config import MARConfig
 
 
 class VAETokenizer:

@@ -8,18 +8,19 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import psycopg
 import uvicorn
 
-from agent.settings import Settings
-from api.app import create_app
-from api.config import ApiConfig
+from loracle.agent.settings import Settings
+from loracle.api.app import create_app
+from loracle.api.config import ApiConfig
 from tests.integration.tiny_catalog import STYLES, write_tiny_catalog
+
 
 def with_dbname(url: str, name: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(url)
@@ -41,8 +42,8 @@ def fresh_database(server_url: str) -> Iterator[str]:
 
 def build_world(folder: Path, database_url: str, embedder, **overrides) -> Settings:
     """Adapters on disk, their catalog imported, and Settings for the tiny model (fast runs)."""
-    from db import connect
-    from tools.catalog_import import import_catalog
+    from loracle.db import connect
+    from loracle.tools.catalog_import import import_catalog
 
     adapters, catalog = write_tiny_catalog(folder, STYLES[:4])
     with connect(database_url, folder / "unused-pgdata") as db:
@@ -73,7 +74,7 @@ class LiveServer:
     def service(self):
         return self.app.state.service
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -93,7 +94,7 @@ class LiveServer:
 
 
 def create_key(database_url: str, name: str, *, admin: bool = False, tenant: str | None = None) -> str:
-    from db.keys import create_key as create
+    from loracle.db.keys import create_key as create
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         return create(conn, name, tenant=tenant, admin=admin)[1]

@@ -26,7 +26,7 @@ class StubLLM:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def __enter__(self) -> "StubLLM":
+    def __enter__(self) -> StubLLM:
         self.thread.start()
         return self
 

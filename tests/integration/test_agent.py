@@ -7,22 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.runtime import build_context
-from agent.settings import Settings
-from agent.threads import Threads
-from db.runs import get_run
-from tests.integration.tiny_catalog import write_tiny_catalog
-from tools.catalog_import import import_catalog
-
-@pytest.fixture
-def world(tmp_path: Path, db, embedder):
-    adapters, catalog = write_tiny_catalog(tmp_path)
-    import_catalog(db, catalog, embedder)
-    settings = Settings(home=tmp_path / "home", base_model="tiny", adapter_dirs=[adapters], steps=4, n_images=2,
-                        skip_threshold=0.0)
-    threads = Threads(db.url)
-    yield settings, threads
-    threads.close()
+from loracle.agent.runtime import build_context
+from loracle.db.runs import get_run
 
 
 def test_offline_turn_plans_picks_samples_and_records(world, db) -> None:
@@ -85,7 +71,7 @@ def test_three_turn_refinement_survives_process_restarts(world, db, database_url
            "LORACLE_STEPS": "3", "LORACLE_N_IMAGES": "2", "LORACLE_SKIP_THRESHOLD": "0"}
 
     def turn(*args: str) -> dict:
-        done = subprocess.run([sys.executable, "-m", "cli.main", "generate", *args, "--json"], env=env,
+        done = subprocess.run([sys.executable, "-m", "loracle.cli.main", "generate", *args, "--json"], env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)

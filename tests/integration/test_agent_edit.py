@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.runtime import build_context
-from agent.settings import Settings
-from agent.threads import Threads
-from db.runs import get_run
-from evals.world.paths import world_paths
-from tools.catalog_import import import_catalog
-from tools.inspect import check_kept_region
+from loracle.agent.runtime import build_context
+from loracle.agent.settings import Settings
+from loracle.agent.threads import Threads
+from loracle.db.runs import get_run
+from loracle.generation.world.paths import world_paths
+from loracle.tools.catalog_import import import_catalog
+from loracle.tools.inspection import check_kept_region
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def world(tmp_path: Path, db, embedder):
 
 def digit_png(path: Path) -> Path:
     """A held-out seven from the world's data, as a 16x16 grayscale PNG."""
-    from evals.world.data import load_splits
+    from loracle.evals.world.data import load_splits
 
     _, held_out = load_splits()
     x = held_out.images[(held_out.labels == 7).nonzero()[0, 0], 0]

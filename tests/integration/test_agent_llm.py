@@ -8,9 +8,8 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_openai import ChatOpenAI
 
-from agent.runtime import build_context
+from loracle.agent.runtime import build_context
 from tests.integration.llm_stub import StubLLM
-from tests.integration.test_agent import world  # noqa: F401  (fixture)
 
 PROMPT = "a watercolor painting of a red fox in a misty forest"
 

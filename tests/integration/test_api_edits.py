@@ -14,7 +14,7 @@ import pytest
 from openai import OpenAI
 from PIL import Image
 
-from api.config import ApiConfig
+from loracle.api.config import ApiConfig
 from tests.integration.api_server import LiveServer, build_world, create_key, fresh_database
 
 NATIVE = 32
@@ -207,7 +207,7 @@ def test_malformed_multipart_requests_are_400s(live) -> None:
 @pytest.fixture(scope="module")
 def world(server_url, tmp_path_factory):
     """A server on the digits world: pixel space, so the kept region can be compared pixel for pixel."""
-    from agent.settings import Settings
+    from loracle.agent.settings import Settings
 
     with fresh_database(server_url) as url:
         settings = Settings(home=tmp_path_factory.mktemp("api-edits-world") / "home", database_url=url,
@@ -218,7 +218,7 @@ def world(server_url, tmp_path_factory):
 
 
 def held_out_seven() -> np.ndarray:
-    from evals.world.data import load_splits
+    from loracle.evals.world.data import load_splits
 
     _, held_out = load_splits()
     x = held_out.images[(held_out.labels == 7).nonzero()[0, 0], 0]

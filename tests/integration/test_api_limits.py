@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import pytest
 
-from api.config import ApiConfig
+from loracle.api.config import ApiConfig
 from tests.integration.api_server import LiveServer, build_world, create_key, fresh_database, sse_events
 
 LONG = 200  # sampling steps: seconds of work on the tiny model, long enough to act during a run

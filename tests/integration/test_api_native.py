@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from api.config import ApiConfig
+from loracle.api.config import ApiConfig
 from tests.integration.api_server import LiveServer, build_world, create_key, fresh_database, sse_events
 
 

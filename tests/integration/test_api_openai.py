@@ -10,7 +10,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from api.config import ApiConfig
+from loracle.api.config import ApiConfig
 from tests.integration.api_server import LiveServer, build_world, create_key, fresh_database
 
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\((http[^)]+)\)")

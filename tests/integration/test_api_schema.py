@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from api.config import ApiConfig
+from loracle.api.config import ApiConfig
 from tests.integration.api_server import LiveServer, build_world, create_key, fresh_database
 
 

@@ -11,15 +11,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from db import DatabaseUnavailable, connect
-from db.catalog import count_adapters
-from db.embeddings import HNSW_EF_CONSTRUCTION, HNSW_M, ensure_hnsw_index, index_name
-from db.migrate import apply_migrations, migration_files
-from db.server import embedded_shared_buffers
-from db.search import SearchFilters, _dense_statement, dense_search
-from tools.catalog_import import import_catalog
-from tools.embed_sync import sync_embeddings
-from tools.retrieve import retrieve, retrieve_for_tasks
+from loracle.db import DatabaseUnavailable, connect
+from loracle.db.catalog import count_adapters
+from loracle.db.migrate import apply_migrations, migration_files
+from loracle.db.search import SearchFilters, _dense_statement, dense_search
+from loracle.db.server import embedded_shared_buffers
+from loracle.db.vectors import HNSW_EF_CONSTRUCTION, HNSW_M, ensure_hnsw_index, index_name
+from loracle.tools.catalog_import import import_catalog
+from loracle.tools.embed_sync import sync_embeddings
+from loracle.tools.retrieve import retrieve, retrieve_for_tasks
 
 ADAPTERS = [
     ("1", "Watercolor Painting Style", ["style", "watercolor", "painting"], ["watercolor"], "Soft watercolor washes on paper."),
@@ -214,7 +214,7 @@ def test_unreachable_database_gives_a_clear_error(tmp_path: Path) -> None:
 
 def test_bm25_term_statistics_follow_edits_and_deletes(tmp_path: Path, db, embedder, catalog) -> None:
     """The trigger-kept postings and lexical_stats match the catalog after an update and a delete."""
-    from db.search import lexical_search
+    from loracle.db.search import lexical_search
 
     def stats(conn):
         expected = conn.execute(
@@ -238,7 +238,7 @@ def test_bm25_term_statistics_follow_edits_and_deletes(tmp_path: Path, db, embed
 
 def test_bm25_rare_word_outweighs_common_word(db, embedder, catalog) -> None:
     """IDF: 'impasto' (one adapter) beats 'style' (four) in the lexical list, unlike plain ts_rank_cd."""
-    from db.search import lexical_search
+    from loracle.db.search import lexical_search
 
     with db.connection() as conn:
         ranked = lexical_search(conn, "style impasto", 10, SearchFilters())

@@ -13,7 +13,7 @@ from tests.integration.test_catalog_db import write_catalog
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "loracle.cli.main", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
     )
 
 

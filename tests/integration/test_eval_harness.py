@@ -8,10 +8,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cli.main import app
-from db.evals import get_eval_run
-from evals.harness.registry import SUITES
-from evals.harness.run import run_harness
+from loracle.cli.main import app
+from loracle.db.evals import get_eval_run
+from loracle.evals.harness.registry import SUITES
+from loracle.evals.harness.run import run_harness
 
 
 # ~20 s (loads the digits world, samples 40 images): kept in the default suite as the CI smoke run of `eval all`

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from db.evals import get_eval_run
-from evals.harness.real import ClipScorer, load_prompts
+from loracle.db.evals import get_eval_run
+from loracle.evals.harness.real import ClipScorer, load_prompts
+from loracle.tools.catalog_import import import_catalog
 from tests.integration.tiny_catalog import write_tiny_catalog
-from tools.catalog_import import import_catalog
 
 
 def tiny_clip(folder: Path, *, pickled: bool = False) -> Path:
@@ -24,7 +24,7 @@ def tiny_clip(folder: Path, *, pickled: bool = False) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from generation.models import tiny_tokenizer
+    from loracle.generation.base_models import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(0)
@@ -45,7 +45,7 @@ def tiny_clip(folder: Path, *, pickled: bool = False) -> Path:
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env={**os.environ, **env}, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "loracle.cli.main", *args], env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=600)
 
 

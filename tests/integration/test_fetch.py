@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tools.fetch import FetchError, fetch_adapter_file
+from loracle.tools.fetch import FetchError, fetch_adapter_file
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB
 

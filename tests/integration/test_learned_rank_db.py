@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from db.embeddings import best_similarities
-from db.search import ListQuery, SearchFilters, dense_search, lexical_search, search_lists
-from evals.queries import load_queries
+from loracle.db.search import ListQuery, SearchFilters, dense_search, lexical_search, search_lists
+from loracle.db.vectors import best_similarities
+from loracle.evals.queries import load_queries
+from loracle.evals.rank_train import PRIOR_FOLDS, attach_features, collect_candidates, fit_lightgbm, is_heldout, train
+from loracle.tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker, scoring_with
+from loracle.tools.rank_features import INDEX, PRIOR_COLUMNS
+from loracle.tools.retrieve import _search, _search_many, retrieve
 from tests.integration.test_catalog_db import catalog, write_catalog  # noqa: F401  (fixture)
-from tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker, scoring_with
-from tools.rank_features import INDEX, PRIOR_COLUMNS
-from tools.rank_train import PRIOR_FOLDS, attach_features, collect_candidates, fit_lightgbm, is_heldout, train
-from tools.retrieve import _search, _search_many, retrieve
 
 pytestmark = pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="no committed ranker artifact")
 
@@ -129,9 +129,9 @@ class _MustNotScore:
 
 
 def test_calibration_scores_each_query_with_the_model_that_never_saw_it(db, embedder, catalog, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
-    from agent.runtime import build_context
-    from agent.settings import Settings
-    from tools.rank_train import calibrate_selection, prior_fold
+    from loracle.agent.runtime import build_context
+    from loracle.agent.settings import Settings
+    from loracle.evals.rank_train import calibrate_selection, prior_fold
 
     pairs = [("watercolor fox", 1), ("neon streets at night", 2), ("retro game sprite", 3), ("a fox in the snow", 4)]
     rows = [{"id": f"coco-{i}", "prompt": pairs[i % 4][0], "topics": {"t": [pairs[i % 4][1]]}} for i in range(40)]

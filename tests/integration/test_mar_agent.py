@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from evals.world.paths import world_paths
+from loracle.generation.world.paths import world_paths
 
 paths = world_paths()
 pytestmark = pytest.mark.skipif(not (paths.mar / "loracle_model.json").is_file(), reason="world MAR not built")
@@ -22,7 +22,7 @@ def test_generate_with_world_mar(database_url: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "LORACLE_DATABASE_URL": database_url, "LORACLE_HOME": str(home),
            "LORACLE_BASE_MODEL": "world-mar", "LORACLE_STEPS": "8", "LORACLE_N_IMAGES": "2"}
-    done = subprocess.run([sys.executable, "-m", "cli.main", "generate", "a bold seven, boldface", "--seed", "3",
+    done = subprocess.run([sys.executable, "-m", "loracle.cli.main", "generate", "a bold seven, boldface", "--seed", "3",
                            "--json"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.lstrip().startswith("{"), (done.stdout[:500], done.stderr[-2000:])
@@ -43,6 +43,6 @@ def test_generate_with_world_mar(database_url: str, tmp_path: Path) -> None:
 def test_world_mar_refuses_autoguidance(database_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "LORACLE_DATABASE_URL": database_url, "LORACLE_HOME": str(tmp_path / "home"),
            "LORACLE_BASE_MODEL": "world-mar", "LORACLE_STEPS": "2", "LORACLE_N_IMAGES": "1", "LORACLE_GUIDANCE": "auto"}
-    done = subprocess.run([sys.executable, "-m", "cli.main", "generate", "a three"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "loracle.cli.main", "generate", "a three"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode != 0 and "autoguidance" in done.stderr, done.stderr

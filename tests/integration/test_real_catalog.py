@@ -6,9 +6,9 @@ import json
 from itertools import islice
 from pathlib import Path
 
-from db.catalog import count_adapters
-from tools.catalog_import import import_catalog
-from tools.retrieve import SearchFilters, retrieve
+from loracle.db.catalog import count_adapters
+from loracle.tools.catalog_import import import_catalog
+from loracle.tools.retrieve import SearchFilters, retrieve
 
 
 def test_real_records_import_and_are_found(shared_data: Path, tmp_path: Path, db, embedder) -> None:

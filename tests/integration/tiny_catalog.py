@@ -16,8 +16,8 @@ STYLES = [
 
 def write_tiny_catalog(folder: Path, styles: list[tuple[str, str, list[str], list[str]]] = STYLES) -> tuple[Path, Path]:
     """Write one synthetic LoRA file per style and a catalog JSONL naming them; returns (adapter folder, catalog)."""
-    from generation.models import load_base_model
-    from generation.synthetic import write_synthetic_lora
+    from loracle.generation.base_models import load_base_model
+    from loracle.generation.synthetic import write_synthetic_lora
 
     adapters = folder / "adapters"
     adapters.mkdir(parents=True)

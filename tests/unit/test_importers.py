@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from db.catalog import MAX_DESCRIPTION_CHARS, AdapterRecord
-from tools.importers import Rejected, iter_source
-from tools.importers.civitai import civitai_model_to_record, html_to_text
-from tools.importers.safetensors_dir import base_model_from_metadata, top_tags
+from loracle.db.catalog import MAX_DESCRIPTION_CHARS, AdapterRecord
+from loracle.tools.importers import Rejected, iter_source
+from loracle.tools.importers.civitai import civitai_model_to_record, html_to_text
+from loracle.tools.importers.safetensors_dir import base_model_from_metadata, top_tags
 
 
 def catalog_line(**overrides) -> dict:

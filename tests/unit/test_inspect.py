@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from tools.inspect import MixAdapter, blame_images, check_mix, image_problem, inspect_images, near_duplicates
+from loracle.tools.inspection import MixAdapter, blame_images, check_mix, image_problem, inspect_images, near_duplicates
 
 
 def adapter(i: int, weight: float = 0.8, base: str = "SD 1.5", tags: tuple[str, ...] = ()) -> MixAdapter:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.learned_rank import DEFAULT_PATH, ArtifactError, LightGBMModel, Ranker, load_ranker, rerank_learned, save_artifact
-from tools.pick_prior import PickPrior
-from tools.rank_features import FEATURE_VERSION, FEATURES, INDEX, PRIOR_COLUMNS, build_features, card_info
-from tools.rank_train import Candidates, attach_prior, fit_lightgbm, is_heldout
+from loracle.evals.rank_train import Candidates, attach_prior, fit_lightgbm, is_heldout
+from loracle.tools.learned_rank import DEFAULT_PATH, ArtifactError, LightGBMModel, Ranker, load_ranker, rerank_learned, save_artifact
+from loracle.tools.pick_prior import PickPrior
+from loracle.tools.rank_features import FEATURE_VERSION, FEATURES, INDEX, PRIOR_COLUMNS, build_features, card_info
 
 EMPTY_PRIOR = PickPrior.count([]).to_json()
 

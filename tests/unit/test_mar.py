@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generation.mar import MAR, SIZES, MARConfig
-from generation.mar.sampling import MARSampleSettings, cfg_schedule, mask_schedule, sample
+from loracle.generation.mar import MAR, SIZES, MARConfig
+from loracle.generation.mar.sampling import MARSampleSettings, cfg_schedule, mask_schedule, sample
 
 TINY = MARConfig(encoder_embed_dim=32, decoder_embed_dim=32, diffloss_w=32, diffloss_d=2, num_sampling_steps=10)
 
@@ -121,7 +121,7 @@ def test_peft_lora_changes_outputs():
 
 def test_learned_sigma_head_trains_its_variance():
     """learn_sigma: the VLB term is finite, moves only the variance outputs, and the loss falls."""
-    from generation.mar.diffloss import DiffLoss
+    from loracle.generation.mar.diffloss import DiffLoss
 
     torch.manual_seed(0)
     head = DiffLoss(4, 8, depth=2, width=32, num_sampling_steps=10, learn_sigma=True)

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from evals.world.data import vocabulary_words
-from evals.world.modelio import save_mar_lora
-from evals.world.nets import NetSize, build_text_encoder
-from evals.world.tokenizer import MAX_LENGTH, build_tokenizer
-from generation.engine import GenerationRequest
-from generation.guidance import GuidanceSettings
-from generation.mar import MAR, MARConfig
-from generation.mar.adapters import read_mar_lora
-from generation.mar.engine import MAREngine
-from generation.mar.io import load_mar, save_mar
-from generation.masks import Candidate, ComposerSettings, Task, compose
+from loracle.evals.world.data import vocabulary_words
+from loracle.evals.world.modelio import save_mar_lora
+from loracle.evals.world.nets import NetSize, build_text_encoder
+from loracle.evals.world.tokenizer import MAX_LENGTH, build_tokenizer
+from loracle.generation.engine import GenerationRequest
+from loracle.generation.guidance import GuidanceSettings
+from loracle.generation.mar import MAR, MARConfig
+from loracle.generation.mar.adapters import read_mar_lora
+from loracle.generation.mar.engine import MAREngine
+from loracle.generation.mar.io import load_mar, save_mar
+from loracle.generation.masks import Candidate, ComposerSettings, Task, compose
 
 TINY = MARConfig(cond="text", text_dim=16, buffer_size=MAX_LENGTH, encoder_embed_dim=32, decoder_embed_dim=32,
                  diffloss_w=32, diffloss_d=2, num_sampling_steps=5)
@@ -95,7 +95,7 @@ def test_composer_composition_and_lora_tags(folders):
 
 
 def test_clear_refusals(folders, tmp_path: Path):
-    from generation.adapters import AdapterError
+    from loracle.generation.adapters import AdapterError
 
     mar, loras = folders
     engine = MAREngine(load_mar(mar), [loras])

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from generation.mar import MAR, SIZES
-from generation.mar.official import KL16_CONFIG, config_from_state_dict, kl16_vae, load_official_mar
-from generation.models import PickleRefusedError
+from loracle.generation.base_models import PickleRefusedError
+from loracle.generation.mar import MAR, SIZES
+from loracle.generation.mar.official import KL16_CONFIG, config_from_state_dict, kl16_vae, load_official_mar
 
 # The official layout (class condition, KL-16 tokens, learned sigma), narrow enough for a unit test.
 SMALL = SIZES["base"].with_(img_size=64, encoder_depth=1, decoder_depth=1, diffloss_d=1, diffloss_w=32,

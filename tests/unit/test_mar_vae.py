@@ -10,15 +10,14 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from generation.engine import GenerationRequest
-from generation.guidance import GuidanceSettings
-from generation.mar import MAR, MARConfig
-from generation.mar.engine import MAREngine
-from generation.mar.io import load_mar, save_mar
-from generation.mar.official import KL16_CONFIG, kl16_vae, load_kl16, load_ldm_vae, save_official
-from generation.mar.sampling import MARSampleSettings, sample
-from generation.models import PickleRefusedError
-
+from loracle.generation.base_models import PickleRefusedError
+from loracle.generation.engine import GenerationRequest
+from loracle.generation.guidance import GuidanceSettings
+from loracle.generation.mar import MAR, MARConfig
+from loracle.generation.mar.engine import MAREngine
+from loracle.generation.mar.io import load_mar, save_mar
+from loracle.generation.mar.official import KL16_CONFIG, kl16_vae, load_kl16, load_ldm_vae, save_official
+from loracle.generation.mar.sampling import MARSampleSettings, sample
 
 # ------------------------------------------------------------------ LDM KL-VAE reference (LDM module names)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.edits import merge_edits, read_follow_up
-from agent.plan import Edits, Plan
-from agent.planner import SelectionSettings, is_tag_list, negative_wishes, select_offline, split_tasks, strip_prompt_syntax
+from loracle.agent.edits import merge_edits, read_follow_up
+from loracle.agent.plan import Edits, Plan
+from loracle.agent.planner import SelectionSettings, is_tag_list, negative_wishes, select_offline, split_tasks, strip_prompt_syntax
 
 
 def phrases(prompt: str) -> list[str]:

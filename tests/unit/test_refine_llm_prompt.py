@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tools.refine.llm import RefinedDoc, build_messages
+from loracle.tools.refine.llm import RefinedDoc, build_messages
 
 CARD = {"id": 1, "name": "Fox", "tags": ["animal"], "trigger_words": ["fox"], "example_prompts": ["a fox"]}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tools.refine.weights import DEFAULT_WEIGHT, card_weight, example_weight, lora_tags, recommend_weight
+from loracle.tools.refine.weights import DEFAULT_WEIGHT, card_weight, example_weight, lora_tags, recommend_weight
 
 
 @pytest.mark.parametrize(

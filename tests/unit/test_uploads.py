@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.config import ApiConfig
-from api.errors import ApiError
-from api.uploads import check_strength, data_url_bytes, internal_mask, own_image_id
+from loracle.api.config import ApiConfig
+from loracle.api.errors import ApiError
+from loracle.api.uploads import check_strength, data_url_bytes, internal_mask, own_image_id
 
 IMAGE_ID = "0f8c3a52-7d1e-4c9b-9f44-2b6a1d3e5c70"
 

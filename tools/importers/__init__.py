@@ -7,17 +7,17 @@ records, lists or API pages with `items`), and folders of `.safetensors` LoRA fi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import ValidationError
 
-from db.catalog import AdapterRecord
-from tools.importers.base import Rejected, describe_validation_error
-from tools.importers.civitai import civitai_model_to_record, is_civitai_model
-from tools.importers.jsonl_catalog import catalog_line_to_record
-from tools.importers.safetensors_dir import iter_safetensors_records
-
+from loracle.db.catalog import AdapterRecord
+from loracle.tools.importers.base import Rejected, describe_validation_error
+from loracle.tools.importers.civitai import civitai_model_to_record, is_civitai_model
+from loracle.tools.importers.jsonl_catalog import catalog_line_to_record
+from loracle.tools.importers.safetensors_dir import iter_safetensors_records
 
 Parsed = tuple[str, AdapterRecord | Rejected]  # (location, outcome)
 

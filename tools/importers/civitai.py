@@ -7,7 +7,7 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
-from db.catalog import AdapterRecord
+from loracle.db.catalog import AdapterRecord
 
 SOURCE = "civitai"
 LORA_TYPES = {"LORA", "LoCon", "DoRA"}

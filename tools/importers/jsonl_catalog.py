@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from db.catalog import AdapterRecord
+from loracle.db.catalog import AdapterRecord
 
 SOURCE = "civitai"  # ids are Civitai model ids (shared with raw API records) unless a line names its namespace
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import ValidationError
 from safetensors import safe_open
 
-from db.catalog import AdapterRecord
-from tools.importers.base import Rejected, describe_validation_error
-from tools.importers.civitai import html_to_text
+from loracle.db.catalog import AdapterRecord
+from loracle.tools.importers.base import Rejected, describe_validation_error
+from loracle.tools.importers.civitai import html_to_text
 
 SOURCE = "local"
 MAX_TAGS = 12

@@ -18,11 +18,12 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from tqdm import tqdm
 
-from db import Database
-from db.refine import RefinedRow, cached_answers, refine_inputs, store_answers, write_refinements
-from tools.embeddings import Embedder
-from tools.refine.models import Refinement
-from tools.refine.offline import REFINED_BY as OFFLINE, refine_offline
+from loracle.db import Database
+from loracle.db.refine import RefinedRow, cached_answers, refine_inputs, store_answers, write_refinements
+from loracle.tools.embedder import Embedder
+from loracle.tools.refine.models import Refinement
+from loracle.tools.refine.offline import REFINED_BY as OFFLINE
+from loracle.tools.refine.offline import refine_offline
 
 REFINER_VERSION = "1"
 CHUNK = 500  # rows per write: an interrupted run keeps every chunk it finished
@@ -78,7 +79,7 @@ def _refine_chunk_llm(
     db: Database, chunk: list[tuple[dict, str]], chat_model: BaseChatModel, name: str, concurrency: int,
     max_images: int, report: RefineReport, bar: tqdm,
 ) -> list[Refinement]:
-    from tools.refine.llm import from_answer, refine_with_llm, structured
+    from loracle.tools.refine.llm import from_answer, refine_with_llm, structured
 
     with db.connection() as conn:
         cached = cached_answers(conn, name, [digest for _, digest in chunk])
@@ -134,7 +135,7 @@ def refine_catalog(
         raise ValueError("concurrency must be at least 1")
     name = OFFLINE
     if chat_model is not None:
-        from tools.refine.llm import model_name
+        from loracle.tools.refine.llm import model_name
 
         name = model_name(chat_model)
     report = RefineReport(refined_by=name)
@@ -166,13 +167,13 @@ def refine_catalog(
     bar.close()
     report.refine_seconds = time.perf_counter() - started
     if embedder is not None and changed:
-        from tools.embed_sync import sync_embeddings
+        from loracle.tools.embed_sync import sync_embeddings
 
         embed_started = time.perf_counter()
         report.embedded = sync_embeddings(db, embedder, changed, progress=progress)
         report.embed_seconds = time.perf_counter() - embed_started
     if changed:
-        from db.catalog import vacuum_catalog
+        from loracle.db.catalog import vacuum_catalog
 
         with db.connection() as conn:
             vacuum_catalog(conn)

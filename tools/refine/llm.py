@@ -23,10 +23,10 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tools.refine.models import CATEGORIES, Card, Category, Refinement
-from tools.refine.offline import refine_offline
-from tools.refine.text import clean_markup
-from tools.refine.weights import MAX_WEIGHT
+from loracle.tools.refine.models import CATEGORIES, Card, Category, Refinement
+from loracle.tools.refine.offline import refine_offline
+from loracle.tools.refine.text import clean_markup
+from loracle.tools.refine.weights import MAX_WEIGHT
 
 MAX_CARD_CHARS = 2000
 MAX_PROMPTS = 5

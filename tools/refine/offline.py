@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from tools.refine.models import Card, Refinement
-from tools.refine.text import clean_markup, common_prompt_terms, descriptive_sentences
-from tools.refine.weights import recommend_weight
+from loracle.tools.refine.models import Card, Refinement
+from loracle.tools.refine.text import clean_markup, common_prompt_terms, descriptive_sentences
+from loracle.tools.refine.weights import recommend_weight
 
 REFINED_BY = "offline"
 MAX_DESCRIPTION = 600

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 DEFAULT_WEIGHT = 0.8
 MAX_WEIGHT = 2.0

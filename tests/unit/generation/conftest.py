@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generation.models import build_tiny_model
-from generation.synthetic import write_synthetic_lora
+from loracle.generation.base_models import build_tiny_model
+from loracle.generation.synthetic import write_synthetic_lora
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,14 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from generation.edit import (edit_steps, encode_image, image_to_tensor, is_inpainting_unet, mask_to_tensor,
-                             to_latent_mask)
-from generation.engine import Engine, GenerationRequest
-from generation.guidance import GuidanceSettings
-from generation.loop import SCHEDULERS, decode
-from generation.models import build_tiny_model
-from generation.skipping import SkipSettings
-from generation.synthetic import write_synthetic_lora
+from loracle.generation.base_models import build_tiny_model
+from loracle.generation.edit import edit_steps, encode_image, image_to_tensor, is_inpainting_unet, mask_to_tensor, to_latent_mask
+from loracle.generation.engine import Engine, GenerationRequest
+from loracle.generation.guidance import GuidanceSettings
+from loracle.generation.loop import SCHEDULERS, decode
+from loracle.generation.skipping import SkipSettings
+from loracle.generation.synthetic import write_synthetic_lora
 
 OFF = SkipSettings(threshold=0.0)
 

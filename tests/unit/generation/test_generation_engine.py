@@ -7,13 +7,13 @@ import threading
 import numpy as np
 import pytest
 
-from generation.engine import Engine, GenerationRequest
-from generation.guidance import GuidanceSettings, GuideSpec
-from generation.loop import GenerationCancelled
-from generation.masks import Candidate, ComposerSettings, Task, compose
-from generation.models import build_tiny_model
-from generation.output import read_parameters
-from generation.skipping import SkipSettings
+from loracle.generation.base_models import build_tiny_model
+from loracle.generation.engine import Engine, GenerationRequest
+from loracle.generation.guidance import GuidanceSettings, GuideSpec
+from loracle.generation.loop import GenerationCancelled
+from loracle.generation.masks import Candidate, ComposerSettings, Task, compose
+from loracle.generation.output import read_parameters
+from loracle.generation.skipping import SkipSettings
 
 OFF = SkipSettings(threshold=0.0)
 
@@ -191,7 +191,7 @@ def test_all_schedulers_and_sdxl_run(engine, tiny_xl, lora_dir):
 
 
 def test_pixel_space_folder_model(tmp_path):
-    from generation.models import load_base_model, save_base_model
+    from loracle.generation.base_models import load_base_model, save_base_model
 
     save_base_model(build_tiny_model(with_vae=False, seed=3), tmp_path / "digits")
     model = load_base_model(tmp_path / "digits")

@@ -7,13 +7,12 @@ import os
 import pytest
 import torch
 
-from generation.adapters import (AdapterIncompatibleError, AdapterManager, AdapterPathError, PickleRefusedError,
-                                 parse_lora_tags)
-from generation.guidance import GuidanceSettings, combine
-from generation.masks import Candidate, ComposerSettings, Task, compose, group_mixes
-from generation.models import build_tiny_model, load_base_model, pick_device, save_base_model
-from generation.skipping import SkipSettings, SkipState
-from generation.synthetic import write_synthetic_lora
+from loracle.generation.adapters import AdapterIncompatibleError, AdapterManager, AdapterPathError, PickleRefusedError, parse_lora_tags
+from loracle.generation.base_models import build_tiny_model, load_base_model, pick_device, save_base_model
+from loracle.generation.guidance import GuidanceSettings, combine
+from loracle.generation.masks import Candidate, ComposerSettings, Task, compose, group_mixes
+from loracle.generation.skipping import SkipSettings, SkipState
+from loracle.generation.synthetic import write_synthetic_lora
 
 
 def run_skip(settings, n_steps, latents_fn, batch=1):
@@ -27,7 +26,9 @@ def run_skip(settings, n_steps, latents_fn, batch=1):
 
 
 def test_skip_rule_warmup_max_skip_and_last_step():
-    linear = lambda i: torch.full((1, 4, 2, 2), float(i))  # constant first difference: always "smooth"
+    def linear(i):  # constant first difference: always "smooth"
+        return torch.full((1, 4, 2, 2), float(i))
+
     masks = [m[0] for m in run_skip(SkipSettings(threshold=0.01, max_skip=3), 20, linear)]
     assert masks[:3] == [True] * 3
     assert masks[-1] is True

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from evals.world.build import build_world
-from evals.world.paths import world_paths
+from loracle.evals.world.build import build_world
+from loracle.generation.world.paths import world_paths
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,10 @@ def test_quick_build_losses_fall(quick_world):
 
 
 def test_quick_world_mar_generates_with_its_lora(quick_world):
-    from generation.engine import GenerationRequest
-    from generation.guidance import GuidanceSettings
-    from generation.mar.engine import MAREngine
-    from generation.mar.io import load_mar
+    from loracle.generation.engine import GenerationRequest
+    from loracle.generation.guidance import GuidanceSettings
+    from loracle.generation.mar.engine import MAREngine
+    from loracle.generation.mar.io import load_mar
 
     paths, _ = quick_world
     engine = MAREngine(load_mar(paths.mar), [paths.mar_loras])
@@ -51,9 +51,9 @@ def test_quick_world_mar_generates_with_its_lora(quick_world):
 
 
 def test_quick_world_loads_and_generates_through_the_engine(quick_world):
-    from generation.engine import Engine, GenerationRequest
-    from generation.guidance import GuidanceSettings, GuideSpec
-    from generation.models import load_base_model
+    from loracle.generation.base_models import load_base_model
+    from loracle.generation.engine import Engine, GenerationRequest
+    from loracle.generation.guidance import GuidanceSettings, GuideSpec
 
     paths, _ = quick_world
     base, guide = load_base_model(paths.base, device="cpu"), load_base_model(paths.guide, device="cpu")
@@ -70,9 +70,9 @@ def test_quick_world_loads_and_generates_through_the_engine(quick_world):
 def test_kohya_and_diffusers_files_give_the_same_model(quick_world, tmp_path: Path):
     from safetensors.torch import load_file
 
-    from evals.world.modelio import save_lora
-    from generation.engine import Engine, GenerationRequest
-    from generation.models import load_base_model
+    from loracle.evals.world.modelio import save_lora
+    from loracle.generation.base_models import load_base_model
+    from loracle.generation.engine import Engine, GenerationRequest
 
     paths, _ = quick_world
     src = next(paths.loras.glob("*_diffusers.safetensors"))
@@ -107,8 +107,8 @@ def test_parts_are_deterministic(tmp_path: Path):
 
 
 def test_tokenizer_gives_known_words_one_token():
-    from evals.world.data import vocabulary_words
-    from evals.world.tokenizer import build_tokenizer
+    from loracle.evals.world.data import vocabulary_words
+    from loracle.evals.world.tokenizer import build_tokenizer
 
     tok = build_tokenizer(vocabulary_words())
     assert tok.convert_ids_to_tokens(tok("a bold, slanted seven").input_ids)[1:-1] == ["a</w>", "bold</w>", ",</w>",
@@ -117,7 +117,7 @@ def test_tokenizer_gives_known_words_one_token():
 
 
 def test_styles_keep_range_and_conflicts():
-    from evals.world.styles import STYLES, apply_styles, compatible
+    from loracle.evals.world.styles import STYLES, apply_styles, compatible
 
     x = torch.rand(4, 1, 16, 16) * 2 - 1
     for s in STYLES:
@@ -139,8 +139,8 @@ def test_committed_artifacts_are_small_and_pickle_free():
 
 @needs_artifacts
 def test_committed_judge_accuracy_on_held_out_digits():
-    from evals.world.data import load_splits
-    from evals.world.judge import load_judge
+    from loracle.evals.world.data import load_splits
+    from loracle.evals.world.judge import load_judge
 
     _, held_out = load_splits()
     judge = load_judge(committed.judge)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import get_context
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 

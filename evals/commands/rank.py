@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from agent.settings import get_settings
-from cli.context import fail, open_database
+from loracle.agent.settings import get_settings
+from loracle.cli.context import fail, open_database
 
 app = typer.Typer(no_args_is_help=True, help="Train the learned reranker from real prompt -> LoRA choices.")
 
@@ -22,17 +22,18 @@ def train(
     calibrate: Path | None = typer.Option(
         None, "--calibrate", help="A labelled queries file whose non-held-out half calibrates the planner's thresholds."
     ),
-    out: Path | None = typer.Option(None, "--out", help="Where to write the artifact (default tools/models/ranker.json)."),
-    rounds: int | None = typer.Option(None, help="Boosting rounds (default tools/rank_train.ROUNDS: 100, chosen by cross-validation)."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the artifact (default tools/artifacts/ranker.json)."),
+    rounds: int | None = typer.Option(None, help="Boosting rounds (default evals/rank_train.ROUNDS: 100, chosen by cross-validation)."),
     dev_weight: float = typer.Option(2.0, help="Weight of dev-file queries relative to Civitai prompts (2 won cross-validation)."),
     target_picks: float = typer.Option(2.2, help="Mean adapters per prompt the calibration aims at (Stylus: 2.2)."),
 ) -> None:
     """Fit on every file's training split (a fixed hash of query ids), report the held-out split, save JSON."""
     import torch
 
-    from tools.embeddings import get_embedder
-    from tools.learned_rank import artifact_path, load_ranker, save_artifact
-    from tools.rank_train import ROUNDS, calibrate_selection, train as train_ranker
+    from loracle.evals.rank_train import ROUNDS, calibrate_selection
+    from loracle.evals.rank_train import train as train_ranker
+    from loracle.tools.embedder import get_embedder
+    from loracle.tools.learned_rank import artifact_path, load_ranker, save_artifact
 
     torch.set_num_threads(1)
     settings = get_settings()
@@ -48,7 +49,7 @@ def train(
                                 log=typer.echo)
         typer.echo(json.dumps(artifact["heldout"], indent=2))
         if calibrate is not None:
-            from agent.runtime import build_context
+            from loracle.agent.runtime import build_context
 
             load_ranker(out)
             ctx = build_context(settings.model_copy(update={"base_model": "tiny", "ranker": "learned"}), db, llm=None)
@@ -71,8 +72,8 @@ def bench(
     """p50/p95 milliseconds to rerank one prompt's 150 fused candidates, learned vs hand-weighted."""
     import torch
 
-    from tools.embeddings import get_embedder
-    from tools.rank_train import bench_rerank
+    from loracle.evals.rank_train import bench_rerank
+    from loracle.tools.embedder import get_embedder
 
     torch.set_num_threads(1)
     settings = get_settings()

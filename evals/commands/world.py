@@ -25,7 +25,7 @@ def train(
     only: list[str] = typer.Option([], "--only", help="Build only these parts (base, guide, loras, judge, catalog, mar, mar-loras)."),
 ) -> None:
     """Rebuild every artifact of the digits world, seeded, on one CPU thread."""
-    from evals.world.build import PARTS, build_world
+    from loracle.evals.world.build import PARTS, build_world
 
     target = out or (_default_quick_out() if quick else None)
     report = build_world(target, quick=quick, only=tuple(only) or PARTS, log=typer.echo)
@@ -37,6 +37,6 @@ def train(
         typer.echo(f"MAR LoRA {name}: held-out loss {r['eval_loss_before']} -> {r['eval_loss_after']} ({r['seconds']}s)")
     if "judge" in report:
         typer.echo(f"judge: held-out real digit accuracy {report['judge']['digit_accuracy_real']}")
-    from evals.world.paths import world_paths
+    from loracle.generation.world.paths import world_paths
 
     typer.echo(f"world written to {world_paths(target).root}")

@@ -8,18 +8,17 @@ import logging
 from typing import Any
 
 import psycopg
-
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import ApiError, database_message, is_database_error
-from api.queue import QueueFull
-from api.schemas import ImageOut
-from api.service import Principal, RunHandle, Service
-from api.uploads import EditInput
-from db.tenancy import ensure_thread
-from generation.adapters import AdapterError
-from generation.loop import GenerationCancelled
+from loracle.api.errors import ApiError, database_message, is_database_error
+from loracle.api.queue import QueueFull
+from loracle.api.schemas import ImageOut
+from loracle.api.service import Principal, RunHandle, Service
+from loracle.api.uploads import EditInput
+from loracle.db.tenancy import ensure_thread
+from loracle.generation.adapters import AdapterError
+from loracle.generation.loop import GenerationCancelled
 
 log = logging.getLogger("loracle.api")
 

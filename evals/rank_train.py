@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from db import Database
-from db.embeddings import best_similarities
-from db.search import DEFAULT_EF_SEARCH, SearchFilters
-from evals.metrics import ndcg_at, recall_at
-from evals.queries import LabelledQuery, external_to_row_ids, load_queries
-from tools.learned_rank import ARTIFACT_FORMAT, ARTIFACT_VERSION, LightGBMModel, save_artifact
-from tools.pick_prior import DEFAULT_ALPHA, NEIGHBOURS, PickPrior
-from tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, PRIOR_COLUMNS, build_features, card_keys, load_cards
-from tools.retrieve import first_stage
+from loracle.db import Database
+from loracle.db.search import DEFAULT_EF_SEARCH, SearchFilters
+from loracle.db.vectors import best_similarities
+from loracle.evals.metrics import ndcg_at, recall_at
+from loracle.evals.queries import LabelledQuery, external_to_row_ids, load_queries
+from loracle.tools.learned_rank import ARTIFACT_FORMAT, ARTIFACT_VERSION, LightGBMModel, save_artifact
+from loracle.tools.pick_prior import DEFAULT_ALPHA, NEIGHBOURS, PickPrior
+from loracle.tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, PRIOR_COLUMNS, build_features, card_keys, load_cards
+from loracle.tools.retrieve import first_stage
 
 SPLIT_SALT = "loracle-rank-v1:"
 HELDOUT_SHARE = {"dev": 2, "civitai": 5}  # 1 in 2 dev queries, 1 in 5 Civitai prompts are held out
@@ -259,10 +259,10 @@ def calibrate_selection(
     from langgraph.runtime import Runtime
     from tqdm import tqdm
 
-    from agent import nodes
-    from agent.planner import SelectionSettings, select_offline
-    from evals.metrics import precision_recall
-    from tools.learned_rank import scoring_with
+    from loracle.agent import nodes
+    from loracle.agent.planner import SelectionSettings, select_offline
+    from loracle.evals.metrics import precision_recall
+    from loracle.tools.learned_rank import scoring_with
 
     queries = [q for q in load_queries(queries_path) if not is_heldout(q.id)]
     with ctx.db.connection() as conn:
@@ -304,10 +304,10 @@ def bench_rerank(db: Database, embedder, queries_path: Path, *, exclude_tags: li
     """Milliseconds to rerank one prompt's fused top 150 (features from the database + the model), p50/p95."""
     import copy
 
-    from evals.metrics import percentile
-    from tools.learned_rank import rerank_learned
-    from tools.rerank import rerank
-    from tools.retrieve import _search
+    from loracle.evals.metrics import percentile
+    from loracle.tools.learned_rank import rerank_learned
+    from loracle.tools.rerank import rerank
+    from loracle.tools.retrieve import _search
 
     filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True)
     queries = load_queries(queries_path)[:n]

@@ -15,7 +15,7 @@ class WorldPaths:
     root: Path
 
     @property
-    def base(self) -> Path:  # diffusers folder for generation.models.load_base_model
+    def base(self) -> Path:  # diffusers folder for generation.base_models.load_base_model
         return self.root / "base"
 
     @property
@@ -35,7 +35,7 @@ class WorldPaths:
         return self.root / "conflicts.json"
 
     @property
-    def judge(self) -> Path:  # judge.safetensors + judge.json (evals.world.judge.load_judge)
+    def judge(self) -> Path:  # judge.safetensors + judge.json (generation.world.judge.load_judge)
         return self.root / "judge"
 
     @property
@@ -56,5 +56,5 @@ class WorldPaths:
 
 
 def world_paths(root: str | Path | None = None) -> WorldPaths:
-    """Paths of the committed world (or of one built elsewhere with `loracle world train --out DIR`)."""
+    """Paths of the bundled world (or of one built elsewhere with `loracle world train --out DIR`)."""
     return WorldPaths(Path(root) if root is not None else ARTIFACTS)

@@ -9,8 +9,9 @@ the unmasked region stayed put.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -162,7 +163,7 @@ def kept_region_error(image: Image.Image, source: Image.Image, mask: Image.Image
     """Mean abs pixel change (0-1 units) where the mask keeps the input: the part inpainting must not touch.
     The input and mask are brought to the output's size as the engine does; pixels the feathered mask
     touches at all are left out. NaN when nothing is kept (an all-white mask)."""
-    from generation.edit import mask_to_tensor
+    from loracle.generation.edit import mask_to_tensor
 
     w, h = image.size
     mode = "L" if image.mode == "L" else "RGB"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import tools.embeddings as embeddings
+import loracle.tools.embedder as embedder_module
 
 
 def test_bulk_workers_match_in_process_vectors(embedder, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embeddings, "BULK_MIN_TEXTS", 1)
-    monkeypatch.setattr(embeddings, "SLICE", 4)
+    monkeypatch.setattr(embedder_module, "BULK_MIN_TEXTS", 1)
+    monkeypatch.setattr(embedder_module, "SLICE", 4)
     monkeypatch.setenv("LORACLE_EMBED_WORKERS", "2")
     texts = [f"{word} painting of a fox, number {i}" for i, word in enumerate(["oil", "ink", "pastel watercolor"] * 6)]
     expected = embedder.encode(texts, max_tokens=32)
@@ -30,7 +30,7 @@ def test_bulk_is_skipped_for_small_jobs_and_one_worker(embedder, monkeypatch: py
         assert embedder._pool is None
     monkeypatch.setenv("LORACLE_EMBED_WORKERS", "two")
     with pytest.raises(ValueError, match="LORACLE_EMBED_WORKERS"):
-        embeddings.bulk_workers()
+        embedder_module.bulk_workers()
 
 
 def test_bfloat16_vectors_stay_within_rounding_of_float32(embedder, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,10 +47,10 @@ def test_bfloat16_vectors_stay_within_rounding_of_float32(embedder, monkeypatch:
 
 def test_precision_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LORACLE_EMBED_PRECISION", "auto")
-    assert not embeddings.use_bfloat16(1)  # a query's few texts: float32 is faster
-    assert embeddings.use_bfloat16(embeddings.BATCH) == embeddings._cpu_has_bf16()
+    assert not embedder_module.use_bfloat16(1)  # a query's few texts: float32 is faster
+    assert embedder_module.use_bfloat16(embedder_module.BATCH) == embedder_module._cpu_has_bf16()
     monkeypatch.setenv("LORACLE_EMBED_PRECISION", "float32")
-    assert not embeddings.use_bfloat16(10**4)
+    assert not embedder_module.use_bfloat16(10**4)
     monkeypatch.setenv("LORACLE_EMBED_PRECISION", "half")
     with pytest.raises(ValueError, match="LORACLE_EMBED_PRECISION"):
-        embeddings.use_bfloat16(10)
+        embedder_module.use_bfloat16(10)

@@ -34,7 +34,7 @@ def index_name(model: str, kind: str) -> str:
     return f"emb_hnsw_{slug}"[:63]
 
 
-# HNSW build parameters. On the 100K synthetic catalog (python -m evals.bench_retrieval --synthetic 100000)
+# HNSW build parameters. On the 100K synthetic catalog (python -m loracle.evals.bench_retrieval --synthetic 100000)
 # m 16 / ef_construction 64 gave recall@150 against exact search of .93-.97 at ef_search 800; m 32 /
 # ef_construction 128 gave .98 at 800 and .99 at 1000, for a build about 2x as long.
 HNSW_M = 32

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import typer
 
-from agent.settings import get_settings
-from cli.context import fail, open_database
+from loracle.agent.settings import get_settings
+from loracle.cli.context import fail, open_database
 
 app = typer.Typer(no_args_is_help=True, help="Measure retrieval, selection and sampling.")
 
@@ -45,8 +46,8 @@ def _run_labelled(
 @app.command("retrieval")
 def retrieval(queries: list[Path] = QUERIES, as_json: bool = AS_JSON, limit: int = LIMIT, heldout: bool = HELDOUT) -> None:
     """Recall@10/50/150 and nDCG@10 for every strategy, dense baseline first, in one run."""
-    from evals.retrieval import evaluate_retrieval, format_table
-    from tools.embeddings import get_embedder
+    from loracle.evals.retrieval import evaluate_retrieval, format_table
+    from loracle.tools.embedder import get_embedder
 
     def run(settings, db, path: Path) -> dict:
         return evaluate_retrieval(db, get_embedder(settings.embedding_model), path, exclude_tags=settings.exclude_tags,
@@ -61,8 +62,8 @@ def selection(queries: list[Path] = QUERIES, as_json: bool = AS_JSON, limit: int
     """Precision/recall of the offline planner's final picks vs top-3 dense, and time per graph node."""
     import torch
 
-    from agent.runtime import build_context
-    from evals.selection import evaluate_selection, format_selection
+    from loracle.agent.runtime import build_context
+    from loracle.evals.selection import evaluate_selection, format_selection
 
     torch.set_num_threads(1)  # one query's few short texts embed faster on one thread, above all under load
 
@@ -85,12 +86,12 @@ def run_all(
     seed: int = typer.Option(0, help="Base seed."),
 ) -> None:
     """Run the suites into OUT/RUN_ID (results.json, report.md, PNG plots) and record the run."""
-    from evals.harness.registry import SUITES
-    from evals.harness.run import run_harness
+    from loracle.evals.harness.registry import SUITES
+    from loracle.evals.harness.run import run_harness
 
     names = [s.strip() for s in suites.split(",") if s.strip()] or None
     if names:
-        import evals.harness.suites  # noqa: F401
+        import loracle.evals.harness.suites  # noqa: F401
 
         unknown = [n for n in names if n not in SUITES]
         if unknown:
@@ -118,8 +119,8 @@ def run_real(
 ) -> None:
     """Stylus's protocol on your own base model (LORACLE_BASE_MODEL), catalog and CLIP model: CLIP score,
     best-of-k and FD against real images, loracle next to the bare base model with the same seeds."""
-    from evals.harness.real import load_prompts
-    from evals.harness.run import run_harness
+    from loracle.evals.harness.real import load_prompts
+    from loracle.evals.harness.run import run_harness
 
     for path, what in ((prompts, "prompts file"), (clip, "CLIP model folder"), (real_images, "real images folder")):
         if path is not None and not path.exists():
@@ -150,7 +151,7 @@ def _load_run(ref: str) -> dict:
             return json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise fail(f"{path}: not a results.json ({exc})") from None
-    from db.evals import get_eval_run
+    from loracle.db.evals import get_eval_run
 
     with open_database() as db, db.connection() as conn:
         found = get_eval_run(conn, ref)
@@ -167,7 +168,7 @@ def compare_runs(
     tolerance: float = typer.Option(0.0, "--tolerance", help="How much worse (absolute) a metric may get."),
 ) -> None:
     """A regression table of A vs B; exits 1 when a chosen metric got worse than the tolerance."""
-    from evals.harness.compare import compare, format_rows
+    from loracle.evals.harness.compare import compare, format_rows
 
     a, b = _load_run(run_a), _load_run(run_b)
     rows, regressed = compare(a, b, metric or None, tolerance)
