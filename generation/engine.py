@@ -27,7 +27,7 @@ from loracle.generation.adapters import AdapterManager
 from loracle.generation.base_models import BaseModel
 from loracle.generation.edit import check_edit_inputs, prepare_edit
 from loracle.generation.guidance import GuidanceSettings
-from loracle.generation.loop import SCHEDULERS, Branch, Progress, decode, denoise, encode_prompts, initial_latents
+from loracle.generation.loop import SCHEDULERS, Branch, LoopOutput, Progress, decode, denoise, encode_prompts, initial_latents
 from loracle.generation.masks import Composition, Mix, group_mixes
 from loracle.generation.output import format_parameters, save_png
 from loracle.generation.prompt_tags import parse_lora_tags
@@ -254,7 +254,7 @@ class Engine:
         guide_refs = frozenset(g.guide.mix) if g.kind in ("auto", "both") and g.guide.kind == "mix" else frozenset()
         edit = prepare_edit(self.base, req.image, req.mask, req.strength, height, width, req.mask_feather)
 
-        def sample(mix: Mix, prompt: str, indices: list[int], seeds: list[int]):
+        def sample(mix: Mix, prompt: str, indices: list[int], seeds: list[int]) -> LoopOutput:
             branches = self._branches(req, mix, prompt, len(seeds), height, width)
             return denoise(branches, initial_latents(self.base, seeds, height, width),
                            scheduler_name=req.scheduler, steps=req.steps, guidance=g,
