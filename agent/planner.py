@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from loracle.agent.plan import PlanTask
+from loracle.agent.plan import Plan, PlanTask
+from loracle.generation.prompt_tags import strip_network_tags
 
 MAX_TASKS = 8
 QUALITY_TAGS = frozenset(
@@ -37,7 +38,7 @@ _NEGATIVE = re.compile(r"\b(?:without|no|not|never|avoid)\s+([\w\s-]+?)(?=[,.;]|
 
 def strip_prompt_syntax(prompt: str) -> str:
     """Drop A1111 markup: <lora:...> tags, (word:1.2) weights, brackets, BREAK."""
-    text = re.sub(r"<(?:lora|lyco|hypernet):[^>]*>", " ", prompt, flags=re.I)
+    text = strip_network_tags(prompt)
     text = re.sub(r":\s*-?\d+(?:\.\d+)?\s*(?=[)\]])", "", text)
     text = re.sub(r"[()\[\]{}]", " ", text)
     text = re.sub(r"\bBREAK\b", ",", text)
@@ -97,6 +98,13 @@ def split_tasks(prompt: str) -> list[PlanTask]:
     return tasks
 
 
+def plan_prompt(prompt: str) -> Plan:
+    """A first turn's plan: the prompt's tasks, its subject (the first task) and what it says it does not want."""
+    tasks = split_tasks(prompt)
+    return Plan(prompt=prompt, subject=tasks[0].phrase if tasks else "", tasks=tasks,
+                negative=", ".join(negative_wishes(prompt)))
+
+
 @dataclass(frozen=True)
 class SelectionSettings:
     """Thresholds for offline selection, calibrated on dev queries (see evals/selection.py)."""
@@ -111,8 +119,8 @@ class SelectionSettings:
 def offline_ranking(ranker: str = "rerank") -> tuple[str, SelectionSettings]:
     """The retrieval strategy and thresholds for offline selection. `ranker="learned"` uses the learned
     reranker with the thresholds calibrated for its scores, when its artifact exists (`loracle rank train`);
-    the default is the hand-weighted reranker, because the learned one still misses obvious matches on
-    small catalogs (see the issue notes)."""
+    the default is the hand-weighted reranker, because the learned one, trained on the Civitai catalog's
+    picks, misses obvious matches on small catalogs it never saw."""
     from loracle.tools.learned_rank import available, load_ranker
 
     if ranker == "learned" and available():

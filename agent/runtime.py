@@ -12,15 +12,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from langchain_core.language_models import BaseChatModel
 
 from loracle.agent.llm import make_chat_model
+from loracle.agent.sampler_settings import GUIDE
 from loracle.agent.settings import Settings
 from loracle.agent.state import AgentContext
 from loracle.db import Database
-from loracle.generation.engine import Engine
+from loracle.generation.engine import ImageEngine
 from loracle.generation.world import world_paths
 from loracle.tools.embedder import get_embedder
+from loracle.tools.inspection import Judge
 from loracle.tools.judges import world_judge
 
 WORLD_NAMESPACE = "digits-world"
@@ -38,7 +41,7 @@ class BaseSetup:
     guidance_scale: float
     conflicts: list[tuple[str, str, str]] = field(default_factory=list)
     catalog: Path | None = None
-    judge_factory: Callable[[], Any] | None = None
+    judge_factory: Callable[[], Judge] | None = None
 
 
 def resolve_base(settings: Settings) -> BaseSetup:
@@ -76,28 +79,36 @@ def _world_mar(dirs: list[Path]) -> BaseSetup:
     )
 
 
-_ENGINES: dict[tuple, Any] = {}  # Engine, or MAREngine (same generate contract) for "world-mar"
+_ENGINES: dict[tuple, ImageEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def engine_for(setup: BaseSetup):
-    """One engine per base model per process (loading weights is the slow part)."""
-    from loracle.generation.base_models import load_base_model
-
+def engine_for(setup: BaseSetup) -> ImageEngine:
+    """One engine per base model per process (loading weights is the slow part): the MAR engine for the
+    world's MAR, else the diffusion engine, with the setup's guide model registered for autoguidance."""
     key = (setup.spec, setup.guide, tuple(map(str, setup.adapter_dirs)))
     with _ENGINES_LOCK:
-        if key not in _ENGINES and setup.family == "digits-mar":
-            from loracle.generation.mar.engine import MAREngine
-            from loracle.generation.mar.io import load_mar
-
-            _ENGINES[key] = MAREngine(load_mar(setup.spec), setup.adapter_dirs)
         if key not in _ENGINES:
-            guides = {"guide": load_base_model(setup.guide)} if setup.guide else {}
-            _ENGINES[key] = Engine(load_base_model(setup.spec), setup.adapter_dirs, guide_models=guides)
+            _ENGINES[key] = _load_engine(setup)
         return _ENGINES[key]
 
 
-def build_context(settings: Settings, db: Database, *, tenant: str = "local", llm: Any = "from-settings") -> AgentContext:
+def _load_engine(setup: BaseSetup) -> ImageEngine:
+    if setup.family == "digits-mar":
+        from loracle.generation.mar.engine import MAREngine
+        from loracle.generation.mar.io import load_mar
+
+        return MAREngine(load_mar(setup.spec), setup.adapter_dirs)
+    from loracle.generation.base_models import load_base_model
+    from loracle.generation.engine import Engine
+
+    guides = {GUIDE: load_base_model(setup.guide)} if setup.guide else {}
+    return Engine(load_base_model(setup.spec), setup.adapter_dirs, guide_models=guides)
+
+
+def build_context(settings: Settings, db: Database, *, tenant: str = "local", llm: BaseChatModel | None = None) -> AgentContext:
+    """The run context for `settings`. The chat model is the one `settings.llm_model` names (none: the
+    offline planner); `llm` replaces it with a given model (a test's stub)."""
     setup = resolve_base(settings)
     return AgentContext(
         db=db,
@@ -106,7 +117,7 @@ def build_context(settings: Settings, db: Database, *, tenant: str = "local", ll
         images_dir=settings.images_dir,
         adapter_dirs=setup.adapter_dirs,
         settings=settings,
-        llm=make_chat_model(settings) if llm == "from-settings" else llm,
+        llm=llm if llm is not None else make_chat_model(settings),
         judge=setup.judge_factory() if setup.judge_factory else None,
         family=setup.family,
         guidance_scale=setup.guidance_scale,

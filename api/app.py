@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
+from langchain_core.language_models import BaseChatModel
 from starlette.concurrency import run_in_threadpool
 
 from loracle.agent.settings import Settings
@@ -26,7 +26,8 @@ LOCAL_MODE_BANNER = (
 )
 
 
-def open_service(settings: Settings, config: ApiConfig, *, allow_local: bool, metrics: Metrics, llm: Any) -> Service:
+def open_service(settings: Settings, config: ApiConfig, *, allow_local: bool, metrics: Metrics,
+                 llm: BaseChatModel | None) -> Service:
     """Connect, migrate, import the bundled world's catalog if it is the base, and build the run context."""
     from loracle.agent.runtime import build_context, resolve_base
     from loracle.agent.threads import Threads
@@ -55,8 +56,9 @@ def open_service(settings: Settings, config: ApiConfig, *, allow_local: bool, me
 
 
 def create_app(settings: Settings, config: ApiConfig | None = None, *, allow_local: bool = False,
-               llm: Any = "from-settings") -> FastAPI:
-    """The ASGI app. `allow_local`: serve key-less requests while no key exists (only for loopback binds)."""
+               llm: BaseChatModel | None = None) -> FastAPI:
+    """The ASGI app. `allow_local`: serve key-less requests while no key exists (only for loopback binds).
+    `llm`: a chat model instead of the one `settings.llm_model` names (a test's stub)."""
     config = config or ApiConfig()
     metrics = Metrics()
 

@@ -89,7 +89,7 @@ class Service:
             log.error("could not load the base model: %s", self.engine_error)
 
     def native_size(self) -> int:
-        return int(self.base_ctx.engine_factory().base.sample_size)
+        return self.base_ctx.engine_factory().native_size
 
     def repair_pools(self) -> None:
         """After a database error: drop broken pooled connections so the next request gets fresh ones."""

@@ -52,7 +52,7 @@ def train(
             from loracle.agent.runtime import build_context
 
             load_ranker(out)
-            ctx = build_context(settings.model_copy(update={"base_model": "tiny", "ranker": "learned"}), db, llm=None)
+            ctx = build_context(settings.model_copy(update={"base_model": "tiny", "ranker": "learned", "llm_model": None}), db)
             ctx.base_models = None
             import os
 

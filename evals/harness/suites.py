@@ -42,8 +42,8 @@ def selection(ctx: RunContext) -> dict:
     from loracle.evals.selection import evaluate_selection
 
     labelled = _catalog(ctx)
-    settings = get_settings().model_copy(update={"base_model": "tiny"})
-    agent = build_context(settings, ctx.cache["db"], llm=None)
+    settings = get_settings().model_copy(update={"base_model": "tiny", "llm_model": None})
+    agent = build_context(settings, ctx.cache["db"])
     agent.base_models = None
     res = evaluate_selection(agent, labelled.queries, limit=ctx.options.get("limit"), progress=True, source=labelled.source)
     return {"metrics": {"methods": res["methods"], "latency_ms": res["latency_ms"]}, "queries": res["queries"],
@@ -130,9 +130,9 @@ def latency(ctx: RunContext) -> dict:
     _world(ctx)
     db = ctx.cache["db"]
     settings = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "home", "steps": 20,
-                                                 "n_images": 2})
+                                                 "n_images": 2, "llm_model": None})
     ensure_world_catalog(db, settings)
-    agent = build_context(settings, db, tenant="eval", llm=None)
+    agent = build_context(settings, db, tenant="eval")
     threads = Threads(db.url)
     prompts = WORLD_PROMPTS
     n = ctx.options.get("prompts") or (4 if ctx.quick else 20)
@@ -183,9 +183,9 @@ def composition(ctx: RunContext) -> dict:
     db = ctx.cache["db"]
     n_images = 4 if ctx.quick else 8
     settings = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "home", "steps": 20,
-                                                 "n_images": n_images, "max_retries": 0})
+                                                 "n_images": n_images, "max_retries": 0, "llm_model": None})
     ensure_world_catalog(db, settings)
-    agent = build_context(settings, db, tenant="eval", llm=None)
+    agent = build_context(settings, db, tenant="eval")
     threads = Threads(db.url)
     prompts = ["a handwritten three, bold and slanted, in a box", "a mirrored seven, inverted, framed"]
 

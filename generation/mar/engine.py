@@ -1,6 +1,6 @@
-"""`MAREngine(bundle, adapter_dirs).generate(GenerationRequest)`: MAR behind the diffusion Engine's contract.
+"""`MAREngine(bundle, adapter_dirs).generate(GenerationRequest)`: MAR behind the engine contract (`ImageEngine`).
 
-Same request and result types as `generation.engine.Engine`, so the agent's sampler tool, the CLI and the API
+Same request and result types as the diffusion `generation.engine.Engine`, so the agent's sampler tool, the CLI and the API
 run a MAR unchanged. What the fields mean here:
   prompt      text for a text-conditioned MAR; for a class-conditional one (the official ImageNet MARs) the class
               index, e.g. "207";
@@ -10,37 +10,30 @@ run a MAR unchanged. What the fields mean here:
   scheduler, skipping   diffusion-loop settings, not used (the head's sampler is MAR's own respaced DDPM);
   negative_prompt       not used (MAR's unconditional branch is the learned fake latent, as in the paper);
   nfe         transformer evaluations per image (branches x AR steps); the head's MLP steps are in timings.
-Mixes (dicts or a composer `Composition`) are grouped as in the Engine: one sampling call per distinct mix.
+Mixes (dicts or a composer `Composition`) are grouped by the same `generate_grouped` run as the Engine's.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from loracle.generation.adapters import parse_lora_tags
-from loracle.generation.engine import GenerationRequest, GenerationResult
+from loracle.generation.engine import GenerationRequest, GenerationResult, generate_grouped
 from loracle.generation.loop import decode_pixels
 from loracle.generation.mar.adapters import MARAdapters
 from loracle.generation.mar.io import MARBundle
-from loracle.generation.mar.sampling import MARSampleSettings, sample
-from loracle.generation.masks import Mix, group_mixes
-from loracle.generation.output import format_parameters
+from loracle.generation.mar.sampling import MARSampleOutput, MARSampleSettings, sample
+from loracle.generation.masks import Mix
 
 
 class MAREngine:
-    """One MAR (with its text encoder), its LoRA adapters; generate() is serialised by `lock`."""
+    """One MAR (with its text encoder), its LoRA adapters; generate() is serialised by the adapters' lock."""
 
     def __init__(self, bundle: MARBundle, adapter_dirs: list[str | Path] = (), *, max_loaded: int = 8,
                  allow_pickle: bool = False, temperature: float | None = None):
         self.bundle = bundle
-        self.base = bundle
         self.adapters = MARAdapters(bundle.model, list(adapter_dirs), max_loaded=max_loaded, allow_pickle=allow_pickle)
-        self.lock = self.adapters.lock
-        self.guide_models: dict = {}  # no autoguidance for MAR
         self.temperature = float(temperature if temperature is not None else bundle.sampling.get("temperature", 1.0))
 
     def _condition(self, prompt: str, n: int) -> torch.Tensor:
@@ -69,47 +62,31 @@ class MAREngine:
         return MARSampleSettings(num_iter=min(req.steps, self.bundle.model.seq_len), cfg=cfg,
                                  temperature=self.temperature, clip_x0=bool(self.bundle.sampling.get("clip_x0", False)))
 
+    @property
+    def native_size(self) -> int:
+        return self.bundle.sample_size
+
+    @property
+    def guide_names(self) -> frozenset[str]:
+        return frozenset()  # autoguidance needs a guide diffusion model
+
     def generate(self, req: GenerationRequest) -> GenerationResult:
-        t0 = time.perf_counter()
-        prompt, tag_picks = parse_lora_tags(req.prompt)
         settings = self.settings_for(req)
-        mixes = [Mix.from_dict({**m.as_dict(), **tag_picks}, m.triggers) for m in req.image_mixes()]
-        for mix in set(mixes):  # check every adapter before sampling anything
-            for ref in mix.as_dict():
-                self.adapters.get(ref)
-        n = req.n_images
-        images: list[Image.Image | None] = [None] * n
-        nfe, prompts = [0] * n, [""] * n
-        calls = pipeline_calls = head_calls = 0
-        timings = {"adapters_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
-        for mix, indices in group_mixes(mixes).items():
-            for start in range(0, len(indices), req.max_batch):
-                chunk = indices[start:start + req.max_batch]
-                p = mix.apply_to_prompt(prompt)
-                with self.lock, torch.no_grad():
-                    ta = time.perf_counter()
-                    self.adapters.activate(mix.as_dict())
-                    timings["adapters_s"] += time.perf_counter() - ta
-                    td = time.perf_counter()
-                    out = sample(self.bundle.model, self._condition(p, len(chunk)), [req.seeds[i] for i in chunk],
-                                 settings, callback=req.callback, cancel=req.cancel)
-                    tdec = time.perf_counter()
-                    imgs = decode_pixels(self.bundle.to_images(out.images))
-                    timings["denoise_s"] += tdec - td
-                    timings["decode_s"] += time.perf_counter() - tdec
-                pipeline_calls += 1
-                calls += out.model_calls
-                head_calls += out.head_calls
-                for j, i in enumerate(chunk):
-                    images[i], nfe[i], prompts[i] = imgs[j], out.nfe[j], p
-        timings["total_s"] = time.perf_counter() - t0
+        head_calls = 0
+
+        def sample_tokens(mix: Mix, prompt: str, indices: list[int], seeds: list[int]) -> MARSampleOutput:
+            nonlocal head_calls
+            out = sample(self.bundle.model, self._condition(prompt, len(seeds)), seeds, settings,
+                         callback=req.callback, cancel=req.cancel)
+            head_calls += out.head_calls
+            return out
+
         size = self.bundle.sample_size
         extra = {"Generator": "MAR", "AR steps": settings.num_iter, "Temperature": settings.temperature,
                  "Head steps": self.bundle.model.config.num_sampling_steps, "Guidance": "cfg" if settings.cfg != 1 else "none"}
-        params = [format_parameters(prompt=prompts[i], negative_prompt="", steps=settings.num_iter, sampler="MAR",
-                                    cfg_scale=settings.cfg, seed=req.seeds[i], width=size, height=size,
-                                    model=self.bundle.name, mix=mixes[i].as_dict(), nfe=nfe[i], extra=extra)
-                  for i in range(n)]
-        return GenerationResult(images=images, seeds=list(req.seeds), mixes=[m.as_dict() for m in mixes],
-                                prompts=prompts, nfe=nfe, model_calls=calls, pipeline_calls=pipeline_calls,
-                                timings={**timings, "head_calls": float(head_calls)}, parameters=params)
+        parameters = dict(negative_prompt="", steps=settings.num_iter, sampler="MAR", cfg_scale=settings.cfg,
+                          width=size, height=size, model=self.bundle.name, extra=extra)
+        result = generate_grouped(req, self.adapters, sample=sample_tokens, parameters=parameters,
+                                  decode_images=lambda out: decode_pixels(self.bundle.to_images(out.images)))
+        result.timings["head_calls"] = float(head_calls)
+        return result

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from loracle.agent.plan import Candidate, Pick, Plan
 from loracle.agent.runtime import build_context
+from loracle.agent.state import Attempt, GeneratedImage
+from loracle.agent.threads import Threads
 from loracle.db.runs import get_run
+from loracle.tools.inspection import Finding
 
 
 def test_offline_turn_plans_picks_samples_and_records(world, db) -> None:
@@ -57,6 +61,40 @@ def test_retries_stop_at_the_bound(world, db, max_retries: int) -> None:
     with db.connection() as conn:
         images = conn.execute("SELECT count(*) FROM images WHERE run_id = %s", (state["run_id"],)).fetchone()[0]
     assert images == 2 * (max_retries + 1)
+
+
+def test_a_thread_reads_back_typed_from_a_fresh_threads_object(world, db) -> None:
+    """The checkpoint revives the state's models, each one allowed by name (no 'unregistered type' allowed
+    with a warning, none blocked), and a follow-up turn continues the thread from a new `Threads`."""
+    from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
+
+    settings, threads = world
+    ctx = build_context(settings, db)
+    ctx.static_conflicts = [("civitai:101", "civitai:103", "cancel each other out")]  # one retry: attempts, findings
+    first = threads.run_turn(ctx, "typed", "a watercolor painting of a red fox", seed=5)
+    fresh = Threads(db.url)
+    try:
+        events: list[dict] = []
+        unregister = register_serde_event_listener(events.append)
+        try:
+            raw = fresh.graph.get_state(fresh.config("local", "typed")).values
+            state = fresh.read("local", "typed")
+        finally:
+            unregister()
+        assert events == []
+        assert isinstance(raw["plan"], Plan)
+        assert all(isinstance(c, Candidate) for cs in raw["candidates"].values() for c in cs)
+        assert all(isinstance(p, Pick) for ps in raw["picks"].values() for p in ps)
+        assert all(isinstance(i, GeneratedImage) for i in raw["images"]) and raw["images"]
+        assert isinstance(raw["attempts"][0], Attempt) and isinstance(raw["attempts"][0].findings[0], Finding)
+        assert state.picks == threads.read("local", "typed").picks
+        assert fresh.state("local", "typed")["picks"] == first["picks"], "the JSON view is what run_turn returned"
+        second = fresh.run_turn(ctx, "typed", "drop the watercolor look", seed=5)
+        assert "Watercolor Wash" not in {p["name"] for ps in second["picks"].values() for p in ps}
+        assert fresh.read("local", "typed").history == ["a watercolor painting of a red fox", "drop the watercolor look"]
+    finally:
+        fresh.close()
+    assert threads.read("local", "no-such-thread") is None
 
 
 def test_three_turn_refinement_survives_process_restarts(world, db, database_url: str, tmp_path: Path) -> None:

@@ -113,3 +113,18 @@ def test_clear_refusals(folders, tmp_path: Path):
     (loras / "wrong.safetensors").unlink()
     out = engine.generate(GenerationRequest(prompt="x", steps=500, n_images=1, guidance=GuidanceSettings(kind="none")))
     assert out.nfe == [64], "more AR steps than tokens run one step per token"
+    small = MAREngine(load_mar(mar), [loras], max_loaded=1)
+    seen = []
+    with pytest.raises(ValueError, match="max_loaded is 1"):
+        small.generate(GenerationRequest(prompt="x", steps=2, mixes=[{"a": 1.0}, {"a": 1.0, "b": 1.0}], callback=seen.append))
+    assert seen == [], "every mix is checked before anything is sampled"
+
+
+def test_the_engine_contract(folders):
+    """What callers ask of any engine, answered truly: its native size, and no guide model (MAR has none)."""
+    from loracle.generation.engine import ImageEngine
+
+    mar, loras = folders
+    engine: ImageEngine = MAREngine(load_mar(mar), [loras])
+    assert engine.native_size == 16 and engine.guide_names == frozenset()
+    assert not hasattr(engine, "base") and not hasattr(engine, "guide_models"), "nothing faked to look like a diffusion engine"

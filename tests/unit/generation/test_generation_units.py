@@ -7,10 +7,12 @@ import os
 import pytest
 import torch
 
-from loracle.generation.adapters import AdapterIncompatibleError, AdapterManager, AdapterPathError, PickleRefusedError, parse_lora_tags
+from loracle.agent.planner import strip_prompt_syntax
+from loracle.generation.adapters import AdapterIncompatibleError, AdapterManager, AdapterPathError, PickleRefusedError
 from loracle.generation.base_models import build_tiny_model, load_base_model, pick_device, save_base_model
 from loracle.generation.guidance import GuidanceSettings, combine
 from loracle.generation.masks import Candidate, ComposerSettings, Task, compose, group_mixes
+from loracle.generation.prompt_tags import parse_lora_tags
 from loracle.generation.skipping import SkipSettings, SkipState
 from loracle.generation.synthetic import write_synthetic_lora
 
@@ -91,6 +93,16 @@ def test_parse_lora_tags():
     text, picks = parse_lora_tags("a cat <lora:ink_style:0.6>, sunset <lora:Film Grain> <lora:x:0.3:0.7>")
     assert picks == {"ink_style": 0.6, "Film Grain": 1.0, "x": 0.7}
     assert text == "a cat, sunset"
+    text, picks = parse_lora_tags("<LORA:a:unet=0.5> a fox <lyco:b:1> <lora:>")
+    assert picks == {"a": 0.5} and text == "a fox <lyco:b:1> <lora:>", "no adapter serves other networks' tags"
+    with pytest.raises(ValueError, match="Bad weight"):
+        parse_lora_tags("a fox <lora:a:strong>")
+
+
+def test_the_planner_strips_the_tags_the_engine_reads():
+    prompt = "<lora:ink:0.6> a cat, <lyco:b:strong> sunset <hypernet:c> <LoRA:d:0.3:0.7>"
+    assert strip_prompt_syntax(prompt) == "a cat, sunset"
+    assert parse_lora_tags(prompt)[1] == {"ink": 0.6, "d": 0.7}
 
 
 def test_adapter_paths_are_confined(tiny, lora_dir, tmp_path):
