@@ -319,6 +319,8 @@ def sample_node(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
             images.append({**record, "id": str(image_id), "adapters": adapters, "prompt": image.prompt})
     _emit(runtime, "images", paths=[i["path"] for i in images], nfe=sum(result.nfe))
     timings = {**state.get("timings", {}), "sample_s": state.get("timings", {}).get("sample_s", 0.0) + time.perf_counter() - started}
+    if "sampler_retries" in result.timings:  # on Ray: a sampler replica died and another one finished the request
+        timings["sampler_retries"] = timings.get("sampler_retries", 0.0) + result.timings["sampler_retries"]
     return {"images": images, "nfe": state.get("nfe", 0) + sum(result.nfe), "timings": timings}
 
 

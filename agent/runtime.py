@@ -7,6 +7,7 @@ judge that inspection uses as its prompt-fit check.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -97,12 +98,21 @@ def engine_for(setup: BaseSetup):
         return _ENGINES[key]
 
 
+def engine_factory(settings: Settings, setup: BaseSetup) -> Callable[[], Any]:
+    """The local engine, or Sampler replicas on Ray when `settings.sampler_app` names their application."""
+    if settings.sampler_app:
+        from loracle.agent.placement import remote_engine
+
+        return functools.partial(remote_engine, settings.sampler_app)
+    return functools.partial(engine_for, setup)
+
+
 def build_context(settings: Settings, db: Database, *, tenant: str = "local", llm: Any = "from-settings") -> AgentContext:
     setup = resolve_base(settings)
     return AgentContext(
         db=db,
         embedder=get_embedder(settings.embedding_model),
-        engine_factory=lambda: engine_for(setup),
+        engine_factory=engine_factory(settings, setup),
         images_dir=settings.images_dir,
         adapter_dirs=setup.adapter_dirs,
         settings=settings,
