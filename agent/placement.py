@@ -38,3 +38,26 @@ def remote_engine(app_name: str):
         if app_name not in _REMOTE:
             _REMOTE[app_name] = RemoteEngine.connect(app_name)
         return _REMOTE[app_name]
+
+
+def connect_ray(address: str) -> None:
+    """Join the Ray cluster at `address` ('auto', 'ray://HOST:10001'), or start one on this machine ('local')."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
+
+
+def bulk_embedder(settings: Settings, ray_address: str | None):
+    """The embedder for an import or refine: the local one, or Ray Data's over a cluster (same vectors)."""
+    if ray_address is None:
+        from loracle.tools.embedder import get_embedder
+
+        return get_embedder(settings.embedding_model)
+    from loracle.tools.embedder import MINILM
+    from loracle.tools.ray_embed import RayDataEmbedder
+
+    if settings.embedding_model != MINILM:
+        raise ValueError(f"--ray embeds with {MINILM}; the configured embedding model is {settings.embedding_model!r}")
+    connect_ray(ray_address)
+    return RayDataEmbedder()
