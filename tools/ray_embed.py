@@ -22,11 +22,12 @@ class _SliceEncoder:
 
         torch.set_num_threads(1)
         self.model = load_minilm()
+        self.default_max = self.model.max_seq_length
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         indices, vectors = [], []
         for job, texts, positions, limit in zip(batch["job"], batch["texts"], batch["positions"], batch["max_tokens"]):
-            vectors.append(encode_texts(self.model, list(texts), int(limit)))
+            vectors.append(encode_texts(self.model, list(texts), int(limit) or self.default_max))
             indices.extend((int(job), int(p)) for p in positions)
         return {"key": np.asarray(indices, dtype=np.int64), "vector": np.concatenate(vectors)}
 
@@ -43,12 +44,13 @@ class RayDataEmbedder:
         self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def encode(self, texts: list[str], *, max_tokens: int | None = None, progress: bool = False) -> np.ndarray:
-        return self.encode_many([(texts, max_tokens or 256)])[0]
+        return self.encode_many([(texts, max_tokens)])[0]
 
-    def encode_many(self, jobs: list[tuple[list[str], int]]) -> list[np.ndarray]:
-        """Several lists of texts (each with its token limit) in one Ray Data job; vectors per list, in order."""
+    def encode_many(self, jobs: list[tuple[list[str], int | None]]) -> list[np.ndarray]:
+        """Several lists of texts (each with its token limit, None: the model's) in one Ray Data job; vectors per
+        list, in order."""
         rows = [
-            {"job": j, "texts": [texts[i] for i in part], "positions": part, "max_tokens": limit}
+            {"job": j, "texts": [texts[i] for i in part], "positions": part, "max_tokens": limit or 0}
             for j, (texts, limit) in enumerate(jobs) for part in text_slices(texts) if part
         ]
         out = [np.zeros((len(texts), self.dims), dtype=np.float32) for texts, _ in jobs]
