@@ -90,10 +90,16 @@ def test_a_replica_killed_mid_run_is_retried_elsewhere_or_the_run_fails_cleanly(
     app = deploy(sampler_application(settings, replicas=2, num_cpus=0.5))
     ctx = build_context(settings.model_copy(update={"sampler_app": app}), db)
     remote = ctx.engine_factory()
-    killed = []
+    killed: list[str] = []
+    kills_per_run = 1
 
     def kill_on_first_progress(event: dict) -> None:
-        if event["event"] == "progress" and remote.serving not in killed:
+        """Kill the replica working on this run the first time it reports progress (once per run)."""
+        if event["event"] == "run":
+            nonlocal kills_per_run
+            kills_per_run = 1
+        elif event["event"] == "progress" and kills_per_run:
+            kills_per_run -= 1
             killed.append(remote.serving)
             ray.kill(ray.get_actor(remote.serving, namespace="serve"), no_restart=True)
 
