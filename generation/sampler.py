@@ -34,7 +34,7 @@ class EngineInfo:
 @dataclass(frozen=True)
 class SamplerStats:
     name: str
-    requests: int
+    requests: int  # requests it took (finished, running or failed)
     adapter_hits: int  # adapters a request needed that this replica already held
     adapter_loads: int  # adapters it had to load
     held: tuple[str, ...]  # adapter refs it holds, least recently used first
@@ -56,7 +56,8 @@ class Sampler:
         return EngineInfo(base.name, getattr(base, "family", ""), int(base.sample_size), tuple(self.engine.guide_models))
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
-        result = self.engine.generate(request)
+        """Counted and mirrored when the request arrives, as its adapters are loaded first: a router reading the
+        mirror meanwhile already sees them here."""
         refs = request_adapters(request)
         with self._lock:
             hits = sum(ref in self._held for ref in refs)
@@ -68,7 +69,7 @@ class Sampler:
                 self._held.move_to_end(ref)
             while len(self._held) > self.capacity:
                 self._held.popitem(last=False)
-        return result
+        return self.engine.generate(request)
 
     def stats(self) -> SamplerStats:
         with self._lock:
