@@ -148,8 +148,8 @@ def synthetic_catalog(path: Path, n: int) -> Path:
         for i in range(n):
             a, b = words[i % 10], words[(i * 7 + 3) % 10]
             out.write(json.dumps({"id": 5000 + i, "name": f"{a.title()} {b} {i}", "tags": [a, b], "trigger_words": [f"{a}{i}"],
-                                  "description": f"Draws {a} scenes with a {b} look, version {i}.", "base_model": "SD 1.5",
-                                  "example_prompts": [f"a {a} in the {b}"]}) + "\n")
+                                  "description": f"Draws {a} scenes with a {b} look, version {i}.",
+                                  "base_model": "SD 1.5"}) + "\n")
     return path
 
 
