@@ -1,5 +1,5 @@
 """The service on Ray Serve: the same FastAPI app as an ingress deployment with N replicas, sampling on Sampler
-replicas routed by adapter affinity (`loracle serve --ray`, or `serve run loracle.api.ray_app:app`).
+replicas routed by adapter affinity (`loracle serve --ray`, or `serve run --name loracle loracle.api.ray_app:app`).
 
 Every ingress replica reads the same PostgreSQL (`LORACLE_DATABASE_URL`: catalog, threads, runs, keys) and the
 same data directory (`LORACLE_HOME`: images). Needs the `ray` extra.
@@ -43,7 +43,7 @@ def build_application(settings: Settings, *, app_name: str = APP_NAME, api_repli
 
 
 def app(args: dict[str, str]):
-    """`serve run loracle.api.ray_app:app api_replicas=2 sampler_replicas=4` (settings from LORACLE_*)."""
+    """`serve run --name loracle loracle.api.ray_app:app api_replicas=2 sampler_replicas=4` (settings from LORACLE_*)."""
     return build_application(get_settings(), api_replicas=int(args.get("api_replicas", 1)),
                              sampler_replicas=int(args.get("sampler_replicas", 2)),
                              adapters_per_replica=int(args.get("adapters_per_replica", 8)),

@@ -1,4 +1,4 @@
-"""Bulk embedding as a Ray Data job: `loracle catalog import PATH --ray [ADDRESS]` (and `catalog refine`).
+"""Bulk embedding as a Ray Data job: `loracle catalog import PATH --ray ADDRESS` (and `catalog refine`).
 
 The texts of an import are cut into the same slices the local embedder encodes (`text_slices`), the slices
 are mapped by `map_batches` over an actor pool spread on the cluster's CPUs (each actor loads MiniLM once),
