@@ -108,7 +108,10 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     )
     images = record_images(ctx, state.run_id, state.attempt, stored, state.mix_adapters)
     _emit(runtime, "images", paths=[i.path for i in images], nfe=sum(result.nfe))
-    return {"images": images, "nfe": state.nfe + sum(result.nfe), "timings": _add_time(state.timings, "sample_s", started)}
+    timings = _add_time(state.timings, "sample_s", started)
+    if "sampler_retries" in result.timings:  # on Ray: a sampler replica died and another one finished the request
+        timings["sampler_retries"] = timings.get("sampler_retries", 0.0) + result.timings["sampler_retries"]
+    return {"images": images, "nfe": state.nfe + sum(result.nfe), "timings": timings}
 
 
 def inspect(state: AgentState, runtime: Runtime[AgentContext]) -> dict:

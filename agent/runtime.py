@@ -7,6 +7,7 @@ judge that inspection uses as its prompt-fit check.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -106,6 +107,15 @@ def _load_engine(setup: BaseSetup) -> ImageEngine:
     return Engine(load_base_model(setup.spec), setup.adapter_dirs, guide_models=guides)
 
 
+def engine_factory(settings: Settings, setup: BaseSetup) -> Callable[[], ImageEngine]:
+    """The local engine, or Sampler replicas on Ray when `settings.sampler_app` names their application."""
+    if settings.sampler_app:
+        from loracle.agent.placement import remote_engine
+
+        return functools.partial(remote_engine, settings.sampler_app)
+    return functools.partial(engine_for, setup)
+
+
 def build_context(settings: Settings, db: Database, *, tenant: str = "local", llm: BaseChatModel | None = None) -> AgentContext:
     """The run context for `settings`. The chat model is the one `settings.llm_model` names (none: the
     offline planner); `llm` replaces it with a given model (a test's stub)."""
@@ -113,7 +123,7 @@ def build_context(settings: Settings, db: Database, *, tenant: str = "local", ll
     return AgentContext(
         db=db,
         embedder=get_embedder(settings.embedding_model),
-        engine_factory=lambda: engine_for(setup),
+        engine_factory=engine_factory(settings, setup),
         images_dir=settings.images_dir,
         adapter_dirs=setup.adapter_dirs,
         settings=settings,

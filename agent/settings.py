@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Generation
     base_model: str = Field(default="world", description="'world' (the bundled digits world), 'world-mar' (its MAR), 'tiny', a diffusers folder or a .safetensors checkpoint.")
     guide_model: str | None = Field(default=None, description="A weaker model for autoguidance; 'world' brings its own.")
+    sampler_app: str | None = Field(
+        default=None, description="Ray Serve application whose Sampler deployment samples (set by `loracle serve --ray`); unset = in process."
+    )
     n_images: int = Field(default=4, ge=1, le=16)
     steps: int = Field(default=30, ge=1, le=200)
     scheduler: str = Field(default="ddim")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from loracle.agent.placement import bulk_embedder
 from loracle.agent.settings import get_settings
 from loracle.cli.context import fail, open_database
 from loracle.cli.refine import refine
@@ -23,13 +24,18 @@ def import_command(
     path: Path = typer.Argument(..., help="A catalog JSONL, a Civitai API JSON dump, or a folder of .safetensors."),
     no_embed: bool = typer.Option(False, "--no-embed", help="Store records only; embed later with `catalog embed`."),
     show_rejected: int = typer.Option(20, help="How many rejected entries to list."),
+    ray: str = typer.Option(None, "--ray", metavar="ADDRESS",
+                            help="Embed as a Ray Data job on this cluster ('auto', 'ray://HOST:10001', or 'local')."),
 ) -> None:
     """Import adapters: upsert by (source, id), embed only changed texts, report counts."""
     settings = get_settings()
     if not path.exists():
         raise fail(f"no such file or folder: {path}")
     with open_database(settings) as db:
-        embedder = None if no_embed else get_embedder(settings.embedding_model)
+        try:
+            embedder = None if no_embed else bulk_embedder(settings, ray)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
         report = import_catalog(db, path, embedder, progress=True)
         with db.connection() as conn:
             total = count_adapters(conn)

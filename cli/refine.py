@@ -15,6 +15,8 @@ def refine(
     only_missing: bool = typer.Option(False, "--only-missing", help="Only adapters never refined."),
     no_embed: bool = typer.Option(False, "--no-embed", help="Skip re-embedding (run `catalog embed` later)."),
     max_images: int = typer.Option(3, "--max-images", min=0, help="Example images sent to the model per adapter."),
+    ray: str = typer.Option(None, "--ray", metavar="ADDRESS",
+                            help="Re-embed as a Ray Data job on this cluster ('auto', 'ray://HOST:10001', or 'local')."),
 ) -> None:
     """Refine adapter docs (Stylus's refiner), with an LLM or offline; resumable, and a rerun costs nothing."""
     from loracle.agent.llm import make_chat_model
@@ -30,11 +32,11 @@ def refine(
         typer.echo("no LLM configured (LORACLE_LLM_MODEL); using the offline refiner", err=True)
     with open_database(settings) as db:
         embedder = None
-        if not no_embed:
-            from loracle.tools.embedder import get_embedder
-
-            embedder = get_embedder(settings.embedding_model)
         try:
+            if not no_embed:
+                from loracle.agent.placement import bulk_embedder
+
+                embedder = bulk_embedder(settings, ray)
             report = refine_catalog(
                 db,
                 chat_model=chat_model,

