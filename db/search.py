@@ -42,7 +42,8 @@ class SearchFilters:
 DEFAULT_EF_SEARCH = 800
 
 _FILTER_SQL = (
-    "(%(base_models)s::text[] IS NULL OR a.base_model = ANY(%(base_models)s::text[])) "
+    # a missing base model reads as '' so that a filter listing '' (unknown) keeps it
+    "(%(base_models)s::text[] IS NULL OR coalesce(a.base_model, '') = ANY(%(base_models)s::text[])) "
     "AND NOT (a.tags && %(exclude_tags)s::text[]) "
     "AND NOT (%(exclude_blocklisted)s AND a.blocklisted) "
     "AND NOT (a.id = ANY(%(exclude_ids)s::bigint[]))"

@@ -1,0 +1,38 @@
+"""A query's few texts go through the numpy copy of MiniLM: the same vectors as sentence-transformers, without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+from loracle.tools.embedder import BATCH, _encode_with
+
+TEXTS = [
+    "bold seven",
+    "a watercolor painting of a fox in a misty forest",
+    "  Neon CYBERPUNK streets, at night!!  ",
+    "café, naïve, 漢字 and a 🦊",
+    "x",
+    " ".join(["a very long description of brush strokes"] * 60),  # past 256 tokens: truncated alike
+]
+
+
+def test_small_batches_match_sentence_transformers(embedder) -> None:
+    for limit in (None, 16):
+        fast = embedder.encode(TEXTS, max_tokens=limit)
+        reference = _encode_with(embedder._model(), TEXTS, limit or embedder.max_tokens)
+        assert fast.dtype == np.float32 and fast.shape == (len(TEXTS), embedder.dims)
+        np.testing.assert_allclose(fast, reference, atol=2e-6)
+    truncated, full = embedder.encode(TEXTS[-1:], max_tokens=16), embedder.encode(TEXTS[-1:])
+    assert float(truncated[0] @ full[0]) < 0.999  # the limit really truncates
+
+
+def test_a_query_never_imports_torch() -> None:
+    code = ("import sys; from loracle.tools.embedder import get_embedder; "
+            f"v = get_embedder().encode(['bold seven'] * {BATCH - 1}); "
+            "assert v.shape == (%d, 384); assert 'torch' not in sys.modules, 'torch was imported'" % (BATCH - 1))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no library progress bars or warnings
