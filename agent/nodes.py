@@ -14,6 +14,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from PIL import Image
 
+from loracle.agent.catalog import search_catalog
 from loracle.agent.edits import read_follow_up, refinement_source
 from loracle.agent.plan import ImageEdit, Plan
 from loracle.agent.planner import SelectionSettings, negative_wishes, offline_ranking, select_offline, split_tasks
@@ -21,14 +22,13 @@ from loracle.agent.selector import LLMFailed, select_with_llm
 from loracle.agent.state import AgentContext, AgentState
 from loracle.db.catalog import find_adapters, get_adapters
 from loracle.db.runs import add_image, known_conflicts, record_conflict
-from loracle.db.search import SearchFilters
 from loracle.generation.edit import check_edit_inputs, load_image
 from loracle.generation.guidance import GuidanceSettings, GuideSpec
 from loracle.generation.masks import ComposerSettings, Composition, Mix
 from loracle.generation.skipping import SkipSettings
 from loracle.tools.compose import DEFAULT_WEIGHT, adapter_file, compose_mixes
 from loracle.tools.inspection import Finding, MixAdapter, check_kept_region, check_mix, inspect_images
-from loracle.tools.retrieve import Hit, retrieve_for_tasks
+from loracle.tools.retrieve import Hit
 from loracle.tools.sample import SampleSettings, sample
 
 WHOLE_PROMPT = "(whole prompt)"
@@ -103,13 +103,11 @@ def _matches_term(candidate: dict, terms: list[str]) -> bool:
 
 def _search(state: AgentState, ctx: AgentContext, texts: list[str]) -> dict[str, list[dict]]:
     plan_ = Plan.model_validate(state["plan"])
-    with ctx.db.connections(ctx.settings.search_connections) as (conn, *spare):
+    with ctx.db.connection() as conn:
         excluded = [c["id"] for c in find_adapters(conn, [r.split(":", 1)[-1] for r in plan_.edits.excluded]).values()]
-        filters = SearchFilters(base_models=ctx.base_models, exclude_tags=ctx.settings.exclude_tags,
-                                exclude_blocklisted=True, exclude_ids=excluded)
-        strategy, _ = offline_ranking(ctx.settings.ranker)
-        hits = retrieve_for_tasks(conn, ctx.embedder, texts, strategy=strategy, k=ctx.settings.candidates_per_task,
-                                  filters=filters, ef_search=ctx.settings.hnsw_ef_search, spare=spare)
+    hits = search_catalog(ctx.db, ctx.embedder, ctx.settings, texts, k=ctx.settings.candidates_per_task,
+                          base_models=ctx.base_models, strategy=offline_ranking(ctx.settings.ranker)[0], exclude_ids=excluded)
+    with ctx.db.connection() as conn:
         cards = get_adapters(conn, list({h.adapter_id for items in hits.values() for h in items}))
     terms = [t.lower() for t in plan_.edits.excluded_terms]
     return {
