@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from loracle.agent.access import LOCAL_TENANT
 from loracle.agent.errors import agent_errors
 from loracle.agent.settings import Settings
 from loracle.db import Database, connect
@@ -102,7 +103,7 @@ class Agent:
         self.context
         self.threads
 
-    def run_turn(self, thread_id: str, message: str, *, tenant: str = "local", n_images: int | None = None,
+    def run_turn(self, thread_id: str, message: str, *, tenant: str = LOCAL_TENANT, n_images: int | None = None,
                  seed: int | None = None, steps: int | None = None, on_event: Callable[[Event], None] | None = None,
                  cancel: threading.Event | None = None, input_image: str | None = None, input_mask: str | None = None,
                  strength: float | None = None) -> dict[str, Any]:
@@ -141,6 +142,7 @@ class Agent:
             conn.execute("SELECT 1")
 
     def _pools(self) -> list:
+        """The catalog's pool, and the thread store's once it is built (cached_property keeps it in __dict__)."""
         return [self.db.pool, *([self.threads.pool] if "threads" in self.__dict__ else [])]
 
     def set_database_wait(self, seconds: float) -> None:

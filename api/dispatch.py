@@ -63,7 +63,7 @@ def as_api_error(service: Service, exc: BaseException) -> ApiError:
     if isinstance(exc, AgentError):
         if isinstance(exc, DatabaseUnavailable):
             service.repair_pools()
-        return from_agent(exc, code="invalid_request")
+        return from_agent(exc, invalid_code="invalid_request")
     log.error("run failed", exc_info=exc)
     return ApiError(500, f"the run failed ({type(exc).__name__}: {exc})"[:500], code="run_failed")
 

@@ -43,19 +43,19 @@ def database_message(exc: BaseException) -> str:
     return f"the database is unavailable, try again shortly ({exc})"
 
 
-def from_agent(error: AgentError, *, code: str = "invalid_value") -> ApiError:
-    """The answer to an agent error; `code` is what invalid input is called where it happened."""
+def from_agent(error: AgentError, *, invalid_code: str = "invalid_value") -> ApiError:
+    """The answer to an agent error; `invalid_code` is the code invalid input gets where it happened."""
     if isinstance(error, DatabaseUnavailable):
         return ApiError(503, database_message(error), code="database_unavailable", headers={"Retry-After": "5"})
     if isinstance(error, Cancelled):
         return ApiError(499, f"the run was cancelled ({error})", code="cancelled")
     if isinstance(error, NotFound):
         return ApiError(404, str(error), code="not_found")
-    if isinstance(error, UnstorableValue) and code == "invalid_value":
+    if isinstance(error, UnstorableValue) and invalid_code == "invalid_value":
         # Input PostgreSQL cannot store (NUL bytes, out-of-range numbers) is the client's to fix.
-        return ApiError(400, f"the request holds a value the database cannot store: {error}", code=code)
+        return ApiError(400, f"the request holds a value the database cannot store: {error}", code=invalid_code)
     if isinstance(error, InvalidInput):
-        return ApiError(400, str(error), code=code)
+        return ApiError(400, str(error), code=invalid_code)
     return ApiError(500, f"{type(error).__name__}: {error}"[:500], code="internal_error")
 
 

@@ -27,7 +27,11 @@ def generate(
     strength: float = typer.Option(None, "--strength", min=0.0, max=1.0, metavar="S",
                                    help="How far to move from --image: 0 = unchanged, 1 = from scratch (default from settings)."),
 ) -> None:
-    """Plan, retrieve, select, compose, sample, inspect and retry; print what was picked and where the images are."""
+    """Draw images for a prompt with adapters chosen for it.
+
+    Plans, retrieves, selects, composes, samples, inspects and retries; prints what was picked and where
+    the images are.
+    """
     from loracle.agent.errors import InvalidInput
     from loracle.agent.inputs import check_edit_files
     from loracle.cli.progress import TurnProgress

@@ -62,6 +62,7 @@ async def images_response(service: Service, request: Request, state: dict[str, A
 async def generations(body: ImageGenerationRequest, request: Request, service: ServiceDep, caller: CallerDep) -> ImagesResponse:
     check_model(service, body.model)
     dispatch.check_limits(service, body.prompt, body.n, body.steps, param="prompt")
+    dispatch.check_engine(service)
     await check_size(service, body.size)
     handle = await dispatch.start(service, caller, f"img-{uuid.uuid4().hex[:16]}", body.prompt, n=body.n or 1, seed=body.seed,
                                 steps=body.steps)
