@@ -38,7 +38,7 @@ class EditInput:
     strength: float | None
 
     def turn(self) -> dict[str, Any]:
-        """The graph turn's keys (agent/state.TurnInput), as `Threads.run_turn` keywords."""
+        """The graph turn's keys (agent/state.TurnInput), as `Agent.run_turn` keywords."""
         return {"input_image": self.image, "input_mask": self.mask, "strength": self.strength}
 
 

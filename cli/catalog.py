@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from loracle.cli.context import fail, open_agent, stderr_is_tty
+from loracle.cli.context import open_agent
 from loracle.cli.refine import refine
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Import, embed and refine the adapter catalog.")
@@ -24,10 +24,8 @@ def import_command(
     """Import adapters: upsert by (source, id), embed only changed texts, report counts."""
     from loracle.agent.catalog import import_file
 
-    if not path.exists():
-        raise fail(f"no such file or folder: {path}")
     with open_agent() as agent:
-        report, total = import_file(agent, path, embed=not no_embed, progress=stderr_is_tty())
+        report, total = import_file(agent, path, embed=not no_embed, progress=True)
     for item in report.rejected[:show_rejected]:
         typer.secho(f"rejected {item.location}: {item.reason}", fg=typer.colors.YELLOW, err=True)
     if len(report.rejected) > show_rejected:
@@ -41,7 +39,7 @@ def embed_command() -> None:
     from loracle.agent.catalog import embed_pending
 
     with open_agent() as agent:
-        count = embed_pending(agent, progress=stderr_is_tty())
+        count = embed_pending(agent, progress=True)
     typer.echo(f"embedded {count} texts")
 
 
@@ -52,20 +50,20 @@ def fetch_command(refs: list[str] = typer.Argument(..., metavar="ID...", help="A
 
     from loracle.agent.catalog import Fetched, fetch_files
 
-    bars: dict[str, tqdm] = {}
+    bar: tqdm | None = None  # the download in flight (one at a time)
 
     def show(name: str, done: int, total: int | None) -> None:
-        bar = bars.get(name) or bars.setdefault(name, tqdm(desc=name[:40], unit="B", unit_scale=True,
-                                                           disable=not stderr_is_tty()))
+        nonlocal bar
+        bar = bar or tqdm(desc=name[:40], unit="B", unit_scale=True)
         bar.total = total
         bar.update(done - bar.n)
 
     failures = 0
     with open_agent() as agent:
         for outcome in fetch_files(agent, refs, token=os.environ.get("CIVITAI_TOKEN"), on_progress=show):
-            for bar in bars.values():
+            if bar is not None:
                 bar.close()
-            bars.clear()
+                bar = None
             if isinstance(outcome, Fetched):
                 typer.echo(f"{outcome.status}: {outcome.ref} -> {outcome.path}")
             else:

@@ -22,7 +22,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @contextmanager
-def agent_errors_exit() -> Iterator[None]:
+def exit_on_agent_error() -> Iterator[None]:
     """An AgentError inside ends the command with its message and exit code 1."""
     try:
         yield
@@ -35,7 +35,7 @@ def open_agent(settings: Settings | None = None, **options: Any) -> Iterator[Age
     """The agent over the configured database for one command (see agent.service.open_agent)."""
     from loracle.agent.service import open_agent as opened
 
-    with agent_errors_exit(), opened(settings or get_settings(), **options) as agent:
+    with exit_on_agent_error(), opened(settings or get_settings(), **options) as agent:
         yield agent
 
 
@@ -44,7 +44,7 @@ def open_database(settings: Settings | None = None) -> Iterator[Any]:
     """The configured database alone, for commands that work on it directly (evaluation, training)."""
     from loracle.agent.service import open_database as opened
 
-    with agent_errors_exit(), opened(settings or get_settings()) as db:
+    with exit_on_agent_error(), opened(settings or get_settings()) as db:
         yield db
 
 

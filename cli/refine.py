@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from loracle.agent.settings import get_settings
-from loracle.cli.context import fail, open_agent, stderr_is_tty
+from loracle.cli.context import fail, open_agent
 
 
 def refine(
@@ -30,7 +30,7 @@ def refine(
         typer.echo("no LLM configured (LORACLE_LLM_MODEL); using the offline refiner", err=True)
     with open_agent(settings) as agent:
         report = refine_catalog(agent, chat_model=chat_model, embed=not no_embed, limit=limit or None,
-                                only_missing=only_missing, max_images=max_images, progress=stderr_is_tty())
+                                only_missing=only_missing, max_images=max_images, progress=True)
     for note in report.notes:
         typer.secho(note, fg=typer.colors.YELLOW, err=True)
     typer.echo(report.summary())

@@ -30,9 +30,11 @@ def test_small_batches_match_sentence_transformers(embedder) -> None:
 
 
 def test_a_query_never_imports_torch() -> None:
-    code = ("import sys; from loracle.tools.embedder import get_embedder; "
-            f"v = get_embedder().encode(['bold seven'] * {BATCH - 1}); "
-            "assert v.shape == (%d, 384); assert 'torch' not in sys.modules and 'scipy.special' not in sys.modules" % (BATCH - 1))
+    code = ("import sys; from loracle.tools.embedder import get_embedder; e = get_embedder(); "
+            "assert e.encode(['bold seven']).shape == (1, 384); "
+            "assert 'torch' not in sys.modules and 'scipy.special' not in sys.modules, 'a short query loaded them'; "
+            f"assert e.encode(['a watercolor painting of a fox'] * {BATCH - 1}).shape == ({BATCH - 1}, 384); "
+            "assert 'torch' not in sys.modules, 'a small batch loaded torch'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # no library progress bars or warnings
