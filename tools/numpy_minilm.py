@@ -54,9 +54,9 @@ class NumpyMiniLM:
         self.eps = float(config["layer_norm_eps"])
         self.max_tokens = max_tokens
         self.weights = load_file(str(folder / "model.safetensors"))
-        # each linear layer's weight stored transposed once: x @ W reads it in order (~1.5x faster than W.T)
-        self.linears = {name.removesuffix(".weight"): np.ascontiguousarray(weight.T) for name, weight in self.weights.items()
-                        if weight.ndim == 2 and not name.startswith("embeddings.")}
+        # each linear layer's weight kept transposed: x @ W then reads it in order (~1.5x faster than W.T)
+        self.linears = {name.removesuffix(".weight"): np.ascontiguousarray(self.weights.pop(name).T)
+                        for name in [n for n, w in self.weights.items() if w.ndim == 2 and not n.startswith("embeddings.")]}
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()
 
