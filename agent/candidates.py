@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loracle.agent.catalog import search_catalog
 from loracle.agent.plan import Candidate, Edits, Pick, Plan
 from loracle.agent.planner import SelectionSettings, offline_ranking, select_offline
 from loracle.agent.state import AgentContext
 from loracle.db.catalog import find_adapters, get_adapters
-from loracle.db.search import SearchFilters
 from loracle.tools.compose import adapter_file
-from loracle.tools.retrieve import Hit, retrieve_for_tasks
+from loracle.tools.retrieve import Hit
 
 WHOLE_PROMPT = "(whole prompt)"
 
@@ -31,13 +31,11 @@ def candidate_from_card(hit: Hit, card: dict, adapter_dirs: list[Path]) -> Candi
 
 def search_candidates(ctx: AgentContext, edits: Edits, texts: list[str]) -> dict[str, list[Candidate]]:
     """Reranked candidates per text, for the engine's base models, without what the user excluded."""
-    with ctx.db.connections(ctx.settings.search_connections) as (conn, *spare):
+    with ctx.db.connection() as conn:
         excluded = [c["id"] for c in find_adapters(conn, [r.split(":", 1)[-1] for r in edits.excluded]).values()]
-        filters = SearchFilters(base_models=ctx.base_models, exclude_tags=ctx.settings.exclude_tags,
-                                exclude_blocklisted=True, exclude_ids=excluded)
-        strategy, _ = offline_ranking(ctx.settings.ranker)
-        hits = retrieve_for_tasks(conn, ctx.embedder, texts, strategy=strategy, k=ctx.settings.candidates_per_task,
-                                  filters=filters, ef_search=ctx.settings.hnsw_ef_search, spare=spare)
+    hits = search_catalog(ctx.db, ctx.embedder, ctx.settings, texts, k=ctx.settings.candidates_per_task,
+                          base_models=ctx.base_models, strategy=offline_ranking(ctx.settings.ranker)[0], exclude_ids=excluded)
+    with ctx.db.connection() as conn:
         cards = get_adapters(conn, list({h.adapter_id for items in hits.values() for h in items}))
     terms = [t.lower() for t in edits.excluded_terms]
     return {

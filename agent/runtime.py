@@ -23,6 +23,7 @@ from loracle.agent.state import AgentContext
 from loracle.db import Database
 from loracle.generation.engine import ImageEngine
 from loracle.generation.world import world_paths
+from loracle.tools.compatibility import catalog_bases, engine_family
 from loracle.tools.embedder import get_embedder
 from loracle.tools.inspection import Judge
 from loracle.tools.judges import world_judge
@@ -56,15 +57,14 @@ def resolve_base(settings: Settings) -> BaseSetup:
                 conflicts.append((a, b, item["reason"]))
         return BaseSetup(
             spec=str(paths.base), guide=str(paths.guide) if paths.guide.exists() else None,
-            adapter_dirs=[paths.loras, *dirs], family="digits", base_models=["Digits 1.0"], guidance_scale=1.5,
+            adapter_dirs=[paths.loras, *dirs], family="digits", base_models=catalog_bases("digits"), guidance_scale=1.5,
             conflicts=conflicts, catalog=paths.catalog, judge_factory=lambda: world_judge(paths.judge),
         )
     if settings.base_model == "world-mar":
         return _world_mar(dirs)
-    family = "sdxl" if "xl" in settings.base_model.lower() else "sd15"
-    bases = ["SDXL 1.0", "SDXL 0.9", "Pony"] if family == "sdxl" else ["SD 1.5", "SD 1.4", "Other"]
+    family = engine_family(settings.base_model)
     return BaseSetup(spec=settings.base_model, guide=settings.guide_model, adapter_dirs=dirs, family=family,
-                     base_models=bases, guidance_scale=7.5)
+                     base_models=catalog_bases(family), guidance_scale=7.5)
 
 
 def _world_mar(dirs: list[Path]) -> BaseSetup:
@@ -75,7 +75,7 @@ def _world_mar(dirs: list[Path]) -> BaseSetup:
     sampling = json.loads((paths.mar / "loracle_model.json").read_text()).get("sampling", {})
     return BaseSetup(
         spec=str(paths.mar), guide=None, adapter_dirs=[paths.mar_loras, *dirs], family="digits-mar",
-        base_models=["Digits MAR 1.0"], guidance_scale=float(sampling.get("cfg", 2.0)), catalog=paths.mar_catalog,
+        base_models=catalog_bases("digits-mar"), guidance_scale=float(sampling.get("cfg", 2.0)), catalog=paths.mar_catalog,
         judge_factory=lambda: world_judge(paths.judge),
     )
 

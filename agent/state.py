@@ -121,7 +121,7 @@ class AgentContext:
     settings: Settings
     llm: BaseChatModel | None = None
     judge: Judge | None = None
-    family: str = "sd15"  # which catalog base models fit the engine (tools/inspection.COMPATIBLE_BASES)
+    family: str = "sd15"  # which catalog base models fit the engine (tools/compatibility.py)
     guidance_scale: float = 7.5  # the base model's default when settings give none
     base_models: list[str] | None = None  # retrieval filter: catalog base models the engine can use
     tenant: str = "local"

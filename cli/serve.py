@@ -8,7 +8,7 @@ import logging
 import typer
 
 from loracle.agent.settings import get_settings
-from loracle.cli.context import fail
+from loracle.cli.context import fail, open_agent
 
 
 def is_loopback(host: str) -> bool:
@@ -21,9 +21,9 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback requires API keys."),
-    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address to bind; anything but loopback requires API keys."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, metavar="PORT", help="Port to listen on."),
+    log_level: str = typer.Option("info", "--log-level", metavar="LEVEL", help="uvicorn's log level (debug, info, warning, error)."),
     ray: str = typer.Option(None, "--ray", metavar="ADDRESS",
                             help="Serve on Ray Serve: 'local' starts a cluster here, else a cluster address ('auto', 'ray://HOST:10001')."),
     api_replicas: int = typer.Option(1, "--api-replicas", min=1, help="With --ray: replicas of the HTTP API."),
@@ -34,15 +34,14 @@ def serve(
     """Serve the agent over HTTP until interrupted (on one process, or on a Ray cluster with --ray)."""
     import uvicorn
 
+    from loracle.agent.access import any_active_key
     from loracle.api.app import LOCAL_MODE_BANNER, create_app
     from loracle.api.config import ApiConfig
-    from loracle.cli.context import open_database
-    from loracle.db.keys import any_active_key
 
     settings = get_settings()
     local = is_loopback(host)
-    with open_database(settings) as db, db.connection() as conn:
-        keys = any_active_key(conn)
+    with open_agent(settings) as agent:
+        keys = any_active_key(agent)
     if not keys and not local:
         raise fail(f"refusing to serve on {host} without API keys: create one with "
                    "`loracle keys create --name NAME`, or bind to 127.0.0.1")

