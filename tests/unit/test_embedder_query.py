@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from loracle.tools.embedder import BATCH, _encode_with
+from loracle.tools.embedder import BATCH, encode_texts
 
 TEXTS = [
     "bold seven",
@@ -22,7 +22,7 @@ TEXTS = [
 def test_small_batches_match_sentence_transformers(embedder) -> None:
     for limit in (None, 16):
         fast = embedder.encode(TEXTS, max_tokens=limit)
-        reference = _encode_with(embedder._model(), TEXTS, limit or embedder.max_tokens)
+        reference = encode_texts(embedder._model(), TEXTS, limit or embedder.max_tokens)
         assert fast.dtype == np.float32 and fast.shape == (len(TEXTS), embedder.dims)
         np.testing.assert_allclose(fast, reference, atol=2e-6)
     truncated, full = embedder.encode(TEXTS[-1:], max_tokens=16), embedder.encode(TEXTS[-1:])
