@@ -47,6 +47,14 @@ class BaseModel:
     text_encoder_2: torch.nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    weights_file: Path | None = None  # the checkpoint (or a folder's UNet weights) the `Model hash` is taken of
+
+    @property
+    def short_hash(self) -> str | None:
+        """A1111's `Model hash` (sha256 of the checkpoint file, 10 hex digits); None for a model built in memory."""
+        from loracle.generation.hashes import model_short_hash
+
+        return model_short_hash(self.weights_file) if self.weights_file is not None else None
 
     @property
     def pixel_space(self) -> bool:
@@ -260,9 +268,11 @@ def _load_folder(path: Path, allow_pickle: bool) -> BaseModel:
     meta = path / "loracle_model.json"
     if meta.is_file():
         name = json.loads(meta.read_text()).get("name", name)
+    weights = sorted((path / "unet").glob("*.safetensors"))
     return BaseModel(
         family=family, name=name, tokenizer=tokenizer, text_encoder=text_encoder, unet=unet,
         scheduler_config=scheduler_config, vae=vae, tokenizer_2=tokenizer_2, text_encoder_2=text_encoder_2,
+        weights_file=weights[0] if weights else None,
     )
 
 
@@ -291,4 +301,5 @@ def _load_single_file(path: Path, allow_pickle: bool, config: str | os.PathLike 
         family=family, name=path.stem, tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, unet=pipe.unet,
         scheduler_config={k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}, vae=pipe.vae,
         tokenizer_2=getattr(pipe, "tokenizer_2", None), text_encoder_2=getattr(pipe, "text_encoder_2", None),
+        weights_file=path,
     )

@@ -27,9 +27,10 @@ from loracle.generation.adapters import AdapterManager
 from loracle.generation.base_models import BaseModel
 from loracle.generation.edit import check_edit_inputs, prepare_edit
 from loracle.generation.guidance import GuidanceSettings
+from loracle.generation.hashes import lora_short_hash
 from loracle.generation.loop import SCHEDULERS, Branch, LoopOutput, Progress, decode, denoise, encode_prompts, initial_latents
 from loracle.generation.masks import Composition, Mix, group_mixes
-from loracle.generation.output import format_parameters, save_png
+from loracle.generation.output import format_parameters, lora_name, save_png
 from loracle.generation.prompt_tags import parse_lora_tags
 from loracle.generation.skipping import SkipSettings
 
@@ -170,13 +171,14 @@ def generate_grouped(
     started = time.perf_counter()
     prompt, tag_picks = parse_lora_tags(req.prompt)
     mixes = [Mix.from_dict({**m.as_dict(), **tag_picks}, m.triggers) for m in req.image_mixes()]
+    lora_hashes: dict[str, str] = {}
     for mix in set(mixes):
         refs = set(mix.as_dict()) | guide_refs
         if len(refs) > adapters.max_loaded:
             raise ValueError(f"A mix plus its guide mix needs {len(refs)} adapters loaded at once; "
                              f"max_loaded is {adapters.max_loaded}")
         for ref in refs:
-            adapters.get(ref)
+            lora_hashes[lora_name(ref)] = lora_short_hash(adapters.get(ref).path)
     n = req.n_images
     images: list[Image.Image | None] = [None] * n
     nfe, prompts = [0] * n, [""] * n
@@ -201,8 +203,8 @@ def generate_grouped(
             for j, i in enumerate(chunk):
                 images[i], nfe[i], prompts[i] = decoded[j], out.nfe[j], chunk_prompt
     timings["total_s"] = time.perf_counter() - started
-    texts = [format_parameters(prompt=prompts[i], seed=req.seeds[i], mix=mixes[i].as_dict(), nfe=nfe[i], **parameters)
-             for i in range(n)]
+    texts = [format_parameters(prompt=prompts[i], seed=req.seeds[i], mix=mixes[i].as_dict(), nfe=nfe[i],
+                               lora_hashes=lora_hashes, **parameters) for i in range(n)]
     return GenerationResult(images=images, seeds=list(req.seeds), mixes=[m.as_dict() for m in mixes],
                             prompts=prompts, nfe=nfe, model_calls=calls, pipeline_calls=pipeline_calls,
                             timings=timings, parameters=texts)
@@ -263,7 +265,7 @@ class Engine:
 
         parameters = dict(negative_prompt=req.negative_prompt, steps=req.steps, sampler=req.scheduler,
                           cfg_scale=g.scale if g.kind != "none" else 1.0, width=width, height=height,
-                          model=self.base.name, extra=self._extra(req))
+                          model=self.base.name, model_hash=self.base.short_hash, extra=self._extra(req))
         return generate_grouped(req, self.adapters, sample=sample, decode_images=lambda out: decode(self.base, out.latents),
                                 parameters=parameters, guide_refs=guide_refs)
 
