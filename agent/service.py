@@ -138,6 +138,20 @@ class Agent:
         with agent_errors():
             self.context.engine_factory()
 
+    def switch_base_model(self, spec: str) -> None:
+        """Make `spec` the base model of the turns that start from now on (A1111's checkpoint switch). Its engine
+        is loaded first, so a bad checkpoint leaves the current one in place; turns in flight keep theirs."""
+        from loracle.agent.catalog import ensure_world_catalog
+        from loracle.agent.runtime import build_context
+
+        settings = self.settings.model_copy(update={"base_model": spec})
+        with agent_errors():
+            ensure_world_catalog(self.db, settings, self.embedder)
+            context = build_context(settings, self.db, llm=self._llm)
+            context.engine_factory()
+        self.settings = settings
+        self.__dict__["context"] = context
+
     def native_size(self) -> int:
         """The side in pixels of the square images the base model makes."""
         with agent_errors():
