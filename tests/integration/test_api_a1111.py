@@ -195,3 +195,76 @@ def test_png_info_rejects_what_is_not_an_image(live) -> None:
     response = httpx.post(f"{live.url}/sdapi/v1/png-info", json={"image": base64.b64encode(b"hello").decode()},
                           auth=("alice", live.key))
     assert response.status_code == 400 and response.json()["error"]["param"] == "image"
+
+
+def test_open_webui_openai_engine_default_bodies(live) -> None:
+    """Open WebUI's openai engine: `dall-e-2` at 512x512 as b64_json, and an edit with `image[]` multipart fields."""
+    headers = {"Authorization": f"Bearer {live.key}"}
+    response = httpx.post(f"{live.url}/v1/images/generations", headers=headers, timeout=120, json={
+        "model": "dall-e-2", "prompt": "a watercolor fox", "n": 1, "size": "512x512", "response_format": "b64_json"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["size"] == "512x512" and body["drawn_size"] == "32x32"
+    image = Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"])))
+    assert image.size == (512, 512) and "Resampled from: 32x32" in image.info["parameters"]
+
+    source = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(source, format="PNG")
+    files = [("image[]", ("3f2c.png", source.getvalue(), "image/png"))]
+    data = {"model": "gpt-image-1", "prompt": "make it an oil painting", "size": "512x512", "response_format": "b64_json"}
+    edited = httpx.post(f"{live.url}/v1/images/edits", headers=headers, data=data, files=files, timeout=120)
+    assert edited.status_code == 200, edited.text
+    out = Image.open(io.BytesIO(base64.b64decode(edited.json()["data"][0]["b64_json"])))
+    assert out.size == (512, 512) and "Denoising strength" in out.info["parameters"]
+
+
+OPEN_WEBUI_TITLE_TASK = """### Task:
+Generate a concise, 3-5 word title with an emoji summarizing the chat history.
+### Guidelines:
+- The title should clearly represent the main theme or subject of the conversation.
+### Output:
+JSON format: { "title": "your concise title here" }
+### Chat History:
+<chat_history>
+USER: a watercolor painting of a red fox
+ASSISTANT: Planner: offline. Tasks: a watercolor painting; a red fox.
+</chat_history>"""
+
+OPEN_WEBUI_TAGS_TASK = OPEN_WEBUI_TITLE_TASK.replace('{ "title": "your concise title here" }', '{ "tags": ["tag1", "tag2"] }')
+OPEN_WEBUI_FOLLOW_UPS_TASK = OPEN_WEBUI_TITLE_TASK.replace('{ "title": "your concise title here" }',
+                                                           '{ "follow_ups": ["Question 1?", "Question 2?"] }')
+
+
+def runs_of(live, tenant: str) -> int:
+    with live.service.agent.db.connection() as conn:
+        return conn.execute("SELECT count(*) FROM runs WHERE tenant = %s", (tenant,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("task, key, expected", [
+    (OPEN_WEBUI_TITLE_TASK, "title", "A watercolor painting of a"),
+    (OPEN_WEBUI_TAGS_TASK, "tags", ["Arts", "Image Generation"]),
+    (OPEN_WEBUI_FOLLOW_UPS_TASK, "follow_ups", []),
+])
+def test_open_webui_background_tasks_get_json_text_and_no_run(live, task, key, expected) -> None:
+    before = runs_of(live, "bob")
+    for stream in (False, True):
+        response = httpx.post(f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {live.other_key}"},
+                              json={"model": "loracle", "stream": stream, "messages": [{"role": "user", "content": task}]})
+        assert response.status_code == 200
+        if stream:
+            content = "".join(json.loads(line[5:])["choices"][0]["delta"].get("content") or ""
+                              for line in response.text.splitlines() if line.startswith("data:") and "[DONE]" not in line)
+        else:
+            content = response.json()["choices"][0]["message"]["content"]
+        assert json.loads(content)[key] == expected
+    assert runs_of(live, "bob") == before  # no generation, no run slot
+
+
+def test_a_question_about_the_catalog_is_answered_from_a_search(live) -> None:
+    before = runs_of(live, "bob")
+    response = httpx.post(f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {live.other_key}"},
+                          json={"model": "loracle", "messages": [
+                              {"role": "user", "content": "what adapters do you have for watercolor?"}]})
+    text = response.json()["choices"][0]["message"]["content"]
+    assert "Watercolor Wash" in text and "![" not in text
+    assert runs_of(live, "bob") == before
