@@ -11,7 +11,7 @@ from loracle.agent.planner import strip_prompt_syntax
 from loracle.generation.adapters import AdapterIncompatibleError, AdapterManager, AdapterPathError, PickleRefusedError
 from loracle.generation.base_models import build_tiny_model, load_base_model, pick_device, save_base_model
 from loracle.generation.guidance import GuidanceSettings, combine
-from loracle.generation.masks import Candidate, ComposerSettings, Task, compose, group_mixes
+from loracle.generation.masks import Candidate, ComposerSettings, Mix, Task, compose, group_mixes
 from loracle.generation.prompt_tags import parse_lora_tags
 from loracle.generation.skipping import SkipSettings, SkipState
 from loracle.generation.synthetic import write_synthetic_lora
@@ -69,24 +69,43 @@ def test_guidance_formulas():
 
 
 def test_composer_weights_and_settings():
-    tasks = [Task("subject", (Candidate("a", 1.0, ("trig_a",)), Candidate("b", 0.5))), Task("bg", (Candidate("c"),))]
+    tasks = [Task("subject", (Candidate("a", 1.0, ("trig_a",)), Candidate("b", 0.5))), Task("bg", (Candidate("c"),)),
+             Task("unmatched", ())]
     comp = compose(tasks, 6, ComposerSettings(append_triggers=True), seed=3)
     assert comp.mixes == compose(tasks, 6, ComposerSettings(append_triggers=True), seed=3).mixes
-    assert len(set(comp.mixes)) == 6  # distinct: 8 masks, 6 images, no repeats
+    # masks vary which candidates serve a task, never whether it is served: subject {a}, {b} or {a, b}, bg {c}
+    assert len(set(comp.mixes)) == 3 and all(comp.masks.count(m) == 2 for m in comp.masks)
     for mix, mask in zip(comp.mixes, comp.masks):
+        assert any(mask["subject"]) and mask["bg"] == (True,) and mask["unmatched"] == ()
         w = mix.as_dict()
         n_on = sum(mask["subject"])
         if mask["subject"][0]:
             assert w["a"] == pytest.approx(1.0 * 0.8 / n_on)
             assert "trig_a" in mix.triggers
-        if mask["bg"][0]:
-            assert w["c"] == pytest.approx(0.8 * 0.8)
-    strict = compose(tasks, 20, ComposerSettings(max_active=1, allow_all_off=False, distinct=False), seed=0)
+        assert w["c"] == pytest.approx(0.8 * 0.8)
+        # the mix records its task groups (switch and composite act on them)
+        assert [name for name, _ in mix.groups] == ["subject", "bg"]
+        assert mix.adapter_groups()[1] == {"c": pytest.approx(0.64)}
+        assert set(mix.adapter_groups()[0]) == {c.ref for c, on in zip(tasks[0].candidates, mask["subject"]) if on}
+    stylus = compose(tasks, 6, ComposerSettings(allow_all_off=True), seed=3)  # Stylus: 8 masks, a task may go off
+    assert len(set(stylus.mixes)) == 6
+    assert any(not any(m["subject"]) or not any(m["bg"]) for m in compose(tasks, 8, ComposerSettings(allow_all_off=True)).masks)
+    strict = compose(tasks, 20, ComposerSettings(max_active=1, distinct=False), seed=0)
     for mask in strict.masks:
-        assert sum(mask["subject"]) <= 1 and (any(mask["subject"]) or any(mask["bg"]))
+        assert sum(mask["subject"]) == 1 and mask["bg"] == (True,)
     assert "trig" not in compose(tasks, 4, seed=1).mixes[0].apply_to_prompt("p")
     groups = group_mixes(strict.mixes)
-    assert sum(len(v) for v in groups.values()) == 20 and len(groups) <= 5
+    assert sum(len(v) for v in groups.values()) == 20 and len(groups) == 2
+    assert compose([Task("none", ())], 3).mixes == [Mix()] * 3
+
+
+def test_explicit_adapters_join_a_mix_as_their_own_groups():
+    mix = Mix.from_dict({"a": 0.4, "b": 0.4}, groups={"style": {"a": 0.4, "b": 0.4}})
+    tagged = mix.with_adapters({"b": 1.0, "t": 0.7})
+    assert tagged.as_dict() == {"a": 0.4, "b": 1.0, "t": 0.7}
+    assert tagged.adapter_groups() == [{"a": 0.4}, {"b": 1.0}, {"t": 0.7}]
+    assert Mix.from_dict({"x": 1.0, "y": 0.5}).adapter_groups() == [{"x": 1.0}, {"y": 0.5}]
+    assert mix != Mix.from_dict({"a": 0.4, "b": 0.4})  # the grouping is part of a mix's identity
 
 
 def test_parse_lora_tags():
