@@ -78,3 +78,13 @@ def combine(settings: GuidanceSettings, preds: dict[str, torch.Tensor]) -> torch
     w_u = (1 - settings.a) * (w - 1) + 1
     w_c = settings.a * (w - 1) + 1
     return m + (w_u - 1) * (m - preds["uncond"]) + (w_c - 1) * (m - preds["guide"])
+
+
+def combine_groups(settings: GuidanceSettings, preds: dict[tuple[str, int | None], torch.Tensor],
+                   groups: list[int]) -> torch.Tensor:
+    """The mean over adapter `groups` of each group's guided prediction. `preds` is keyed by (branch, group);
+    a branch of group None (a guide) joins every group (LoRA Composite averages; one group is plain `combine`)."""
+    shared = {name: pred for (name, g), pred in preds.items() if g is None}
+    guided = [combine(settings, {**shared, **{name: pred for (name, g), pred in preds.items() if g == group}})
+              for group in groups]
+    return guided[0] if len(guided) == 1 else torch.stack(guided).mean(0)
