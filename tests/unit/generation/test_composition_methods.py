@@ -3,6 +3,8 @@ guidance, skipping, image edits, PNG parameters, and the combinations that are r
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -167,3 +169,19 @@ def test_switch_that_leaves_a_group_out_is_refused(engine):
     with pytest.raises(ValueError, match="every group gets a turn"):  # img2img runs fewer steps
         gen(engine, method="switch", every=4, steps=8, image=Image.new("RGB", (32, 32)), strength=0.5)
     assert gen(engine, method="switch", every=7, steps=8).nfe == [16]
+
+
+def test_settings_reach_the_sampler_tool_and_the_png(engine, tmp_path):
+    from pydantic import ValidationError
+
+    from loracle.agent.sampler_settings import sample_settings
+    from loracle.agent.settings import Settings
+    from loracle.tools.sample import sample
+
+    settings = Settings(composition_method="switch", switch_every=3, steps=6, skip_threshold=0.0)
+    tool = sample_settings(SimpleNamespace(settings=settings, guidance_scale=1.5), engine)
+    assert tool.composition_method == CompositionMethod("switch", 3)
+    _, stored = sample(engine, "a fox", Composition([TWO_GROUPS]), [1], tool, tmp_path)
+    assert "Composition: switch, Switch every: 3" in stored[0].parameters
+    with pytest.raises(ValidationError, match="composition_method"):
+        Settings(composition_method="blend")
