@@ -8,10 +8,11 @@ skipping reuses every branch's cached output.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from loracle.generation.base_models import BaseModel
 from loracle.generation.composition import CompositionMethod
 from loracle.generation.edit import EditInputs, edit_steps, is_inpainting_unet
 from loracle.generation.guidance import GuidanceSettings, combine_groups
-from loracle.generation.schedulers import CLIPS_ITSELF, SCHEDULERS, clamp_x0, make_scheduler, step_sigma, x0_range
+from loracle.generation.schedulers import ANCESTRAL, CLIPS_ITSELF, SCHEDULERS, clamp_x0, make_scheduler, step_sigma, x0_range
 from loracle.generation.skipping import SkipSettings, SkipState
 
 __all__ = ["SCHEDULERS", "GenerationCancelled", "Branch", "Progress", "LoopOutput", "denoise", "decode", "decode_pixels",
@@ -166,6 +167,8 @@ def denoise(
         else:
             latents = scheduler.add_noise(edit.image_latents, noise, timesteps[:1].repeat(batch))
     groups = sorted({b.group for b in branches if b.group is not None})
+    if skipping is not None and scheduler_name in ANCESTRAL:  # fresh noise every step: a forecast overshoots
+        skipping = replace(skipping, forecast=False)
     skip = SkipState(skipping, batch, len(timesteps))
     skip.start(latents)
     cache: dict[tuple[str, int | None], torch.Tensor] = {}
@@ -179,7 +182,10 @@ def denoise(
         active = [groups[k] for k in composition.active_groups(i, len(groups))]
         evaluated = [b for b in branches if b.group is None or b.group in active]
         mask = skip.compute_mask(i)
-        if composition.starts_turn(i) or any((b.name, b.group) not in cache for b in evaluated):
+        if composition.starts_turn(i):
+            mask[:] = True
+            skip.forget()
+        if any((b.name, b.group) not in cache for b in evaluated):
             mask[:] = True
         idx = mask.nonzero().flatten()
         if len(idx):
@@ -209,9 +215,11 @@ def denoise(
                 nfe[j] += len(evaluated)
                 computed_steps[j].append(i)
         noise_pred = combine_groups(guidance, cache, active).to(latents.dtype)
+        sigma = step_sigma(scheduler, t, start + i)
+        noise_pred = skip.fill(noise_pred, mask, math.log(max(sigma, 1e-12)))
         if clamp:
-            noise_pred = clamp_x0(noise_pred, latents, sigma=step_sigma(scheduler, start + i),
-                                  scheduler_name=scheduler_name, prediction_type=prediction_type, bound=bound)
+            noise_pred = clamp_x0(noise_pred, latents, sigma=sigma, scheduler_name=scheduler_name,
+                                  prediction_type=prediction_type, bound=bound)
         step_kwargs = {"generator": gens} if scheduler_name == "euler_a" and gens else {}
         latents = scheduler.step(noise_pred, t, latents, return_dict=False, **step_kwargs)[0]
         if blend:

@@ -19,6 +19,7 @@ import torch
 
 SCHEDULERS = ("ddim", "dpmpp_2m", "dpmpp_2m_karras", "euler", "euler_a")
 CLIPS_ITSELF = ("ddim",)  # schedulers that clip x0 inside their own step
+ANCESTRAL = ("euler_a",)  # schedulers that add fresh noise every step: consecutive predictions jump
 _VARIANCE_EXPLODING = ("euler", "euler_a")
 
 
@@ -50,9 +51,14 @@ def x0_range(config: dict, pixel_space: bool) -> float | None:
     return 1.0 if pixel_space else None
 
 
-def step_sigma(scheduler, index: int) -> float:
-    """The noise level of step `index` of a sigma scheduler, from its own table (Karras spacing included)."""
-    return float(scheduler.sigmas[index])
+def step_sigma(scheduler, t: torch.Tensor, index: int) -> float:
+    """The noise level of step `index` (timestep `t`) in sigma units, from the scheduler's own table where it
+    has one (Karras spacing included), else from its cumulative alphas (DDIM)."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None:
+        return float(sigmas[index])
+    alpha_bar = float(scheduler.alphas_cumprod[int(t)])
+    return ((1 - alpha_bar) / alpha_bar) ** 0.5
 
 
 def clamp_x0(pred: torch.Tensor, sample: torch.Tensor, *, sigma: float, scheduler_name: str,

@@ -54,6 +54,24 @@ def test_skip_rule_per_sample_and_off():
         SkipSettings(threshold=-1)
 
 
+def test_skipped_steps_forecast_linearly_in_log_sigma():
+    """Predictions linear in log sigma are forecast exactly on skipped steps; reuse keeps the last; per sample."""
+    log_sigmas = [2.0, 1.5, 1.2, 0.7, 0.1]
+    truth = [torch.stack([torch.full((1, 2, 2), 3 * k + 1.0), torch.full((1, 2, 2), -k)]) for k in log_sigmas]
+    computed = [(True, True), (True, True), (False, True), (False, False), (True, False)]
+    on, off = (SkipState(SkipSettings(threshold=0.01, forecast=f), 2, 5) for f in (True, False))
+    stale = truth[0]
+    for k, pred, c in zip(log_sigmas, truth, computed):
+        mask = torch.tensor(c)
+        given = torch.where(mask.view(-1, 1, 1, 1), pred, stale)  # skipped rows: the loop's stale cache
+        stale = given
+        got, reused = on.fill(given, mask, k), off.fill(given, mask, k)
+        assert torch.allclose(got, pred, atol=1e-5), k  # computed rows as given, skipped rows forecast
+        assert torch.equal(reused, given)
+    on.forget()
+    assert torch.equal(on.fill(truth[0], torch.tensor([False, False]), 3.0), truth[0])  # nothing known: reuse
+
+
 def test_guidance_formulas():
     g = torch.Generator().manual_seed(0)
     p = {k: torch.randn(2, 4, generator=g) for k in ("cond", "uncond", "guide")}
