@@ -59,6 +59,16 @@ class GuidanceSettings:
         if not (0.0 <= self.a <= 1.0):
             raise ValueError(f"guidance a must be in [0, 1], got {self.a}")
 
+    @classmethod
+    def cfg_and_guide(cls, cfg: float, guide_w: float, guide: GuideSpec) -> GuidanceSettings:
+        """CFG at `cfg` plus guidance by `guide` at `guide_w` (each 1 = off), as kind "both": w_u = cfg, w_c =
+        guide_w, so w = cfg + guide_w - 1 and a = (guide_w - 1) / (w - 1). With the `no_adapters` guide this is
+        adapter guidance alongside CFG."""
+        if cfg < 1 or guide_w < 1:
+            raise ValueError(f"cfg and guide weights must be >= 1, got {cfg} and {guide_w}")
+        w = cfg + guide_w - 1
+        return cls("both", w, a=(guide_w - 1) / (w - 1) if w > 1 else 0.0, guide=guide)
+
     @property
     def branches(self) -> tuple[str, ...]:
         return {"none": ("cond",), "cfg": ("uncond", "cond"), "auto": ("cond", "guide"),

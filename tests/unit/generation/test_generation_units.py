@@ -10,7 +10,7 @@ import torch
 from loracle.agent.planner import strip_prompt_syntax
 from loracle.generation.adapters import AdapterIncompatibleError, AdapterManager, AdapterPathError, PickleRefusedError
 from loracle.generation.base_models import build_tiny_model, load_base_model, pick_device, save_base_model
-from loracle.generation.guidance import GuidanceSettings, combine
+from loracle.generation.guidance import GuidanceSettings, GuideSpec, combine
 from loracle.generation.masks import Candidate, ComposerSettings, Mix, Task, compose, group_mixes
 from loracle.generation.prompt_tags import parse_lora_tags
 from loracle.generation.skipping import SkipSettings, SkipState
@@ -84,6 +84,10 @@ def test_guidance_formulas():
     assert torch.allclose(combine(GuidanceSettings("auto", 3.3), same), p["cond"], atol=1e-6)
     with pytest.raises(ValueError, match="kind"):
         GuidanceSettings("pag")
+    m, u, g = p["cond"], p["uncond"], p["guide"]
+    both = GuidanceSettings.cfg_and_guide(1.5, 2.0, GuideSpec("no_adapters"))  # CFG 1.5 plus adapter guidance 2
+    assert torch.allclose(combine(both, p), u + 1.5 * (m - u) + (2.0 - 1) * (m - g), atol=1e-6)
+    assert torch.allclose(combine(GuidanceSettings.cfg_and_guide(4.0, 1.0, GuideSpec()), p), cfg, atol=1e-6)
 
 
 def test_composer_weights_and_settings():
