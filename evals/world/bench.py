@@ -292,10 +292,9 @@ def adapter_guidance(cfg_w: float, guide_w: float):
     return GuidanceSettings.cfg_and_guide(cfg_w, guide_w, GuideSpec("no_adapters"))
 
 
-COMPOSITION_METHODS = (("merge", "merge", 1, 1.0), ("switch every 1", "switch", 1, 1.0), ("switch every 5", "switch", 5, 1.0),
-                       ("composite", "composite", 1, 1.0), ("merge + adapter guidance 1.5", "merge", 1, 1.5),
-                       ("switch 1 + adapter guidance 1.5", "switch", 1, 1.5),
-                       ("composite + adapter guidance 1.5", "composite", 1, 1.5))
+COMPOSITION_METHODS = (("merge", "merge", 1, 1.0), ("switch every step", "switch", 1, 1.0),
+                       ("switch every 5 steps", "switch", 5, 1.0), ("composite", "composite", 1, 1.0),
+                       ("merge + adapter guidance 1.5", "merge", 1, 1.5), ("merge + adapter guidance 2", "merge", 1, 2.0))
 
 
 def bench_composition(w: World, n: int, steps: int, cfg_w: float, weight: float = 0.8, seeds=(0, 1, 2),
@@ -355,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sweep-steps", type=int, default=20)
     ap.add_argument("--sweep-w", type=float, nargs="+", default=[1.25, 1.5, 2.0])
     ap.add_argument("--style-samples", type=int, default=100)
-    ap.add_argument("--pair-samples", type=int, default=20, help="images per style pair and seed (composition)")
+    ap.add_argument("--pair-samples", type=int, default=10, help="images per style pair and seed (composition)")
     ap.add_argument("--cfg", type=float, default=1.5)
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="run only these sections")
     ap.add_argument("--root", default=None, help="world folder (default: the committed artifacts)")
