@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loracle.db.search import DEFAULT_EF_SEARCH
+from loracle.generation.composition import CompositionKind
 
 
 def _default_home() -> Path:
@@ -58,8 +59,8 @@ class Settings(BaseSettings):
     guidance_scale: float | None = Field(default=None, ge=0, le=30, description="Unset: the base model's own default.")
     skip_threshold: float = Field(default=0.01, ge=0, le=1, description="Adaptive step skipping; 0 turns it off.")
     max_skip: int = Field(default=4, ge=0, le=20)
-    composition_method: str = Field(
-        default="merge", pattern="^(merge|switch|composite)$",
+    composition_method: CompositionKind = Field(
+        default="merge",
         description="How the adapters of an image act together: merge (all, every step), switch (one task's "
                     "adapters per step, cycling), composite (one guided prediction per task, averaged; costs more).")
     switch_every: int = Field(default=5, ge=1, le=100, description="Steps one task's adapters stay active under switch.")

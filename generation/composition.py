@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 from loracle.generation.masks import Mix
 
 CompositionKind = Literal["merge", "switch", "composite"]
-COMPOSITION_KINDS: tuple[str, ...] = ("merge", "switch", "composite")
+COMPOSITION_KINDS: tuple[str, ...] = get_args(CompositionKind)
 
 
 @dataclass(frozen=True)

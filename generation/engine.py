@@ -28,10 +28,11 @@ from loracle.generation.base_models import BaseModel
 from loracle.generation.composition import CompositionMethod, adapter_state
 from loracle.generation.edit import check_edit_inputs, edit_steps, prepare_edit
 from loracle.generation.guidance import GuidanceSettings
-from loracle.generation.loop import SCHEDULERS, Branch, LoopOutput, Progress, decode, denoise, encode_prompts, initial_latents
+from loracle.generation.loop import Branch, LoopOutput, Progress, decode, denoise, encode_prompts, initial_latents
 from loracle.generation.masks import Composition, Mix, group_mixes
 from loracle.generation.output import format_parameters, save_png
 from loracle.generation.prompt_tags import parse_lora_tags
+from loracle.generation.schedulers import SCHEDULERS
 from loracle.generation.skipping import SkipSettings
 
 

@@ -3,7 +3,7 @@
 Counting, exactly: `model_calls` is the number of UNet forward calls; `nfe` (per image) is the number of noise
 predictions computed for that image, one per evaluated branch per evaluated step (a batched cond+uncond CFG call
 is 1 call and 2 evaluations; composite evaluates every group's branches). A skipped step adds nothing to either;
-skipping reuses every branch's cached output.
+it forecasts from the last computed predictions (`generation.skipping`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from loracle.generation.base_models import BaseModel
 from loracle.generation.composition import CompositionMethod
 from loracle.generation.edit import EditInputs, edit_steps, is_inpainting_unet
 from loracle.generation.guidance import GuidanceSettings, combine_groups
-from loracle.generation.schedulers import ANCESTRAL, CLIPS_ITSELF, SCHEDULERS, clamp_x0, make_scheduler, step_sigma, x0_range
+from loracle.generation.schedulers import ANCESTRAL, CLIPS_ITSELF, clamp_x0, make_scheduler, step_sigma, x0_range
 from loracle.generation.skipping import SkipSettings, SkipState
 
-__all__ = ["SCHEDULERS", "GenerationCancelled", "Branch", "Progress", "LoopOutput", "denoise", "decode", "decode_pixels",
-           "encode_prompts", "initial_latents"]
 
 class GenerationCancelled(RuntimeError):
     """The caller's cancel event was set; no images were produced for this call."""
@@ -139,8 +137,8 @@ def denoise(
     round(strength x steps) timesteps run, from the input noised to the first of them (pure noise at
     strength 1, as text-to-image); a mask keeps its black region by blending in the input re-noised to the
     next timestep after every step, or, for inpainting UNets, goes in as extra input channels.
-    A skipped step reuses every branch's last prediction; under switch, a step where the next group takes over
-    always calls the model, so a group never runs on another group's prediction."""
+    A skipped step forecasts from the last computed predictions (or reuses them); under switch, a step where the
+    next group takes over always calls the model, so a group never runs on another group's prediction."""
     composition = composition or CompositionMethod()
     main = next(b for b in branches if b.name == "cond").model
     bound = x0_range(main.scheduler_config, main.pixel_space)

@@ -55,7 +55,7 @@ def sampling(ctx: RunContext) -> dict:
     """Digits world, per scheduler: NFE, wall time, PSNR against that scheduler's full-step run, adherence and FD
     for fewer steps and for step skipping at two thresholds."""
     from loracle.evals.world.bench import _cfg, psnr
-    from loracle.generation.loop import SCHEDULERS
+    from loracle.generation.schedulers import SCHEDULERS
     from loracle.generation.skipping import SkipSettings
 
     world = _world(ctx)

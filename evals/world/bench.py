@@ -207,7 +207,7 @@ def bench_skipping(w: World, full: Samples, n: int, cfg_w: float, scheduler: str
 
 def bench_schedulers(w: World, n: int, cfg_w: float, steps=(20, 50), seeds=(0, 1, 2)) -> list[dict]:
     """Every scheduler at each step count: adherence and FD per seed set (n images each), mean and 95% interval."""
-    from loracle.generation.loop import SCHEDULERS
+    from loracle.generation.schedulers import SCHEDULERS
 
     rows = []
     for scheduler in SCHEDULERS:

@@ -13,7 +13,7 @@ import torch
 from loracle.generation.base_models import load_base_model
 from loracle.generation.engine import Engine, GenerationRequest
 from loracle.generation.guidance import GuidanceSettings
-from loracle.generation.loop import SCHEDULERS
+from loracle.generation.schedulers import SCHEDULERS
 from loracle.generation.skipping import SkipSettings
 from loracle.generation.world.judge import DIGIT_WORDS, load_judge, to_tensor
 from loracle.generation.world.paths import world_paths
