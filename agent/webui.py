@@ -14,7 +14,7 @@ from loracle.agent.folders import linked_folders
 if TYPE_CHECKING:
     from loracle.agent.service import Agent
 
-# A1111's sampler names -> loracle's schedulers (generation/loop.SCHEDULERS), and A1111's other spellings.
+# A1111's sampler names -> loracle's schedulers (generation/schedulers.SCHEDULERS), and A1111's other spellings.
 SAMPLERS = {"DDIM": "ddim", "DPM++ 2M": "dpmpp_2m", "DPM++ 2M Karras": "dpmpp_2m_karras", "Euler": "euler", "Euler a": "euler_a"}
 SAMPLER_ALIASES = {"DDIM": ["ddim"], "DPM++ 2M": ["k_dpmpp_2m"], "DPM++ 2M Karras": ["k_dpmpp_2m_ka"],
                    "Euler": ["k_euler"], "Euler a": ["k_euler_a"]}
