@@ -3,6 +3,7 @@ so the next turn applies them exactly as it applies edits read from a follow-up 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from loracle.agent.errors import InvalidInput, agent_errors
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
     from loracle.agent.service import Agent
 
 
-def hand_edits(agent: Agent, *, pin: list[str] = (), exclude: list[str] = (),
+def hand_edits(agent: Agent, *, pin: Sequence[str] = (), exclude: Sequence[str] = (),
                weights: dict[str, float] | None = None) -> Edits | None:
     """The edits, each ref resolved in the catalog (InvalidInput naming an unknown one); None when there are none.
 

@@ -194,15 +194,21 @@ for (const [button, panel, onOpen] of [["show-history", "history", () => history
 }
 
 // --- start ---------------------------------------------------------------------------------------
+// The thread the address names (#thread=ID), opened unless it is already the current one.
+async function openWanted() {
+  const wanted = new URLSearchParams(window.location.hash.slice(1)).get("thread");
+  if (wanted && wanted !== state.threadId) await openThread(wanted);
+}
+
 async function boot() {
   try {
     await history.load();
-    const wanted = new URLSearchParams(window.location.hash.slice(1)).get("thread");
-    if (wanted && wanted !== state.threadId) await openThread(wanted);
+    await openWanted();
     document.body.dataset.ready = "true";
   } catch (error) {
     showError(error);
   }
 }
 
+window.addEventListener("hashchange", () => openWanted().catch(showError));
 boot();

@@ -71,6 +71,7 @@ export class Turn {
     let result = null;
     for await (const { event, data } of events) {
       if (this.firstEventMs === undefined) this.mark("firstEventMs", started);
+      if (event === "plan") this.mark("planMs", started);
       if (event === "progress") {
         this.showStep(data.step, data.steps);
         continue;
