@@ -218,3 +218,61 @@ def test_another_tenant_sees_none_of_it(browser, live, tmp_path) -> None:
         assert bob.get(f"/images/{image}").status_code == 404
         assert bob.get(f"/v1/images/files/{image}.png").status_code == 404
         assert bob.get(f"/threads/{thread}").status_code == 404
+
+
+# Text on the page whose colour against its effective background is under WCAG AA's 4.5:1 (disabled controls exempt).
+LOW_CONTRAST = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (node) => {
+    for (; node; node = node.parentElement) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c.length === 3 || c[3] > 0.5) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const node of document.querySelectorAll("body *")) {
+    const text = [...node.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!text || !node.checkVisibility() || node.closest(":disabled")) continue;
+    const [a, b] = [lum(rgb(getComputedStyle(node).color)), lum(background(node))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) low.push(`${node.tagName}#${node.id}.${node.className}: ${ratio.toFixed(2)}`);
+  }
+  return low;
+}"""
+
+
+def test_keyboard_phone_width_and_contrast(browser, live, tmp_path) -> None:
+    """Without a mouse, at a phone's width: skip to the prompt, open the edit area, upload an image and paint
+    its mask with the arrow keys and Space; nothing overflows sideways and all text meets 4.5:1 contrast."""
+    Image.new("RGB", (32, 32), (40, 40, 40)).save(tmp_path / "source.png")
+    page = open_studio(browser, live, live.alice, width=390)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "prompt"
+
+    page.locator("#attach").focus()
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "edit-file"
+    page.locator("#edit-file").set_input_files(str(tmp_path / "source.png"))
+    expect(page.locator("#edit-source")).to_contain_text("Editing source.png (32×32)")
+    assert page.evaluate("document.activeElement.id") == "mask-canvas"
+    assert "No mask painted" in page.locator("#mask-coverage").inner_text()
+    page.keyboard.press("Space")
+    for _ in range(3):
+        page.keyboard.press("Shift+ArrowRight")
+    expect(page.locator("#mask-coverage")).to_contain_text("marked for repainting")
+    painted = page.evaluate("""() => { const c = document.getElementById("mask-canvas");
+      return c.getContext("2d").getImageData(0, 0, c.width, c.height).data.filter((v, i) => i % 4 === 3 && v > 0).length; }""")
+    assert 0 < painted < 32 * 32, painted
+    page.get_by_role("button", name="Catalog").click()
+    shot(page, tmp_path, "09-keyboard-phone")
+
+    wide = page.evaluate("""() => [...document.querySelectorAll("body *")].filter((n) => n.getBoundingClientRect().right > innerWidth)
+      .map((n) => `${n.tagName}#${n.id}.${n.className} ${Math.round(n.getBoundingClientRect().right)}`)""")
+    assert wide == [], "fits a phone's width"
+    assert page.evaluate(LOW_CONTRAST) == []
+    assert page.errors == []
