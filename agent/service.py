@@ -25,6 +25,7 @@ from loracle.tools.compatibility import catalog_bases, engine_family
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
+    from loracle.agent.plan import Edits
     from loracle.agent.state import AgentContext
     from loracle.agent.threads import Threads
     from loracle.tools.catalog_import import ImportReport
@@ -109,11 +110,13 @@ class Agent:
     def run_turn(self, thread_id: str, message: str, *, tenant: str = LOCAL_TENANT, n_images: int | None = None,
                  seed: int | None = None, steps: int | None = None, on_event: Callable[[Event], None] | None = None,
                  cancel: threading.Event | None = None, input_image: str | None = None, input_mask: str | None = None,
-                 strength: float | None = None, sampling: SamplingOptions | None = None) -> dict[str, Any]:
+                 strength: float | None = None, sampling: SamplingOptions | None = None,
+                 edits: Edits | None = None) -> dict[str, Any]:
         """One turn of a thread to the end (recorded as a run); the final state, with `run_id`.
 
         `steps` (or `sampling.steps`) overrides the sampling steps for this turn, `sampling` the scheduler, guidance
-        scale, negative prompt and output size; setting `cancel` stops it (Cancelled)."""
+        scale, negative prompt and output size; setting `cancel` stops it (Cancelled); `edits`: adapter edits made
+        by hand (`hand_edits`), kept for the thread's later turns too."""
         sampling = sampling or SamplingOptions()
         update = {"steps": sampling.steps or steps, "scheduler": sampling.scheduler, "guidance_scale": sampling.guidance_scale}
         settings = self.settings.model_copy(update={k: v for k, v in update.items() if v is not None})
@@ -121,7 +124,7 @@ class Agent:
             ctx = dataclasses.replace(self.context, tenant=tenant, cancel=cancel or threading.Event(), settings=settings,
                                       sampling=sampling)
             return self.threads.run_turn(ctx, thread_id, message, n_images=n_images, seed=seed, on_event=on_event,
-                                         input_image=input_image, input_mask=input_mask, strength=strength)
+                                         input_image=input_image, input_mask=input_mask, strength=strength, edits=edits)
 
     def thread_state(self, tenant: str, thread_id: str) -> dict[str, Any]:
         """The thread's checkpointed state (history, plan, picks...); empty for a thread this tenant never ran."""

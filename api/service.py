@@ -16,6 +16,7 @@ from typing import Any
 
 from loracle.agent.errors import Cancelled
 from loracle.agent.options import SamplingOptions
+from loracle.agent.plan import Edits
 from loracle.agent.service import Agent
 from loracle.agent.settings import Settings
 from loracle.api.config import ApiConfig
@@ -108,9 +109,9 @@ class Service:
 
     def start_run(self, principal: Principal, thread_id: str, message: str, *, n_images: int | None = None,
                   seed: int | None = None, steps: int | None = None, edit: EditInput | None = None,
-                  sampling: SamplingOptions | None = None) -> RunHandle:
-        """Queue a turn (QueueFull when there is no room) and return its handle at once; `edit`: an image to edit;
-        `sampling`: the request's own sampler options."""
+                  sampling: SamplingOptions | None = None, edits: Edits | None = None) -> RunHandle:
+        """Queue a turn (QueueFull when there is no room) and return its handle at once; `edit`: an image to edit,
+        `sampling`: the request's own sampler options, `edits`: adapter edits made by hand."""
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         events: asyncio.Queue = asyncio.Queue()
@@ -120,7 +121,7 @@ class Service:
 
         def run() -> dict[str, Any]:
             return self.agent.run_turn(thread_id, message, tenant=principal.tenant, n_images=n_images, seed=seed,
-                                       steps=steps, on_event=push, cancel=cancel, sampling=sampling,
+                                       steps=steps, on_event=push, cancel=cancel, sampling=sampling, edits=edits,
                                        **(edit.turn() if edit else {}))
 
         future = self.queue.submit(principal.tenant, run, cancel)
