@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loracle.agent.errors import AdapterProblem, InvalidInput, NotFound, agent_errors
+from loracle.agent.folders import Folders, install_folders, link_folders
 from loracle.agent.settings import Settings
 from loracle.db import Database
 
@@ -72,17 +73,31 @@ def ensure_world_catalog(db: Database, settings: Settings, embedder: Embedder | 
 
 def import_file(agent: Agent, path: Path, *, embed: bool = True, ray: str | None = None,
                 progress: bool = False) -> tuple[ImportReport, int]:
-    """Import a catalog JSONL, a Civitai API dump or a folder of .safetensors; the report and the catalog's size.
-    `ray`: embed as a Ray Data job on the cluster at that address (the same vectors)."""
+    """Import a catalog JSONL, a Civitai API dump, a folder of .safetensors, or an A1111 / Forge / ComfyUI install
+    (its LoRA folders imported with their sidecars, its LoRA and checkpoint folders linked, agent/folders.py); the
+    report and the catalog's size. `ray`: embed as a Ray Data job on the cluster at that address (the same vectors)."""
     from loracle.db.catalog import count_adapters
     from loracle.tools.catalog_import import import_catalog
 
     if not path.exists():
         raise InvalidInput(f"no such file or folder: {path}", field="path")
+    install = install_folders(path) if path.is_dir() else Folders()
     with agent_errors():
-        report = import_catalog(agent.db, path, _bulk_embedder(agent, ray) if embed else None, progress=progress)
+        embedder = _bulk_embedder(agent, ray) if embed else None
+        reports = [import_catalog(agent.db, folder, embedder, progress=progress) for folder in install.loras or [path]]
+        if install:
+            link_folders(agent.settings.home, install)
         with agent.db.connection() as conn:
-            return report, count_adapters(conn)
+            return merge_reports(reports), count_adapters(conn)
+
+
+def merge_reports(reports: list[ImportReport]) -> ImportReport:
+    """One report for imports of several folders."""
+    from loracle.tools.catalog_import import ImportReport
+
+    return ImportReport(inserted=sum(r.inserted for r in reports), updated=sum(r.updated for r in reports),
+                        unchanged=sum(r.unchanged for r in reports), rejected=[x for r in reports for x in r.rejected],
+                        embedded=sum(r.embedded for r in reports), seconds=sum(r.seconds for r in reports))
 
 
 def _bulk_embedder(agent: Agent, ray: str | None) -> Embedder:

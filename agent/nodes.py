@@ -106,11 +106,13 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     engine = ctx.engine_factory()
     composition = Composition([Mix.from_dict(m, tuple(t)) for m, t in zip(state.mixes, state.triggers)])
     image, mask = edit_images(edit)
+    negative = ", ".join(n for n in (ctx.sampling.negative_prompt, state.plan.negative) if n)
     result, stored = sample_images(
         engine, state.plan.prompt, composition, image_seeds(state.seed, len(state.mixes)), sample_settings(ctx, engine),
-        ctx.images_dir, negative_prompt=state.plan.negative, cancel=ctx.cancel,
+        ctx.images_dir, negative_prompt=negative, cancel=ctx.cancel,
         on_progress=lambda p: _emit(runtime, "progress", step=p.step, steps=p.steps),
         image=image, mask=mask, strength=edit.strength if edit else 0.8, mask_feather=ctx.settings.mask_feather,
+        output_size=ctx.sampling.output_size,
     )
     images = record_images(ctx, state.run_id, state.attempt, stored, state.mix_adapters)
     _emit(runtime, "images", paths=[i.path for i in images], nfe=sum(result.nfe))

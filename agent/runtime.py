@@ -16,6 +16,7 @@ from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 
+from loracle.agent.folders import linked_folders
 from loracle.agent.llm import make_chat_model
 from loracle.agent.sampler_settings import GUIDE
 from loracle.agent.settings import Settings
@@ -47,7 +48,7 @@ class BaseSetup:
 
 
 def resolve_base(settings: Settings) -> BaseSetup:
-    dirs = [settings.adapters_dir, *settings.adapter_dirs]
+    dirs = [settings.adapters_dir, *settings.adapter_dirs, *linked_folders(settings.home).loras]
     if settings.base_model == "world":
         paths = world_paths()
         conflicts = []

@@ -34,10 +34,6 @@ def sample_settings(ctx: AgentContext, engine: ImageEngine) -> SampleSettings:
 
 
 def image_seeds(seed: int, n_images: int) -> list[int]:
-    """One seed per image, the same on every attempt of a turn, so a retry changes the mixes only."""
-    return [seed * 16 + i for i in range(n_images)]
-
-
-def turn_seed_of(image_seed: int) -> int:
-    """The turn seed whose images include this image's seed (`image_seeds` the other way round)."""
-    return image_seed // 16
+    """One seed per image, the same on every attempt of a turn, so a retry changes the mixes only. Image i
+    gets seed + i, as in A1111: a client that sends back an image's reported seed draws that image again."""
+    return [seed + i for i in range(n_images)]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from loracle.agent.access import LOCAL_TENANT
 from loracle.agent.errors import agent_errors
+from loracle.agent.options import SamplingOptions
 from loracle.agent.settings import Settings
 from loracle.db import Database, connect
 from loracle.tools.compatibility import catalog_bases, engine_family
@@ -109,14 +110,19 @@ class Agent:
     def run_turn(self, thread_id: str, message: str, *, tenant: str = LOCAL_TENANT, n_images: int | None = None,
                  seed: int | None = None, steps: int | None = None, on_event: Callable[[Event], None] | None = None,
                  cancel: threading.Event | None = None, input_image: str | None = None, input_mask: str | None = None,
-                 strength: float | None = None, edits: Edits | None = None) -> dict[str, Any]:
+                 strength: float | None = None, sampling: SamplingOptions | None = None,
+                 edits: Edits | None = None) -> dict[str, Any]:
         """One turn of a thread to the end (recorded as a run); the final state, with `run_id`.
 
-        `steps` overrides the sampling steps for this turn; setting `cancel` stops it (Cancelled); `edits`:
-        adapter edits made by hand (`hand_edits`), kept for the thread's later turns too."""
-        settings = self.settings if steps is None else self.settings.model_copy(update={"steps": steps})
+        `steps` (or `sampling.steps`) overrides the sampling steps for this turn, `sampling` the scheduler, guidance
+        scale, negative prompt and output size; setting `cancel` stops it (Cancelled); `edits`: adapter edits made
+        by hand (`hand_edits`), kept for the thread's later turns too."""
+        sampling = sampling or SamplingOptions()
+        update = {"steps": sampling.steps or steps, "scheduler": sampling.scheduler, "guidance_scale": sampling.guidance_scale}
+        settings = self.settings.model_copy(update={k: v for k, v in update.items() if v is not None})
         with agent_errors():
-            ctx = dataclasses.replace(self.context, tenant=tenant, cancel=cancel or threading.Event(), settings=settings)
+            ctx = dataclasses.replace(self.context, tenant=tenant, cancel=cancel or threading.Event(), settings=settings,
+                                      sampling=sampling)
             return self.threads.run_turn(ctx, thread_id, message, n_images=n_images, seed=seed, on_event=on_event,
                                          input_image=input_image, input_mask=input_mask, strength=strength, edits=edits)
 
@@ -134,6 +140,20 @@ class Agent:
         """Load the base model now (it is kept), so the first turn is not the slow one."""
         with agent_errors():
             self.context.engine_factory()
+
+    def switch_base_model(self, spec: str) -> None:
+        """Make `spec` the base model of the turns that start from now on (A1111's checkpoint switch). Its engine
+        is loaded first, so a bad checkpoint leaves the current one in place; turns in flight keep theirs."""
+        from loracle.agent.catalog import ensure_world_catalog
+        from loracle.agent.runtime import build_context
+
+        settings = self.settings.model_copy(update={"base_model": spec})
+        with agent_errors():
+            ensure_world_catalog(self.db, settings, self.embedder)
+            context = build_context(settings, self.db, llm=self._llm)
+            context.engine_factory()
+        self.settings = settings
+        self.__dict__["context"] = context
 
     def native_size(self) -> int:
         """The side in pixels of the square images the base model makes."""

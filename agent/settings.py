@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # Generation
     base_model: str = Field(default="world", description="'world' (the bundled digits world), 'world-mar' (its MAR), 'tiny', a diffusers folder or a .safetensors checkpoint.")
     guide_model: str | None = Field(default=None, description="A weaker model for autoguidance; 'world' brings its own.")
+    checkpoint_dirs: list[Path] = Field(
+        default_factory=list, description="Folders of .safetensors checkpoints that A1111 clients may switch to (/sdapi/v1/options)."
+    )
     sampler_app: str | None = Field(
         default=None, description="Ray Serve application whose Sampler deployment samples (set by `loracle serve --ray`); unset = in process."
     )

@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
+from loracle.agent.options import SamplingOptions
 from loracle.agent.plan import Candidate, Edits, Pick, Plan
 from loracle.agent.settings import Settings
 from loracle.db import Database
@@ -130,3 +131,4 @@ class AgentContext:
     tenant: str = "local"
     cancel: threading.Event = field(default_factory=threading.Event)
     static_conflicts: list[tuple[str, str, str]] = field(default_factory=list)  # (ref, ref, reason)
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)

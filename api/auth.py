@@ -1,5 +1,6 @@
 """API-key authentication: a key names its tenant; no key at all is the local single-user mode, allowed
-only when the server is bound to loopback and no key has been created."""
+only when the server is bound to loopback and no key has been created. A key comes as a bearer token, an
+X-API-Key header, or HTTP Basic (name:key) for A1111 clients."""
 
 from __future__ import annotations
 
@@ -21,3 +22,13 @@ def authenticate(service: Service, secret: str | None) -> Principal:
         return LOCAL
     raise ApiError(401, "an API key is required: send 'Authorization: Bearer KEY' (create one with "
                         "`loracle keys create --name NAME`)", code="missing_api_key")
+
+
+def authenticate_basic(service: Service, username: str, password: str) -> Principal:
+    """HTTP Basic as A1111's `--api-auth user:password` does it: the user is an API key's name, the password
+    the key itself; anything else is 401 with a Basic challenge."""
+    key = find_key(service.agent, password) if password else None
+    if key is None or key.name != username:
+        raise ApiError(401, "incorrect username or password: send an API key's name as the user and the key as the "
+                            "password", code="invalid_api_key", headers={"WWW-Authenticate": "Basic"})
+    return Principal(tenant=key.tenant, key_name=key.name, admin=key.admin)

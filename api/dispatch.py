@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from loracle.agent.access import claim_thread
 from loracle.agent.errors import AgentError, DatabaseUnavailable
+from loracle.agent.options import SamplingOptions
 from loracle.agent.plan import Edits
 from loracle.api.errors import ApiError, from_agent
 from loracle.api.queue import QueueFull
@@ -46,14 +47,15 @@ def check_engine(service: Service) -> None:
 
 async def start(service: Service, caller: Principal, thread_id: str, message: str, *, n: int | None = None,
                 seed: int | None = None, steps: int | None = None, edit: EditInput | None = None,
-                edits: Edits | None = None) -> RunHandle:
+                sampling: SamplingOptions | None = None, edits: Edits | None = None) -> RunHandle:
     """Validate, make sure the thread is the caller's, and queue the run (429 when there is no room)."""
     check_limits(service, message, n, steps)
     check_engine(service)
 
     await run_in_threadpool(claim_thread, service.agent, caller.tenant, thread_id)
     try:
-        return service.start_run(caller, thread_id, message, n_images=n, seed=seed, steps=steps, edit=edit, edits=edits)
+        return service.start_run(caller, thread_id, message, n_images=n, seed=seed, steps=steps, edit=edit,
+                                 sampling=sampling, edits=edits)
     except QueueFull as exc:
         service.metrics.rejected.inc()
         raise ApiError(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None

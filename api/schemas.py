@@ -110,7 +110,9 @@ class ImageGenerationRequest(BaseModel):
     prompt: str = Field(min_length=1)
     model: str | None = Field(default=None, max_length=200)
     n: int | None = Field(default=1, ge=1)
-    size: str | None = Field(default=None, max_length=32, description="'auto' or the base model's native WxH.")
+    size: str | None = Field(default=None, max_length=32, description=(
+        "'auto' (the base model's native size) or WIDTHxHEIGHT; another size than the native one is drawn at the "
+        "native size and resampled, and `drawn_size` says so."))
     response_format: Literal["url", "b64_json"] | None = "url"
     user: str | None = Field(default=None, max_length=256)
     seed: int | None = Seed
@@ -126,6 +128,9 @@ class ImageData(BaseModel):
 class ImagesResponse(BaseModel):
     created: int
     data: list[ImageData]
+    size: str | None = Field(default=None, description="The images' size, WIDTHxHEIGHT.")
+    drawn_size: str | None = Field(default=None, description=(
+        "loracle: the size the base model drew at, when the requested size is not its own (then resampled to `size`)."))
 
 
 class ModelCard(BaseModel):

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loracle.agent.errors import Cancelled
+from loracle.agent.options import SamplingOptions
 from loracle.agent.plan import Edits
 from loracle.agent.service import Agent
+from loracle.agent.settings import Settings
 from loracle.api.config import ApiConfig
 from loracle.api.metrics import Metrics
 from loracle.api.queue import RunQueue
@@ -65,7 +67,7 @@ class Service:
     """Long-lived state of one app: opened in the lifespan, closed at shutdown."""
 
     def __init__(self, agent: Agent, config: ApiConfig, *, allow_local: bool, metrics: Metrics) -> None:
-        self.agent, self.settings, self.config = agent, agent.settings, config
+        self.agent, self.config = agent, config
         self.allow_local = allow_local
         self.started_at = int(time.time())
         self.metrics = metrics
@@ -74,6 +76,11 @@ class Service:
         self.engine_ready = threading.Event()
         self.engine_error: str | None = None
         self._repair = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        """The agent's settings now (an A1111 client may switch the base model)."""
+        return self.agent.settings
 
     def warm_engine(self) -> None:
         """Load the base model once, so the first request is not the slow one and /readyz can say so."""
@@ -102,9 +109,9 @@ class Service:
 
     def start_run(self, principal: Principal, thread_id: str, message: str, *, n_images: int | None = None,
                   seed: int | None = None, steps: int | None = None, edit: EditInput | None = None,
-                  edits: Edits | None = None) -> RunHandle:
+                  sampling: SamplingOptions | None = None, edits: Edits | None = None) -> RunHandle:
         """Queue a turn (QueueFull when there is no room) and return its handle at once; `edit`: an image to edit,
-        `edits`: adapter edits made by hand."""
+        `sampling`: the request's own sampler options, `edits`: adapter edits made by hand."""
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         events: asyncio.Queue = asyncio.Queue()
@@ -114,7 +121,8 @@ class Service:
 
         def run() -> dict[str, Any]:
             return self.agent.run_turn(thread_id, message, tenant=principal.tenant, n_images=n_images, seed=seed,
-                                       steps=steps, on_event=push, cancel=cancel, edits=edits, **(edit.turn() if edit else {}))
+                                       steps=steps, on_event=push, cancel=cancel, sampling=sampling, edits=edits,
+                                       **(edit.turn() if edit else {}))
 
         future = self.queue.submit(principal.tenant, run, cancel)
         self.metrics.runs_started.inc()

@@ -17,7 +17,8 @@ app.command("refine")(refine)
 
 @app.command("import")
 def import_command(
-    path: Path = typer.Argument(..., metavar="PATH", help="A catalog JSONL, a Civitai API JSON dump, or a folder of .safetensors."),
+    path: Path = typer.Argument(..., metavar="PATH", help="A catalog JSONL, a Civitai API JSON dump, a folder of .safetensors, or an A1111 / Forge / ComfyUI "
+                                                        "install (its LoRAs imported, its LoRA and checkpoint folders linked)."),
     no_embed: bool = typer.Option(False, "--no-embed", help="Store records only; embed later with `loracle catalog embed`."),
     show_rejected: int = typer.Option(20, "--show-rejected", min=0, metavar="N", help="How many rejected entries to list."),
     ray: str = typer.Option(None, "--ray", metavar="ADDRESS",

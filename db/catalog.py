@@ -192,3 +192,10 @@ def find_adapters(conn: psycopg.Connection, refs: list[str]) -> dict[str, dict[s
 
 def set_local_path(conn: psycopg.Connection, adapter_id: int, local_path: str) -> None:
     conn.execute("UPDATE adapters SET local_path = %s, updated_at = now() WHERE id = %s", (local_path, adapter_id))
+
+
+def adapters_by_file(conn: psycopg.Connection, names: list[str], paths: list[str]) -> list[dict[str, Any]]:
+    """Cards whose file name is one of `names` or whose local path is one of `paths` (files found on disk)."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(f"SELECT {ADAPTER_CARD_COLUMNS} FROM adapters WHERE file_name = ANY(%s) OR local_path = ANY(%s)"
+                           " ORDER BY id", (names, paths)).fetchall()

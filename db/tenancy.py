@@ -97,8 +97,8 @@ def list_threads(conn: psycopg.Connection, tenant: str, limit: int, offset: int 
 
 
 def get_image_record(conn: psycopg.Connection, tenant: str, image_id: str) -> dict[str, Any] | None:
-    """The tenant's image row with its run's thread, prompt, plan and picks; None for another tenant's,
-    an unknown or a malformed id."""
+    """The tenant's image row with its run's thread, prompt, plan and picks, and `batch_seed` (the lowest seed
+    of its batch: image i of a turn seeded s has seed s + i); None for another tenant's, an unknown or a malformed id."""
     try:
         key = uuid.UUID(image_id)
     except ValueError:
@@ -106,5 +106,7 @@ def get_image_record(conn: psycopg.Connection, tenant: str, image_id: str) -> di
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT i.id, i.run_id, i.attempt, i.path, i.sha256, i.seed, i.mix, i.nfe, i.parameters, i.created_at, "
-            "r.thread_id, r.prompt, r.plan, r.picks FROM images i JOIN runs r ON r.id = i.run_id "
+            "r.thread_id, r.prompt, r.plan, r.picks, "
+            "(SELECT min(b.seed) FROM images b WHERE b.run_id = i.run_id AND b.attempt = i.attempt) AS batch_seed "
+            "FROM images i JOIN runs r ON r.id = i.run_id "
             "WHERE i.id = %s AND i.tenant = %s", (key, tenant)).fetchone()

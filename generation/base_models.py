@@ -47,6 +47,14 @@ class BaseModel:
     text_encoder_2: torch.nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    weights_file: Path | None = None  # the checkpoint (or a folder's UNet weights) the `Model hash` is taken of
+
+    @property
+    def short_hash(self) -> str | None:
+        """A1111's `Model hash` (sha256 of the checkpoint file, 10 hex digits); None for a model built in memory."""
+        from loracle.generation.hashes import model_short_hash
+
+        return model_short_hash(self.weights_file) if self.weights_file is not None else None
 
     @property
     def pixel_space(self) -> bool:
@@ -199,8 +207,8 @@ def load_base_model(
     device: str | torch.device | None = None,
     config: str | os.PathLike | None = None,
 ) -> BaseModel:
-    """Load "tiny", a local diffusers folder, or a single checkpoint file (`config`: a local diffusers
-    folder or repo layout to read the architecture from, since single files carry none and we stay offline)."""
+    """Load "tiny", a local diffusers folder, or a single checkpoint file (`config`: a folder of diffusers
+    configs to read its architecture from; unset: the shipped SD 1.5 / SDXL configs, see `_load_single_file`)."""
     if str(spec) in ("tiny", "tiny-sd15"):
         return _finish(build_tiny_model("sd15"), device)
     if str(spec) == "tiny-sdxl":
@@ -260,9 +268,11 @@ def _load_folder(path: Path, allow_pickle: bool) -> BaseModel:
     meta = path / "loracle_model.json"
     if meta.is_file():
         name = json.loads(meta.read_text()).get("name", name)
+    weights = sorted((path / "unet").glob("*.safetensors"))
     return BaseModel(
         family=family, name=name, tokenizer=tokenizer, text_encoder=text_encoder, unet=unet,
         scheduler_config=scheduler_config, vae=vae, tokenizer_2=tokenizer_2, text_encoder_2=text_encoder_2,
+        weights_file=weights[0] if weights else None,
     )
 
 
@@ -271,24 +281,63 @@ def checkpoint_family(keys: list[str]) -> Family:
     return "sdxl" if any(k.startswith("conditioner.embedders.1") for k in keys) else "sd15"
 
 
+FAMILY_NAMES: dict[Family, str] = {"sd15": "SD 1.5", "sdxl": "SDXL"}
+PIPELINES = Path(__file__).parent / "pipelines"  # configs of SD 1.5 and SDXL, and CLIP's BPE vocabulary
+
+
+def clip_tokenizer(pad_token: str = "<|endoftext|>"):
+    """CLIP's tokenizer from the vocabulary shipped with the package (SDXL's second one pads with "!")."""
+    from transformers import CLIPTokenizer
+
+    folder = PIPELINES / "clip-tokenizer"
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token=pad_token, model_max_length=77)
+
+
 def _load_single_file(path: Path, allow_pickle: bool, config: str | os.PathLike | None) -> BaseModel:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-    from safetensors import safe_open
+    """A single-file checkpoint in the original (LDM) key layout, converted with diffusers' converters. Its
+    architecture comes from `config` (a folder of diffusers JSON configs, with a `tokenizer/` of its own if it
+    needs one) or the SD 1.5 / SDXL configs shipped in `pipelines/`: nothing is read from the hub."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     refuse_pickle(path, allow_pickle, "checkpoint")
     if path.suffix.lower() == ".safetensors":
-        with safe_open(str(path), framework="pt") as f:
-            family = checkpoint_family(list(f.keys()))
+        checkpoint = load_file(str(path))
     else:
-        family = checkpoint_family(list(torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})))
-    cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    if config is not None:
-        kwargs["config"] = str(config)
-    extra = {"safety_checker": None} if family == "sd15" else {}
-    pipe = cls.from_single_file(str(path), **kwargs, **extra)
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = raw.get("state_dict", raw)
+    family = checkpoint_family(list(checkpoint))
+    folder = Path(config) if config is not None else PIPELINES / family
+    where = {"config": str(folder), "local_files_only": True}
+    try:
+        unet = UNet2DConditionModel.from_single_file(checkpoint, subfolder="unet", **where)
+    except ValueError as error:  # diffusers names the first tensor whose shape differs from the config's
+        source = "of the given config folder" if config is not None else "this package ships"
+        raise ValueError(
+            f"Checkpoint '{path.name}' does not have the {FAMILY_NAMES[family]} architecture {source} "
+            f"({str(error).split('. ')[0]}). Pass config= a folder of its diffusers configs "
+            "(unet/, vae/, text_encoder/, scheduler/)."
+        ) from error
+    vae = AutoencoderKL.from_single_file(checkpoint, subfolder="vae", **where)
+    text_encoder = create_diffusers_clip_model_from_ldm(CLIPTextModel, checkpoint, subfolder="text_encoder", **where)
+    own = folder / "tokenizer"
+    tokenizer = CLIPTokenizer.from_pretrained(own) if own.is_dir() else clip_tokenizer()
+    text_encoder_2 = tokenizer_2 = None
+    if family == "sdxl":
+        # only OpenCLIP's keys, or diffusers takes the first encoder's when both have one width (tiny models)
+        open_clip = {k: v for k, v in checkpoint.items() if k.startswith("conditioner.embedders.1.")}
+        text_encoder_2 = create_diffusers_clip_model_from_ldm(CLIPTextModelWithProjection, open_clip,
+                                                              subfolder="text_encoder_2", **where)
+        own = folder / "tokenizer_2"
+        tokenizer_2 = CLIPTokenizer.from_pretrained(own) if own.is_dir() else clip_tokenizer(pad_token="!")
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    if not scheduler_file.is_file():
+        scheduler_file = PIPELINES / family / "scheduler" / "scheduler_config.json"
+    scheduler = json.loads(scheduler_file.read_text())
     return BaseModel(
-        family=family, name=path.stem, tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, unet=pipe.unet,
-        scheduler_config={k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}, vae=pipe.vae,
-        tokenizer_2=getattr(pipe, "tokenizer_2", None), text_encoder_2=getattr(pipe, "text_encoder_2", None),
+        family=family, name=path.stem, tokenizer=tokenizer, text_encoder=text_encoder, unet=unet,
+        scheduler_config={k: v for k, v in scheduler.items() if not k.startswith("_")}, vae=vae,
+        tokenizer_2=tokenizer_2, text_encoder_2=text_encoder_2, weights_file=path,
     )

@@ -28,9 +28,10 @@ from loracle.generation.base_models import BaseModel
 from loracle.generation.composition import CompositionMethod, adapter_state
 from loracle.generation.edit import check_edit_inputs, edit_steps, prepare_edit
 from loracle.generation.guidance import GuidanceSettings
+from loracle.generation.hashes import lora_short_hash
 from loracle.generation.loop import Branch, LoopOutput, Progress, decode, denoise, encode_prompts, initial_latents
 from loracle.generation.masks import Composition, Mix, group_mixes
-from loracle.generation.output import format_parameters, save_png
+from loracle.generation.output import format_parameters, lora_name, save_png
 from loracle.generation.prompt_tags import parse_lora_tags
 from loracle.generation.schedulers import SCHEDULERS
 from loracle.generation.skipping import SkipSettings
@@ -177,6 +178,7 @@ def generate_grouped(
     started = time.perf_counter()
     prompt, tag_picks = parse_lora_tags(req.prompt)
     mixes = [m.with_adapters(tag_picks) for m in req.image_mixes()]
+    lora_hashes: dict[str, str] = {}
     for mix in set(mixes):
         req.composition_method.check(mix, steps)
         refs = set(mix.as_dict()) | guide_refs
@@ -184,7 +186,7 @@ def generate_grouped(
             raise ValueError(f"A mix plus its guide mix needs {len(refs)} adapters loaded at once; "
                              f"max_loaded is {adapters.max_loaded}")
         for ref in refs:
-            adapters.get(ref)
+            lora_hashes[lora_name(ref)] = lora_short_hash(adapters.get(ref).path)
     n = req.n_images
     images: list[Image.Image | None] = [None] * n
     nfe, prompts = [0] * n, [""] * n
@@ -209,8 +211,8 @@ def generate_grouped(
             for j, i in enumerate(chunk):
                 images[i], nfe[i], prompts[i] = decoded[j], out.nfe[j], chunk_prompt
     timings["total_s"] = time.perf_counter() - started
-    texts = [format_parameters(prompt=prompts[i], seed=req.seeds[i], mix=mixes[i].as_dict(), nfe=nfe[i], **parameters)
-             for i in range(n)]
+    texts = [format_parameters(prompt=prompts[i], seed=req.seeds[i], mix=mixes[i].as_dict(), nfe=nfe[i],
+                               lora_hashes=lora_hashes, **parameters) for i in range(n)]
     return GenerationResult(images=images, seeds=list(req.seeds), mixes=[m.as_dict() for m in mixes],
                             prompts=prompts, nfe=nfe, model_calls=calls, pipeline_calls=pipeline_calls,
                             timings=timings, parameters=texts)
@@ -271,7 +273,7 @@ class Engine:
 
         parameters = dict(negative_prompt=req.negative_prompt, steps=req.steps, sampler=req.scheduler,
                           cfg_scale=g.scale if g.kind != "none" else 1.0, width=width, height=height,
-                          model=self.base.name, extra=self._extra(req))
+                          model=self.base.name, model_hash=self.base.short_hash, extra=self._extra(req))
         steps_run = edit_steps(req.strength, req.steps) if req.image is not None else req.steps
         return generate_grouped(req, self.adapters, sample=sample, decode_images=lambda out: decode(self.base, out.latents),
                                 parameters=parameters, steps=steps_run, guide_refs=guide_refs)

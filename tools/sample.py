@@ -12,14 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from loracle.generation.composition import CompositionMethod
 from loracle.generation.engine import GenerationRequest, GenerationResult, ImageEngine
 from loracle.generation.guidance import GuidanceSettings
 from loracle.generation.loop import Progress
 from loracle.generation.masks import Composition
-from loracle.generation.output import png_bytes, write_atomic
+from loracle.generation.output import png_bytes, set_fields, write_atomic
 from loracle.generation.skipping import SkipSettings
 
 
@@ -54,6 +54,16 @@ def store_png(image: Image.Image, parameters: str, images_dir: Path) -> tuple[st
     return relative, digest
 
 
+def resample(image: Image.Image, parameters: str, size: tuple[int, int]) -> tuple[Image.Image, str]:
+    """The image at `size` (width, height): scaled to cover it and centre-cropped, so proportions stay true;
+    its `parameters` say the size it has and the size the model drew."""
+    if image.size == size:
+        return image, parameters
+    drawn = f"{image.width}x{image.height}"
+    resized = ImageOps.fit(image, size, method=Image.Resampling.LANCZOS)
+    return resized, set_fields(parameters, {"Size": f"{size[0]}x{size[1]}", "Resampled from": drawn})
+
+
 def sample(
     engine: ImageEngine,
     prompt: str,
@@ -69,8 +79,10 @@ def sample(
     mask: Image.Image | None = None,
     strength: float = 0.8,
     mask_feather: int = 0,
+    output_size: tuple[int, int] | None = None,
 ) -> tuple[GenerationResult, list[StoredImage]]:
-    """`image` (and `mask`, white = repaint): image-to-image / inpainting at `strength`; else text-to-image."""
+    """`image` (and `mask`, white = repaint): image-to-image / inpainting at `strength`; else text-to-image.
+    `output_size`: (width, height) the stored images get when the model draws another size (see `resample`)."""
     request = GenerationRequest(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -95,6 +107,8 @@ def sample(
     for image, seed, mix, nfe, parameters, used_prompt in zip(
         result.images, result.seeds, result.mixes, result.nfe, result.parameters, result.prompts
     ):
+        if output_size is not None:
+            image, parameters = resample(image, parameters, output_size)
         path, digest = store_png(image, parameters, images_dir)
         stored.append(StoredImage(path, digest, seed, mix, nfe, parameters, used_prompt))
     return result, stored

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from loracle.agent.access import find_image
+from loracle.agent.chat_replies import text_reply
 from loracle.api import dispatch, uploads
 from loracle.api.deps import CallerDep, ServiceDep
 from loracle.api.errors import ApiError, error_body
@@ -130,6 +131,28 @@ def answer_text(service: Service, request: Request, state: dict[str, Any], threa
     return "\n\n".join([state["answer"], "\n".join(links), f"thread: `{thread_id}`"])
 
 
+def text_completion(body: ChatCompletionRequest, text: str, thread_id: str):
+    """A plain text answer, streamed or not, as OpenAI sends it."""
+    created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
+    if not body.stream:
+        words = len(body.messages[-1].text().split()), len(text.split())
+        return ChatCompletion(id=completion_id, created=created, model=body.model, thread_id=thread_id,
+                              choices=[ChatChoice(message=AssistantMessage(content=text))],
+                              usage=Usage(prompt_tokens=words[0], completion_tokens=words[1], total_tokens=sum(words)))
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        return frame({"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
+                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    async def frames() -> AsyncIterator[str]:
+        yield chunk({"role": "assistant", "content": ""})
+        yield chunk({"content": text})
+        yield chunk({}, finish="stop")
+        yield frame("[DONE]")
+
+    return sse_response(frames(), {})
+
+
 @router.post("/chat/completions", response_model=ChatCompletion, responses=ERRORS,
              summary="Chat with the agent (stream: SSE chat.completion.chunk frames ending in [DONE])")
 async def chat_completions(
@@ -146,6 +169,10 @@ async def chat_completions(
         raise ApiError(400, "the last message must be the user's", code="invalid_messages", param="messages")
     thread_id = pick_thread(body, x_loracle_thread)
     dispatch.check_limits(service, last.text(), n_images(body), None)
+    if not isinstance(last.content, list) or all(p.type != "image_url" for p in last.content):
+        reply = await run_in_threadpool(text_reply, service.agent, last.text())
+        if reply is not None:  # a background task or a question: text, no run
+            return text_completion(body, reply, thread_id)
     dispatch.check_engine(service)
     edit = await run_in_threadpool(chat_edit, service, request, caller, body)
     handle = await dispatch.start(service, caller, thread_id, last.text(), n=n_images(body), seed=body.seed, edit=edit)

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from loracle.agent.access import find_image
 from loracle.agent.errors import NotFound
 from loracle.agent.gallery import image_details
+from loracle.agent.options import SamplingOptions
 from loracle.api import dispatch, uploads
 from loracle.api.deps import CallerDep, OptionalCallerDep, ServiceDep
 from loracle.api.errors import ApiError
@@ -26,26 +27,35 @@ router = APIRouter(tags=["openai"])
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
-async def check_size(service: Service, size: str | None) -> None:
-    """Only the base model's native size is made: resizing would hide what the model can do."""
+OPENAI_IMAGE_MODELS = re.compile(r"^(dall-e-[23]|gpt-image-[\w.-]+)$")
+
+
+async def output_size(service: Service, size: str | None) -> tuple[int, int] | None:
+    """The size the images get: None for 'auto' or the model's native size (drawn as is), else (width, height),
+    drawn at the native size and resampled, so a client whose size setting cannot change still gets an answer."""
     if size in (None, "auto"):
-        return
-    native = await run_in_threadpool(service.native_size)
-    if not SIZE.match(size):
+        return None
+    match = SIZE.match(size)
+    if not match:
         raise ApiError(400, f"size must look like WIDTHxHEIGHT or be 'auto', got {size!r}", code="invalid_size", param="size")
-    if size != f"{native}x{native}":
-        raise ApiError(400, f"size {size} is not supported by {service.settings.base_model}; use 'auto' or "
-                            f"'{native}x{native}'", code="unsupported_size", param="size")
+    width, height = int(match[1]), int(match[2])
+    if not (8 <= width and 8 <= height and width * height <= service.config.max_image_pixels):
+        raise ApiError(400, f"size {size} must be at least 8x8 and at most {service.config.max_image_pixels} pixels",
+                       code="invalid_size", param="size")
+    native = await run_in_threadpool(service.native_size)
+    return None if (width, height) == (native, native) else (width, height)
 
 
 def check_model(service: Service, model: str | None) -> None:
-    if model is not None and model not in model_ids(service):
-        raise ApiError(404, f"unknown model {model!r}; available: {', '.join(model_ids(service))}",
-                       code="model_not_found", param="model")
+    """loracle's own models, or an OpenAI image model name (Open WebUI sends `dall-e-2` and cannot be told
+    otherwise): those are aliases of the agent."""
+    if model is not None and model not in model_ids(service) and not OPENAI_IMAGE_MODELS.match(model):
+        raise ApiError(404, f"unknown model {model!r}; available: {', '.join(model_ids(service))} (or an OpenAI image "
+                            "model name, which means the agent)", code="model_not_found", param="model")
 
 
 async def images_response(service: Service, request: Request, state: dict[str, Any],
-                          response_format: str | None) -> ImagesResponse:
+                          response_format: str | None, size: tuple[int, int] | None) -> ImagesResponse:
     """The run's images as OpenAI returns them: signed links, or the PNG bytes in base64."""
     images = state["images"]
     if response_format == "b64_json":
@@ -56,7 +66,9 @@ async def images_response(service: Service, request: Request, state: dict[str, A
         data = [ImageData(b64_json=b, revised_prompt=i["prompt"]) for b, i in zip(encoded, images)]
     else:
         data = [ImageData(url=dispatch.image_url(service, request, i["id"]), revised_prompt=i["prompt"]) for i in images]
-    return ImagesResponse(created=int(time.time()), data=data)
+    native = await run_in_threadpool(service.native_size)
+    return ImagesResponse(created=int(time.time()), data=data, size=f"{size[0]}x{size[1]}" if size else f"{native}x{native}",
+                          drawn_size=f"{native}x{native}" if size else None)
 
 
 @router.post("/v1/images/generations", response_model=ImagesResponse, response_model_exclude_none=True,
@@ -65,10 +77,10 @@ async def generations(body: ImageGenerationRequest, request: Request, service: S
     check_model(service, body.model)
     dispatch.check_limits(service, body.prompt, body.n, body.steps, param="prompt")
     dispatch.check_engine(service)
-    await check_size(service, body.size)
+    size = await output_size(service, body.size)
     handle = await dispatch.start(service, caller, f"img-{uuid.uuid4().hex[:16]}", body.prompt, n=body.n or 1, seed=body.seed,
-                                steps=body.steps)
-    return await images_response(service, request, await dispatch.wait(service, handle, request), body.response_format)
+                                  steps=body.steps, sampling=SamplingOptions(output_size=size))
+    return await images_response(service, request, await dispatch.wait(service, handle, request), body.response_format, size)
 
 
 @router.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True,
@@ -83,7 +95,7 @@ async def edits(
         "Where to edit: fully transparent pixels (alpha 0), or white on black for a mask without alpha; "
         "the same size as the image. Unset: the whole image changes."))] = None,
     n: Annotated[int | None, Form(ge=1)] = 1,
-    size: Annotated[str | None, Form(max_length=32, description="'auto' or the base model's native WxH.")] = None,
+    size: Annotated[str | None, Form(max_length=32, description="'auto' or WIDTHxHEIGHT (resampled from the native size).")] = None,
     response_format: Annotated[Literal["url", "b64_json"] | None, Form()] = "url",
     model: Annotated[str | None, Form(max_length=200)] = None,
     user: Annotated[str | None, Form(max_length=256)] = None,
@@ -96,7 +108,7 @@ async def edits(
     check_model(service, model)
     dispatch.check_limits(service, prompt, n, steps, param="prompt")
     dispatch.check_engine(service)
-    await check_size(service, size)
+    out_size = await output_size(service, size)
     uploads.check_strength(strength)
     files = ([image] if image is not None else []) + list(images or [])
     if not files:
@@ -113,8 +125,8 @@ async def edits(
         image_data, mask_data, strength, config=service.config, native=native,
         images_dir=service.settings.images_dir, tenant=caller.tenant))
     handle = await dispatch.start(service, caller, f"edit-{uuid.uuid4().hex[:16]}", prompt, n=n or 1, seed=seed,
-                              steps=steps, edit=edit)
-    return await images_response(service, request, await dispatch.wait(service, handle, request), response_format)
+                                  steps=steps, edit=edit, sampling=SamplingOptions(output_size=out_size))
+    return await images_response(service, request, await dispatch.wait(service, handle, request), response_format, out_size)
 
 
 @router.get("/v1/images/files/{name}", response_class=FileResponse, tags=["images"],

@@ -110,7 +110,8 @@ def test_images_as_urls_and_base64(live, client) -> None:
     (lambda c: c.chat.completions.create(model="loracle", messages=[{"role": "assistant", "content": "hi"}]), openai.BadRequestError, "messages"),
     (lambda c: c.chat.completions.create(model="loracle", messages=[]), openai.BadRequestError, "messages"),
     (lambda c: c.images.generate(prompt="a fox", n=3), openai.BadRequestError, "n"),
-    (lambda c: c.images.generate(prompt="a fox", size="1024x1024"), openai.BadRequestError, "size"),
+    (lambda c: c.images.generate(prompt="a fox", size="99999x99999"), openai.BadRequestError, "size"),
+    (lambda c: c.images.generate(prompt="a fox", model="dall-e-9"), openai.NotFoundError, "model"),
     (lambda c: c.images.generate(prompt="a fox", response_format="gif"), openai.BadRequestError, "response_format"),
 ])
 def test_bad_input_is_an_openai_error_not_a_500(client, call, error, param) -> None:

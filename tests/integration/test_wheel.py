@@ -45,6 +45,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert top_level == {"loracle"}, f"the wheel installs other top-level names: {top_level}"
     for needed in ("loracle/db/migrations/001_catalog.sql", "loracle/generation/world/artifacts/base/unet/config.json",
                    "loracle/generation/world/artifacts/judge/judge.safetensors", "loracle/tools/artifacts/ranker.json",
+                   "loracle/generation/pipelines/sdxl/unet/config.json", "loracle/generation/pipelines/clip-tokenizer/merges.txt",
                    "loracle/api/static/index.html", "loracle/api/static/studio.css", "loracle/api/static/js/app.js"):
         assert needed in names, f"{needed} is missing from the wheel"
     env_dir = root / "venv"
