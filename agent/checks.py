@@ -5,7 +5,8 @@ A retry repairs before it removes: a style the judge did not see gets its adapte
 weight and adapter guidance, then another composition method); an adapter is dropped only for a failure the
 user did not ask for (a broken image, a clash with another requested style), and the answer says so. Conflict
 memory is scoped per tenant, base model and composition method, records only the pair a conflict is about,
-decays, and never drops what the user explicitly asked for (a pin or a `<lora:...>` tag).
+decays, and never drops what the user explicitly asked for (a pinned adapter; `<lora:...>` tags are applied
+by the engine as written).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ BOOST = 1.5  # weight multiplier of a missing style's adapter on its first repai
 MAX_BOOST = 2.0
 ADAPTER_GUIDANCE = 2.0  # the no-adapters guide's weight once a style was missing
 CONFLICT_CHECKS = ("exclusive", "known_conflict")  # findings about a pair that clashes
-EXPLICIT = ("pinned", "tags")  # tasks whose adapters the user named
 
 
 def conflict_scope(ctx: AgentContext) -> ConflictScope:
@@ -31,11 +31,11 @@ def conflict_scope(ctx: AgentContext) -> ConflictScope:
 
 
 def mix_findings(ctx: AgentContext, picks: dict[str, list[Pick]], mixes: list[dict[str, float]],
-                 mix_adapters: list[list[int]]) -> list[Finding]:
+                 mix_adapters: list[list[int]], pinned: list[str] = ()) -> list[Finding]:
     """Each distinct mix checked once (base model, exclusive groups, total weight, known conflicts); a finding
-    that would drop an adapter the user named is kept as a note instead."""
+    that would drop an adapter the user pinned (`pinned`: refs) is kept as a note instead."""
     details = {p.adapter_id: p for ps in picks.values() for p in ps}
-    explicit = {p.adapter_id for task in EXPLICIT for p in picks.get(task, [])}
+    explicit = {i for i, p in details.items() if p.ref in pinned}
     with ctx.db.connection() as conn:
         remembered = known_conflicts(conn, conflict_scope(ctx), sorted({i for mix in mix_adapters for i in mix}))
     ref_to_id = {p.ref: i for i, p in details.items()}

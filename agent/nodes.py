@@ -101,10 +101,12 @@ def compose(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
 
 def check_mix(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     """Inspect each distinct mix before sampling; findings name the adapters to drop or down-weight."""
-    findings = mix_findings(runtime.context, state.picks, state.mixes, state.mix_adapters)
+    findings = mix_findings(runtime.context, state.picks, state.mixes, state.mix_adapters, state.plan.edits.pinned)
     if findings:
         _emit(runtime, "inspection", stage="mix", findings=[f.message for f in findings])
-    return {"findings": findings}
+    kept = [f"{f.message}." for f in findings if f.action == "none" and f"{f.message}." not in state.plan.notes]
+    plan = state.plan.model_copy(update={"notes": [*state.plan.notes, *kept]}) if kept else state.plan
+    return {"findings": findings, "plan": plan}
 
 
 def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:

@@ -54,6 +54,22 @@ def test_incompatible_mix_is_retried_without_the_blamed_adapter(world, db) -> No
     assert rows == [("local", settings.base_model, "merge", *pair, 1)]
 
 
+def test_a_conflict_never_drops_an_adapter_the_user_pinned(world, db) -> None:
+    settings, threads = world
+    ctx = build_context(settings, db)
+    ctx.static_conflicts = [("civitai:101", "civitai:103", "cancel each other out")]
+    first = threads.run_turn(ctx, "t-pinned", "a watercolor painting of a red fox", seed=5)
+    blamed = first["dropped"]
+    assert len(blamed) == 1
+    with db.connection() as conn:
+        ref = next(f"civitai:{c['external_id']}" for c in find_adapters(conn, ["101", "103"]).values() if c["id"] == blamed[0])
+    second = threads.run_turn(ctx, "t-pinned", f"use {ref}", seed=5)
+    assert second["dropped"] == [] and second["attempts"] == []
+    [note] = [n for n in second["plan"]["notes"] if "kept, as you asked for it" in n]
+    assert "failed together before" in note and note in second["answer"]
+    assert any(blamed[0] in image["adapters"] for image in second["images"])
+
+
 @pytest.mark.parametrize("max_retries", [0, 1])
 def test_retries_stop_at_the_bound(world, db, max_retries: int) -> None:
     settings, threads = world
