@@ -2,7 +2,7 @@
 retry changes because of them.
 
 A retry repairs before it removes: a style the judge did not see gets its adapter strengthened (a higher
-weight and adapter guidance, then another composition method); an adapter is dropped only for a failure the
+weight, then adapter guidance and another composition method); an adapter is dropped only for a failure the
 user did not ask for (a broken image, a clash with another requested style), and the answer says so. Conflict
 memory is scoped per tenant, base model and composition method, records only the pair a conflict is about,
 decays, and never drops what the user explicitly asked for (a pinned adapter; `<lora:...>` tags are applied
@@ -20,9 +20,9 @@ from loracle.db.runs import ConflictScope, known_conflicts, record_conflict
 from loracle.tools.inspection import Finding, MixAdapter, check_kept_region, check_mix, inspect_images
 
 DOWNWEIGHT = 0.6  # weight multiplier per "downweight" finding that blames an adapter
-BOOST = 1.5  # weight multiplier of a missing style's adapter on its first repair
-MAX_BOOST = 2.0
-ADAPTER_GUIDANCE = 2.0  # the no-adapters guide's weight once a style was missing
+BOOST = 1.25  # weight multiplier of a missing style's adapter on each repair
+MAX_BOOST = 1.6
+ADAPTER_GUIDANCE = 1.5  # the no-adapters guide's weight from a style's second repair on
 CONFLICT_CHECKS = ("exclusive", "known_conflict")  # findings about a pair that clashes
 
 
@@ -94,12 +94,12 @@ def apply_findings(findings: list[Finding], dropped: list[int], downweighted: di
             key = str(adapter_id)
             repair.boost[key] = min(repair.boost.get(key, 1.0) * BOOST, MAX_BOOST)
         how = [f"weight x{BOOST:g}"]
-        if rung == 0:
+        if rung >= 1:
             repair.adapter_guidance = ADAPTER_GUIDANCE
             how.append(f"adapter guidance {ADAPTER_GUIDANCE:g}")
-        elif repair.method is None and groups > 1:
-            repair.method = "composite"
-            how.append("composite composition")
+            if repair.method is None and groups > 1:
+                repair.method = "composite"
+                how.append("composite composition")
         repair.steps.append(f"strengthened adapters {strengthen} ({', '.join(how)})")
     return dropped, downweighted, repair
 

@@ -85,14 +85,19 @@ def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
 
     def judge(image, prompt: str):
         calls.append(prompt)
-        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) <= 2 else None
+        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) <= 4 else None
 
     agent.context.judge = judge
     state = agent.run_turn("repair", "a bold, slanted seven", seed=5)
-    assert state["dropped"] == [] and len(state["attempts"]) == 1
+    assert state["dropped"] == [] and len(state["attempts"]) == 2, "the bold adapter is never blamed"
     italic = next(p["adapter_id"] for ps in state["picks"].values() for p in ps if p["name"] == "Italic Digits")
-    assert state["repair"]["boost"] == {str(italic): 1.5} and state["repair"]["adapter_guidance"] == 2.0
+    assert state["repair"]["boost"] == {str(italic): pytest.approx(1.5625)}
+    assert state["repair"]["adapter_guidance"] == 1.5 and state["repair"]["method"] == "composite"
     first, final = state["attempts"][0]["mixes"][0], state["images"][0]["mix"]
     slanted = next(ref for ref in final if "slanted" in ref)
-    assert final[slanted] == pytest.approx(first[slanted] * 1.5)
-    assert "Repair: strengthened" in state["answer"] and "adapter guidance 2" in state["answer"]
+    bold = next(ref for ref in final if "bold" in ref)
+    assert final[slanted] == pytest.approx(first[slanted] * 1.5625) and final[bold] == first[bold]
+    assert "Repair: strengthened" in state["answer"] and "adapter guidance 1.5" in state["answer"]
+    assert "method composite" in state["answer"]
+    with Image.open(agent.settings.images_dir / state["images"][0]["path"]) as im:
+        assert "Composition: composite" in im.info["parameters"]
