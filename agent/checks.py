@@ -1,5 +1,13 @@
 """Inspection as the agent uses it: findings on the mixes before sampling and on the images after, and what a
-retry changes because of them (adapters dropped or down-weighted, pairs remembered as conflicting)."""
+retry changes because of them.
+
+A retry repairs before it removes: a style the judge did not see gets its adapter strengthened (a higher
+weight, then adapter guidance and another composition method); an adapter is dropped only for a failure the
+user did not ask for (a broken image, a clash with another requested style), and the answer says so. Conflict
+memory is scoped per tenant, base model and composition method, records only the pair a conflict is about,
+decays, and never drops what the user explicitly asked for (a pinned adapter; `<lora:...>` tags are applied
+by the engine as written).
+"""
 
 from __future__ import annotations
 
@@ -7,68 +15,99 @@ from PIL import Image
 
 from loracle.agent.image_input import edit_images
 from loracle.agent.plan import ImageEdit, Pick
-from loracle.agent.state import AgentContext, GeneratedImage
-from loracle.db.runs import known_conflicts, record_conflict
+from loracle.agent.state import AgentContext, GeneratedImage, Repair
+from loracle.db.runs import ConflictScope, known_conflicts, record_conflict
 from loracle.tools.inspection import Finding, MixAdapter, check_kept_region, check_mix, inspect_images
 
 DOWNWEIGHT = 0.6  # weight multiplier per "downweight" finding that blames an adapter
-CONFLICT_CHECKS = ("exclusive", "images", "known_conflict")  # findings that say an adapter clashes with its mix
+BOOST = 1.25  # weight multiplier of a missing style's adapter on each repair
+MAX_BOOST = 1.6
+ADAPTER_GUIDANCE = 1.5  # the no-adapters guide's weight from a style's second repair on
+CONFLICT_CHECKS = ("exclusive", "known_conflict")  # findings about a pair that clashes
+
+
+def conflict_scope(ctx: AgentContext) -> ConflictScope:
+    return ConflictScope(ctx.tenant, ctx.settings.base_model, ctx.settings.composition_method)
 
 
 def mix_findings(ctx: AgentContext, picks: dict[str, list[Pick]], mixes: list[dict[str, float]],
-                 mix_adapters: list[list[int]]) -> list[Finding]:
-    """Each distinct mix checked once (base model, exclusive groups, total weight, known conflicts)."""
+                 mix_adapters: list[list[int]], pinned: list[str] = ()) -> list[Finding]:
+    """Each distinct mix checked once (base model, exclusive groups, total weight, known conflicts); a finding
+    that would drop an adapter the user pinned (`pinned`: refs) is kept as a note instead."""
     details = {p.adapter_id: p for ps in picks.values() for p in ps}
+    explicit = {i for i, p in details.items() if p.ref in pinned}
     with ctx.db.connection() as conn:
-        conflicts = known_conflicts(conn, sorted({i for mix in mix_adapters for i in mix}))
+        remembered = known_conflicts(conn, conflict_scope(ctx), sorted({i for mix in mix_adapters for i in mix}))
     ref_to_id = {p.ref: i for i, p in details.items()}
-    conflicts += [(ref_to_id[a], ref_to_id[b], reason) for a, b, reason in ctx.static_conflicts if a in ref_to_id and b in ref_to_id]
+    static = [(ref_to_id[a], ref_to_id[b], reason) for a, b, reason in ctx.static_conflicts if a in ref_to_id and b in ref_to_id]
+    from_memory = {tuple(sorted((a, b))) for a, b, _ in remembered} - {tuple(sorted((a, b))) for a, b, _ in static}
+    conflicts = remembered + static
     findings: list[Finding] = []
     for mix, adapter_ids in {tuple(sorted(m.items())): a for m, a in zip(mixes, mix_adapters)}.items():
         weights = dict(mix)
         adapters = [MixAdapter(i, details[i].name, weights.get(details[i].file, 0.0), details[i].base_model,
-                               tuple(details[i].tags), details[i].category) for i in adapter_ids]
+                               tuple(details[i].tags), details[i].category) for i in adapter_ids if i in details]
         for finding in check_mix(adapters, ctx.family, conflicts=conflicts):
+            if finding.check == "known_conflict" and tuple(finding.pair) in from_memory:
+                finding = finding.model_copy(update={"check": "remembered_conflict"})  # not new evidence of itself
+            if finding.action == "drop" and set(finding.blamed) & explicit:
+                finding = finding.model_copy(update={"action": "none", "message": finding.message + "; kept, as you asked for it"})
             if finding not in findings:
                 findings.append(finding)
     return findings
 
 
-def image_findings(ctx: AgentContext, images: list[GeneratedImage], edit: ImageEdit | None) -> list[Finding]:
+def image_findings(ctx: AgentContext, images: list[GeneratedImage], edit: ImageEdit | None,
+                   picks: dict[str, list[Pick]]) -> list[Finding]:
     """The images checked (and their prompt fit, with a judge); after inpainting, that the kept region stayed."""
     pixels = []
     for record in images:
         with Image.open(ctx.images_dir / record.path) as im:
             pixels.append(im.convert("RGB"))
+    triggers = {p.adapter_id: p.trigger_words for ps in picks.values() for p in ps}
     findings = inspect_images(pixels, [r.adapters for r in images], [r.prompt for r in images], ctx.judge,
-                              check_duplicates=edit is None)
+                              check_duplicates=edit is None, triggers=triggers)
     if edit is not None and edit.mask:
         source, mask = edit_images(edit)
         findings += check_kept_region(pixels, source, mask, ctx.settings.inpaint_keep_error, ctx.settings.mask_feather)
     return findings
 
 
-def apply_findings(findings: list[Finding], dropped: list[int], downweighted: dict[str, float]) -> tuple[list[int], dict[str, float]]:
-    """The adapters to leave out and the weight multipliers (by str(adapter id)) after these findings."""
+def apply_findings(findings: list[Finding], dropped: list[int], downweighted: dict[str, float],
+                   repair: Repair, groups: int) -> tuple[list[int], dict[str, float], Repair]:
+    """The adapters to leave out, the weight multipliers (by str(adapter id)) and the repair after these
+    findings. `groups`: how many task groups the images mix (another composition method needs two)."""
     dropped, downweighted = list(dropped), dict(downweighted)
+    repair = repair.model_copy(deep=True)
+    strengthen: list[int] = []
     for finding in findings:
         for adapter_id in finding.blamed:
             if finding.action == "drop" and adapter_id not in dropped:
                 dropped.append(adapter_id)
             elif finding.action == "downweight":
                 downweighted[str(adapter_id)] = downweighted.get(str(adapter_id), 1.0) * DOWNWEIGHT
-    return dropped, downweighted
+            elif finding.action == "strengthen" and adapter_id not in strengthen:
+                strengthen.append(adapter_id)
+    if strengthen:
+        rung = sum(step.startswith("strengthened") for step in repair.steps)
+        for adapter_id in strengthen:
+            key = str(adapter_id)
+            repair.boost[key] = min(repair.boost.get(key, 1.0) * BOOST, MAX_BOOST)
+        how = [f"weight x{BOOST:g}"]
+        if rung >= 1:
+            repair.adapter_guidance = ADAPTER_GUIDANCE
+            how.append(f"adapter guidance {ADAPTER_GUIDANCE:g}")
+            if repair.method is None and groups > 1:
+                repair.method = "composite"
+                how.append("composite composition")
+        repair.steps.append(f"strengthened adapters {strengthen} ({', '.join(how)})")
+    return dropped, downweighted, repair
 
 
-def remember_conflicts(ctx: AgentContext, findings: list[Finding], mix_adapters: list[list[int]]) -> None:
-    """Count a failure for each blamed adapter with every other adapter of its mixes (conflict memory)."""
+def remember_conflicts(ctx: AgentContext, findings: list[Finding]) -> None:
+    """Count one failure for the pair a conflict finding is about, in this tenant's, base model's and
+    method's memory; nothing for adapters that merely shared a mix with it."""
     with ctx.db.connection() as conn:
         for finding in findings:
-            if finding.check not in CONFLICT_CHECKS:
-                continue
-            for adapter_id in finding.blamed:
-                for mix in mix_adapters:
-                    if adapter_id in mix:
-                        for other in mix:
-                            if other != adapter_id:
-                                record_conflict(conn, adapter_id, other, finding.check)
+            if finding.check in CONFLICT_CHECKS and len(finding.pair) == 2 and finding.action == "drop":
+                record_conflict(conn, conflict_scope(ctx), finding.pair[0], finding.pair[1], finding.check)

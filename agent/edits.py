@@ -23,7 +23,7 @@ _DROP = re.compile(
 )
 _MORE = re.compile(r"\b(?:more|stronger|extra|very)\s+([\w-]+(?:\s+[\w-]+)?)", re.I)
 _PIN = re.compile(r"\b(?:use|pin|keep)\s+(?:adapter\s+)?((?:civitai|local):\S+)", re.I)
-_FILLER = re.compile(r"\b(?:make it|make the|but|please|now|also|and|add|use|pin|with)\b", re.I)
+_FILLER = re.compile(r"\b(?:make it|make the|make|but|please|now|also|too|as well|and|add|use|pin|with)\b", re.I)
 
 
 _REFINE = re.compile(
@@ -62,6 +62,17 @@ def turn_seed(seed: int | None, plan: Plan, follow_up: bool) -> int:
     return random.randrange(2**31)
 
 
+def without_term(text: str, term: str) -> str:
+    """The prompt without a word or phrase (and `<lora:...>` tags naming it), its commas and articles tidied:
+    "a bold, slanted seven" without "bold" is "a slanted seven"."""
+    text = re.sub(rf"<lora:[^>]*{re.escape(term)}[^>]*>", " ", text, flags=re.I)
+    text = re.sub(rf"\b{re.escape(term)}\b", " ", text, flags=re.I)
+    text = re.sub(r"\s*,(?:\s*,)+", ",", text)
+    text = re.sub(r"\b(a|an|the)\s*,\s*", r"\1 ", text, flags=re.I)
+    text = re.sub(r"\s+,", ",", re.sub(r"\s{2,}", " ", text))
+    return text.strip(" ,")
+
+
 def read_follow_up(text: str, plan: Plan) -> Plan:
     """A new plan: the previous one with this turn's edits applied."""
     edits = plan.edits.model_copy(deep=True)
@@ -74,10 +85,13 @@ def read_follow_up(text: str, plan: Plan) -> Plan:
         if ref not in edits.pinned:
             edits.pinned.append(ref)
         rest = rest.replace(ref, " ")
+    prompt = plan.prompt
     for term in (m.strip().lower() for m in _DROP.findall(rest)):
         if term and term not in edits.excluded_terms:
             edits.excluded_terms.append(term)
         tasks = [t for t in tasks if term not in t.phrase.lower()]
+        if term:
+            prompt = without_term(prompt, term)
     rest = _DROP.sub(" ", rest)
     additions: list[str] = []
     for term in (m.strip() for m in _MORE.findall(rest)):
@@ -95,7 +109,9 @@ def read_follow_up(text: str, plan: Plan) -> Plan:
     rest = re.sub(r"\s+", " ", rest).strip(" ,.")
     if rest:
         additions.append(rest)
-    prompt = ", ".join([plan.prompt, *additions])
+    added = " ".join(additions).lower()
+    edits.excluded_terms = [t for t in edits.excluded_terms if t not in added]  # asked for again: no longer excluded
+    prompt = ", ".join([p for p in [prompt, *additions] if p])
     return plan.model_copy(update={"tasks": tasks, "edits": edits, "prompt": prompt})
 
 

@@ -2,7 +2,7 @@
 one thing, and returns a state update.
 
 plan -> retrieve -> select -> compose -> check_mix -> sample -> inspect -> respond, with
-check_mix and inspect routing to retry (drop or down-weight what they blamed, new masks) at most
+check_mix and inspect routing to retry (strengthen a missing style, drop or down-weight what they blamed) at most
 `max_retries` times. Progress goes to LangGraph's custom stream as small dict events.
 """
 
@@ -19,10 +19,12 @@ from loracle.agent.checks import apply_findings, image_findings, mix_findings, r
 from loracle.agent.edits import merge_edits, read_follow_up, turn_seed
 from loracle.agent.image_input import edit_images, turn_image_edit
 from loracle.agent.image_records import record_images
+from loracle.agent.lora_tags import resolve_tags
 from loracle.agent.picks import choose_adapters
-from loracle.agent.planner import plan_prompt
+from loracle.agent.plan import Plan
+from loracle.agent.planner import plan_prompt, strip_prompt_syntax
 from loracle.agent.sampler_settings import composer_settings, image_seeds, sample_settings
-from loracle.agent.state import AgentContext, AgentState, Attempt
+from loracle.agent.state import AgentContext, AgentState, Attempt, Repair
 from loracle.generation.masks import Composition, Mix
 from loracle.tools.compose import compose_mixes
 from loracle.tools.sample import sample as sample_images
@@ -43,6 +45,7 @@ def plan(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     follow_up = state.plan is not None and bool(state.history)
     new_plan = read_follow_up(message, state.plan) if follow_up else plan_prompt(message)
     new_plan.edit = turn_image_edit(state, ctx.settings, ctx.images_dir, follow_up)
+    new_plan.notes = domain_notes(ctx, new_plan)
     if state.edits is not None:
         new_plan.edits = merge_edits(new_plan.edits, state.edits)
     _emit(runtime, "plan", tasks=[t.phrase for t in new_plan.tasks], follow_up=follow_up,
@@ -51,19 +54,30 @@ def plan(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     seed = state.requested_seed if state.requested_seed is not None else turn_seed(state.seed, new_plan, follow_up)
     return {
         "plan": new_plan, "history": [*state.history, message], "seed": seed, "requested_seed": None,
-        "attempt": 0, "dropped": [], "downweighted": {}, "attempts": [], "findings": [], "images": [], "nfe": 0,
+        "attempt": 0, "dropped": [], "downweighted": {}, "repair": Repair(), "attempts": [], "findings": [], "images": [],
+        "nfe": 0,
         "timings": {},
         # this turn's image inputs now live in the plan; cleared so the next turn does not inherit them
         "input_image": None, "input_mask": None, "strength": None, "edits": None,
     }
 
 
+def domain_notes(ctx: AgentContext, plan: Plan) -> list[str]:
+    """A plain note when the base model cannot draw what the prompt asks for (the digits world: no digit named)."""
+    domain = ctx.domain
+    if domain is None or domain.covers(strip_prompt_syntax(plan.prompt)):
+        return []
+    return [f"The base model draws {domain.name} only and the prompt names none, so the images show {domain.name} "
+            "of its own choosing; the rest of the prompt could not be drawn."]
+
+
 def retrieve(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     """Candidates per task and for the whole prompt (reranked, filtered for the engine's base model)."""
     started = time.perf_counter()
-    candidates = find_candidates(runtime.context, state.plan)
+    plan = resolve_tags(runtime.context, state.plan)
+    candidates = find_candidates(runtime.context, plan)
     _emit(runtime, "candidates", counts={k: len(v) for k, v in candidates.items()})
-    return {"candidates": candidates, "timings": _add_time(state.timings, "retrieve_s", started)}
+    return {"plan": plan, "candidates": candidates, "timings": _add_time(state.timings, "retrieve_s", started)}
 
 
 def select(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
@@ -81,7 +95,8 @@ def compose(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     """One mix per image from binary masks over each task's picks (seeded; new masks on each attempt)."""
     ctx = runtime.context
     picks = {t: [p for p in ps if p.adapter_id not in state.dropped] for t, ps in state.picks.items()}
-    scale = {p.ref: state.downweighted.get(str(p.adapter_id), 1.0) for ps in picks.values() for p in ps}
+    scale = {p.ref: state.downweighted.get(str(p.adapter_id), 1.0) * state.repair.boost.get(str(p.adapter_id), 1.0)
+             for ps in picks.values() for p in ps}
     composition = compose_mixes(picks, state.n_images or ctx.settings.n_images, composer_settings(ctx.settings),
                                 seed=state.seed + state.attempt, weight_scale=scale)
     by_file = {p.file: p.adapter_id for ps in picks.values() for p in ps if p.file}
@@ -93,10 +108,12 @@ def compose(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
 
 def check_mix(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     """Inspect each distinct mix before sampling; findings name the adapters to drop or down-weight."""
-    findings = mix_findings(runtime.context, state.picks, state.mixes, state.mix_adapters)
+    findings = mix_findings(runtime.context, state.picks, state.mixes, state.mix_adapters, state.plan.edits.pinned)
     if findings:
         _emit(runtime, "inspection", stage="mix", findings=[f.message for f in findings])
-    return {"findings": findings}
+    kept = [f"{f.message}." for f in findings if f.action == "none" and f"{f.message}." not in state.plan.notes]
+    plan = state.plan.model_copy(update={"notes": [*state.plan.notes, *kept]}) if kept else state.plan
+    return {"findings": findings, "plan": plan}
 
 
 def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
@@ -108,8 +125,8 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     image, mask = edit_images(edit)
     negative = ", ".join(n for n in (ctx.sampling.negative_prompt, state.plan.negative) if n)
     result, stored = sample_images(
-        engine, state.plan.prompt, composition, image_seeds(state.seed, len(state.mixes)), sample_settings(ctx, engine),
-        ctx.images_dir, negative_prompt=negative, cancel=ctx.cancel,
+        engine, state.plan.prompt, composition, image_seeds(state.seed, len(state.mixes)),
+        sample_settings(ctx, engine, state.repair), ctx.images_dir, negative_prompt=negative, cancel=ctx.cancel,
         on_progress=lambda p: _emit(runtime, "progress", step=p.step, steps=p.steps),
         image=image, mask=mask, strength=edit.strength if edit else 0.8, mask_feather=ctx.settings.mask_feather,
         output_size=ctx.sampling.output_size,
@@ -124,7 +141,7 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
 
 def inspect(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     """Check the images (and prompt fit, with a judge); blame the adapters of the failing ones."""
-    findings = image_findings(runtime.context, state.images, state.plan.edit)
+    findings = image_findings(runtime.context, state.images, state.plan.edit, state.picks)
     if findings:
         _emit(runtime, "inspection", stage="images", findings=[f.message for f in findings])
     return {"findings": findings}
@@ -144,17 +161,19 @@ def after_inspect(state: AgentState, runtime: Runtime[AgentContext]) -> str:
 
 
 def retry(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
-    """Record the failed attempt, drop or down-weight what was blamed, remember conflicting pairs."""
-    dropped, downweighted = apply_findings(state.findings, state.dropped, state.downweighted)
-    remember_conflicts(runtime.context, state.findings, state.mix_adapters)
+    """Record the failed attempt; strengthen what the judge did not see, drop or down-weight what was blamed,
+    remember conflicting pairs."""
+    groups = sum(bool(ps) for ps in state.picks.values())
+    dropped, downweighted, repair = apply_findings(state.findings, state.dropped, state.downweighted, state.repair, groups)
+    remember_conflicts(runtime.context, state.findings)
     attempt = Attempt(attempt=state.attempt, mixes=state.mixes, findings=state.findings, images=[i.path for i in state.images])
     _emit(runtime, "retry", attempt=attempt.attempt + 1, dropped=dropped)
     return {"attempts": [*state.attempts, attempt], "attempt": state.attempt + 1, "dropped": dropped,
-            "downweighted": downweighted, "images": []}
+            "downweighted": downweighted, "repair": repair, "images": []}
 
 
 def respond(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     """A short report of what was planned, picked and made."""
-    answer = write_answer(state)
+    answer = write_answer(state, runtime.context)
     _emit(runtime, "done", answer=answer)
     return {"answer": answer}

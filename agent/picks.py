@@ -3,15 +3,17 @@ planner's when there is none or it fails), with the user's edits applied on top.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from loracle.agent.candidates import offline_picks, pinned_candidates, search_candidates
+from loracle.agent.edits import without_term
 from loracle.agent.plan import Candidate, Edits, Pick, Plan
 from loracle.agent.planner import offline_ranking
 from loracle.agent.selector import LLMFailed, SubmitSelection, select_with_llm
 from loracle.agent.state import AgentContext
 from loracle.db.catalog import get_adapters
 from loracle.tools.compose import DEFAULT_WEIGHT
+from loracle.tools.relevance import relevance_floor
 
 
 @dataclass
@@ -37,12 +39,32 @@ def choose_adapters(ctx: AgentContext, plan: Plan, candidates: dict[str, list[Ca
         except LLMFailed as exc:
             choice = _choose_offline(ctx, plan, candidates, f"offline (the LLM failed: {exc})", llm_calls=1)
     choice.picks = apply_edits(choice.picks, choice.plan.edits, pinned_candidates(ctx, choice.plan.edits.pinned))
+    choice.plan = without_excluded_triggers(choice.plan, choice.candidates, choice.picks)
     return choice
+
+
+def without_excluded_triggers(plan: Plan, candidates: dict[str, list[Candidate]], picks: dict[str, list[Pick]]) -> Plan:
+    """The plan's text without the trigger words of adapters the user excluded ("drop the bold look" takes
+    "boldface" out too), unless a kept pick shares them."""
+    terms = [t.lower() for t in plan.edits.excluded_terms]
+    if not terms and not plan.edits.excluded:
+        return plan
+    kept = {w.lower() for ps in picks.values() for p in ps for w in p.trigger_words}
+    words = {w for cs in candidates.values() for c in cs if c.ref in plan.edits.excluded or c.matches_any(terms)
+             for w in c.trigger_words if w.lower() not in kept}
+    prompt = plan.prompt
+    for word in sorted(words):
+        prompt = without_term(prompt, word)
+    return plan if prompt == plan.prompt else plan.model_copy(update={"prompt": prompt})
 
 
 def _choose_offline(ctx: AgentContext, plan: Plan, candidates: dict[str, list[Candidate]], planner: str,
                     llm_calls: int = 0) -> Choice:
-    picks = offline_picks(candidates, offline_ranking(ctx.settings.ranker)[1])
+    settings = offline_ranking(ctx.settings.ranker)[1]
+    floor = relevance_floor(ctx.family)
+    if floor is not None:  # nothing below the catalog's relevance floor serves a task, however it ranks
+        settings = replace(settings, min_score=max(settings.min_score, floor))
+    picks = offline_picks(candidates, settings)
     return Choice(picks, planner, plan, candidates, llm_calls)
 
 

@@ -49,6 +49,7 @@ class Plan(BaseModel):
     base_model: str | None = None
     edits: Edits = Field(default_factory=Edits)
     edit: ImageEdit | None = None  # this turn's input image, if any (not carried to the next turn)
+    notes: list[str] = Field(default_factory=list)  # what this turn could not honour as asked, in plain words
 
 
 class Candidate(BaseModel):

@@ -20,16 +20,18 @@ from loracle.agent.folders import linked_folders
 from loracle.agent.llm import make_chat_model
 from loracle.agent.sampler_settings import GUIDE
 from loracle.agent.settings import Settings
-from loracle.agent.state import AgentContext
+from loracle.agent.state import AgentContext, SubjectDomain
 from loracle.db import Database
 from loracle.generation.engine import ImageEngine
 from loracle.generation.world import world_paths
+from loracle.generation.world.judge import DIGIT_WORDS
 from loracle.tools.compatibility import catalog_bases, engine_family
 from loracle.tools.embedder import get_embedder
 from loracle.tools.inspection import Judge
 from loracle.tools.judges import world_judge
 
 WORLD_NAMESPACE = "digits-world"
+DIGITS = SubjectDomain("digits", frozenset([*DIGIT_WORDS, *map(str, range(10)), "digit", "digits", "number", "numeral"]))
 
 
 @dataclass
@@ -45,6 +47,7 @@ class BaseSetup:
     conflicts: list[tuple[str, str, str]] = field(default_factory=list)
     catalog: Path | None = None
     judge_factory: Callable[[], Judge] | None = None
+    domain: SubjectDomain | None = None  # what the base model can draw, when it is that narrow
 
 
 def resolve_base(settings: Settings) -> BaseSetup:
@@ -59,7 +62,7 @@ def resolve_base(settings: Settings) -> BaseSetup:
         return BaseSetup(
             spec=str(paths.base), guide=str(paths.guide) if paths.guide.exists() else None,
             adapter_dirs=[paths.loras, *dirs], family="digits", base_models=catalog_bases("digits"), guidance_scale=1.5,
-            conflicts=conflicts, catalog=paths.catalog, judge_factory=lambda: world_judge(paths.judge),
+            conflicts=conflicts, catalog=paths.catalog, judge_factory=lambda: world_judge(paths.judge), domain=DIGITS,
         )
     if settings.base_model == "world-mar":
         return _world_mar(dirs)
@@ -77,7 +80,7 @@ def _world_mar(dirs: list[Path]) -> BaseSetup:
     return BaseSetup(
         spec=str(paths.mar), guide=None, adapter_dirs=[paths.mar_loras, *dirs], family="digits-mar",
         base_models=catalog_bases("digits-mar"), guidance_scale=float(sampling.get("cfg", 2.0)), catalog=paths.mar_catalog,
-        judge_factory=lambda: world_judge(paths.judge),
+        judge_factory=lambda: world_judge(paths.judge), domain=DIGITS,
     )
 
 
@@ -135,4 +138,5 @@ def build_context(settings: Settings, db: Database, *, tenant: str = "local", ll
         base_models=setup.base_models,
         tenant=tenant,
         static_conflicts=setup.conflicts,
+        domain=setup.domain,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from loracle.agent.settings import Settings
-from loracle.agent.state import AgentContext
+from loracle.agent.state import AgentContext, Repair
 from loracle.generation.composition import CompositionMethod
 from loracle.generation.engine import ImageEngine
 from loracle.generation.guidance import GuidanceSettings, GuideSpec
@@ -20,16 +20,21 @@ def composer_settings(settings: Settings) -> ComposerSettings:
                             allow_all_off=False, append_triggers=settings.append_trigger_words)
 
 
-def sample_settings(ctx: AgentContext, engine: ImageEngine) -> SampleSettings:
-    """The sampler the settings ask for; guidance uses the weaker guide model when the engine has one."""
+def sample_settings(ctx: AgentContext, engine: ImageEngine, repair: Repair | None = None) -> SampleSettings:
+    """The sampler the settings ask for; guidance uses the weaker guide model when the engine has one. A
+    repair may add adapter guidance (with CFG: the base without adapters as a second guide) and change the
+    composition method."""
     settings = ctx.settings
+    repair = repair or Repair()
     scale = settings.guidance_scale if settings.guidance_scale is not None else ctx.guidance_scale
     guide = GuideSpec(kind="model", model=GUIDE) if GUIDE in engine.guide_names else GuideSpec()
+    guidance = GuidanceSettings(kind=settings.guidance, scale=scale, guide=guide)
+    if repair.adapter_guidance > 1 and settings.guidance == "cfg" and scale >= 1:
+        guidance = GuidanceSettings.cfg_and_guide(scale, repair.adapter_guidance, GuideSpec(kind="no_adapters"))
     return SampleSettings(
-        steps=settings.steps, scheduler=settings.scheduler,
-        guidance=GuidanceSettings(kind=settings.guidance, scale=scale, guide=guide),
+        steps=settings.steps, scheduler=settings.scheduler, guidance=guidance,
         skipping=SkipSettings(threshold=settings.skip_threshold, max_skip=settings.max_skip),
-        composition_method=CompositionMethod(settings.composition_method, settings.switch_every),
+        composition_method=CompositionMethod(repair.method or settings.composition_method, settings.switch_every),
     )
 
 

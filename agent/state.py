@@ -6,6 +6,7 @@ read typed fields (a `Plan`, `Pick`s, `Finding`s) and return plain dict updates 
 
 from __future__ import annotations
 
+import re
 import threading
 import typing
 from collections.abc import Callable
@@ -53,6 +54,15 @@ class GeneratedImage(BaseModel):
     prompt: str  # the prompt the image was sampled with (trigger words included)
 
 
+class Repair(BaseModel):
+    """What this turn's retries changed to bring out a style the judge did not see, on top of the picks."""
+
+    boost: dict[str, float] = Field(default_factory=dict)  # str(adapter id) -> weight multiplier
+    adapter_guidance: float = 1.0  # weight of the no-adapters guide (1: off)
+    method: str | None = None  # composition method instead of the configured one
+    steps: list[str] = Field(default_factory=list)  # what was done, for the answer
+
+
 class Attempt(BaseModel):
     """A failed attempt of this turn: what was sampled and why it was retried."""
 
@@ -84,6 +94,7 @@ class AgentState(BaseModel):
     attempt: int = 0
     dropped: list[int] = Field(default_factory=list)
     downweighted: dict[str, float] = Field(default_factory=dict)  # str(adapter id) -> weight multiplier
+    repair: Repair = Field(default_factory=Repair)
     mixes: list[dict[str, float]] = Field(default_factory=list)  # per image: adapter file -> weight
     mix_adapters: list[list[int]] = Field(default_factory=list)  # per image: adapter ids
     triggers: list[list[str]] = Field(default_factory=list)  # per image: trigger words appended to the prompt
@@ -113,6 +124,18 @@ def state_models(model: type[BaseModel] = AgentState) -> set[type[BaseModel]]:
     return found
 
 
+@dataclass(frozen=True)
+class SubjectDomain:
+    """What a narrow base model can draw (the digits world: digits only), so answers can say when a prompt
+    asks for something else."""
+
+    name: str
+    words: frozenset[str]
+
+    def covers(self, text: str) -> bool:
+        return any(w in self.words for w in re.findall(r"[a-z0-9]+", text.lower()))
+
+
 @dataclass
 class AgentContext:
     """Run-scoped dependencies injected into every node (LangGraph's `Runtime.context`)."""
@@ -132,3 +155,4 @@ class AgentContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     static_conflicts: list[tuple[str, str, str]] = field(default_factory=list)  # (ref, ref, reason)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    domain: SubjectDomain | None = None  # None: the base model draws anything

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -50,20 +51,37 @@ def get_run(conn: psycopg.Connection, run_id: uuid.UUID | str, tenant: str | Non
     return run
 
 
-def record_conflict(conn: psycopg.Connection, adapter_a: int, adapter_b: int, reason: str) -> None:
+@dataclass(frozen=True)
+class ConflictScope:
+    """Whose evidence a conflict is: one tenant's runs on one base model under one composition method."""
+
+    tenant: str
+    base_model: str
+    method: str
+    half_life_days: float = 14.0  # evidence halves over this time without a new failure
+
+
+_DECAYED = "adapter_conflicts.evidence * power(0.5, extract(epoch FROM now() - adapter_conflicts.updated_at) / (%s * 86400.0))"
+
+
+def record_conflict(conn: psycopg.Connection, scope: ConflictScope, adapter_a: int, adapter_b: int, reason: str) -> None:
+    """One more failure of this pair in this scope: the decayed evidence so far plus one."""
     low, high = sorted((adapter_a, adapter_b))
     conn.execute(
-        "INSERT INTO adapter_conflicts (adapter_a, adapter_b, reason) VALUES (%s, %s, %s) "
-        "ON CONFLICT (adapter_a, adapter_b) DO UPDATE SET failures = adapter_conflicts.failures + 1, "
+        "INSERT INTO adapter_conflicts (tenant, base_model, method, adapter_a, adapter_b, reason) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, base_model, method, adapter_a, adapter_b) DO UPDATE SET "
+        f"failures = adapter_conflicts.failures + 1, evidence = {_DECAYED} + 1, "
         "reason = EXCLUDED.reason, updated_at = now()",
-        (low, high, reason),
+        (scope.tenant, scope.base_model, scope.method, low, high, reason, scope.half_life_days),
     )
 
 
-def known_conflicts(conn: psycopg.Connection, adapter_ids: list[int], min_failures: int = 2) -> list[tuple[int, int, str]]:
-    """Pairs among the given adapters that failed together at least `min_failures` times."""
+def known_conflicts(conn: psycopg.Connection, scope: ConflictScope, adapter_ids: list[int],
+                    min_evidence: float = 1.5) -> list[tuple[int, int, str]]:
+    """Pairs among the given adapters whose decayed evidence in this scope reaches `min_evidence`: more than
+    one failure's worth, so a single failure never counts and old ones fade."""
     return conn.execute(
-        "SELECT adapter_a, adapter_b, reason FROM adapter_conflicts WHERE adapter_a = ANY(%s) AND adapter_b = ANY(%s) "
-        "AND failures >= %s",
-        (adapter_ids, adapter_ids, min_failures),
+        "SELECT adapter_a, adapter_b, reason FROM adapter_conflicts WHERE tenant = %s AND base_model = %s AND method = %s "
+        f"AND adapter_a = ANY(%s) AND adapter_b = ANY(%s) AND {_DECAYED} >= %s",
+        (scope.tenant, scope.base_model, scope.method, adapter_ids, adapter_ids, scope.half_life_days, min_evidence),
     ).fetchall()

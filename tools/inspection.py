@@ -9,7 +9,7 @@ the unmasked region stayed put.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -40,7 +40,8 @@ class Finding(BaseModel):
     check: str
     message: str
     blamed: list[int] = Field(default_factory=list)  # adapter ids
-    action: Literal["drop", "downweight", "none"] = "drop"
+    action: Literal["drop", "downweight", "strengthen", "none"] = "drop"
+    pair: list[int] = Field(default_factory=list)  # the two adapters a conflict finding is about, when it is one
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,10 @@ def check_mix(
         strong = [a for a in members if a.weight >= settings.exclusive_min_weight]
         if len(strong) > 1:
             weakest = min(strong, key=lambda a: a.weight)
+            strongest = max((a for a in strong if a is not weakest), key=lambda a: a.weight)
             names = " and ".join(a.name for a in strong)
             findings.append(Finding(check="exclusive", message=f"{names} are both '{group}' adapters at high weight",
-                                    blamed=[weakest.adapter_id]))
+                                    blamed=[weakest.adapter_id], pair=sorted((weakest.adapter_id, strongest.adapter_id))))
     total = sum(abs(a.weight) for a in adapters)
     if total > settings.max_total_weight:
         findings.append(Finding(check="total_weight", message=f"total adapter weight {total:.2f} exceeds {settings.max_total_weight}",
@@ -85,7 +87,7 @@ def check_mix(
         if a in ids and b in ids:
             weaker = min((ids[a], ids[b]), key=lambda x: x.weight)
             findings.append(Finding(check="known_conflict", message=f"{ids[a].name} and {ids[b].name} failed together before ({reason})",
-                                    blamed=[weaker.adapter_id]))
+                                    blamed=[weaker.adapter_id], pair=sorted((a, b))))
     return findings
 
 
@@ -118,10 +120,24 @@ def near_duplicates(images: list[Image.Image], settings: InspectionSettings = In
     ]
 
 
-class Judge(Protocol):
-    """Prompt fit: does the image show what the prompt asked? Returns None when it does, else a reason."""
+@dataclass(frozen=True)
+class JudgeVerdict:
+    """A judge's reason with its parts: the styles (by trigger word) it did not see, and whether the subject
+    itself is wrong. A missing style is repaired by strengthening its adapter, never blamed on another one."""
 
-    def __call__(self, image: Image.Image, prompt: str) -> str | None: ...
+    message: str
+    missing_triggers: tuple[str, ...] = ()
+    wrong_subject: bool = False
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Judge(Protocol):
+    """Prompt fit: does the image show what the prompt asked? Returns None when it does, else a reason
+    (plain text, or a `JudgeVerdict` that says which styles were missing)."""
+
+    def __call__(self, image: Image.Image, prompt: str) -> str | JudgeVerdict | None: ...
 
 
 def blame_images(failed: list[bool], mixes: list[list[int]]) -> list[int]:
@@ -190,25 +206,37 @@ def inspect_images(
     images: list[Image.Image],
     mixes: list[list[int]],
     prompts: list[str],
-    judge: Judge | Callable[[Image.Image, str], str | None] | None = None,
+    judge: Judge | Callable[[Image.Image, str], str | JudgeVerdict | None] | None = None,
     settings: InspectionSettings = InspectionSettings(),
     *,
     check_duplicates: bool = True,
+    triggers: dict[int, Sequence[str]] | None = None,
 ) -> list[Finding]:
-    """Findings over a batch; a failing image's adapters are blamed by comparison with passing images.
+    """Findings over a batch. A broken image's adapters are blamed by comparison with passing images and
+    dropped; a wrong subject down-weights them (the user asked for those styles); a style the judge did not see
+    strengthens the adapter whose trigger word asked for it (`triggers`: adapter id -> trigger words).
     `check_duplicates=False` for edits, where images share the input and may rightly look alike."""
-    problems: list[str | None] = []
-    for image, prompt in zip(images, prompts):
-        problem = image_problem(image, settings)
-        if problem is None and judge is not None:
-            problem = judge(image, prompt)
-        problems.append(problem)
+    broken: list[str | None] = [image_problem(image, settings) for image in images]
+    verdicts: list[str | JudgeVerdict | None] = [
+        judge(image, prompt) if problem is None and judge is not None else None
+        for image, prompt, problem in zip(images, prompts, broken)]
     findings: list[Finding] = []
-    failed = [p is not None for p in problems]
-    if any(failed):
+    if any(broken):
+        failed = [p is not None for p in broken]
         blamed = blame_images(failed, mixes)
-        detail = "; ".join(f"image {i}: {p}" for i, p in enumerate(problems) if p)
+        detail = "; ".join(f"image {i}: {p}" for i, p in enumerate(broken) if p)
         findings.append(Finding(check="images", message=detail, blamed=blamed, action="drop" if blamed else "none"))
+    missing = [v if isinstance(v, JudgeVerdict) and v.missing_triggers else None for v in verdicts]
+    if any(missing):
+        owners = sorted({a for v, mix in zip(missing, mixes) if v for a in mix
+                         if set((triggers or {}).get(a, ())) & set(v.missing_triggers)})
+        detail = "; ".join(f"image {i}: {v.message}" for i, v in enumerate(missing) if v)
+        findings.append(Finding(check="missing_style", message=detail, blamed=owners, action="strengthen" if owners else "none"))
+    wrong = [v is not None and not (isinstance(v, JudgeVerdict) and not v.wrong_subject) for v in verdicts]
+    if any(wrong):  # plain-text reasons and wrong subjects: the adapters most associated with them weigh less
+        blamed = blame_images(wrong, mixes)
+        detail = "; ".join(f"image {i}: {v}" for i, (v, w) in enumerate(zip(verdicts, wrong)) if w)
+        findings.append(Finding(check="prompt_fit", message=detail, blamed=blamed, action="downweight" if blamed else "none"))
     for i, j in (near_duplicates(images, settings) if check_duplicates else []):
         if mixes[i] != mixes[j]:
             continue  # the same mix with other seeds may legitimately look alike in tiny worlds

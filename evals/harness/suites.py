@@ -272,3 +272,42 @@ def service(ctx: RunContext) -> dict:
     return {"metrics": {"chat turn": {"p50_s": percentile(latencies, 50), "p95_s": percentile(latencies, 95),
                                       "answered_rate": answered / n, "http_5xx": after["5xx"] - before["5xx"]}},
             "prompts": n, "client": "openai (official), chat.completions over HTTP"}
+
+
+@suite("faithfulness")
+def faithfulness(ctx: RunContext) -> dict:
+    """Digits world, the whole agent with retries: per number of requested styles (0-3) and composition method,
+    images with the right digit, every requested style and no other, before and after retries, intervals over
+    seeds, NFE per image; "make it X too" / "drop the X look" judged on the next turn's images."""
+    from loracle.agent.catalog import ensure_world_catalog
+    from loracle.agent.runtime import build_context
+    from loracle.agent.settings import get_settings
+    from loracle.agent.threads import Threads
+    from loracle.evals.faithfulness import Reader, cases, multi_turn, single_turns
+
+    _world(ctx)
+    db = ctx.cache["db"]
+    seeds = [ctx.seed + i for i in range(3)]
+    per_count = ctx.options.get("prompts") or (1 if ctx.quick else 4)
+    methods = ("merge", "composite") if ctx.quick else ("merge", "switch", "composite")
+    base = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "home", "steps": 12 if ctx.quick else 30,
+                                             "n_images": 2 if ctx.quick else 4, "llm_model": None})
+    ensure_world_catalog(db, base)
+    threads = Threads(db.url)
+    metrics: dict[str, dict] = {}
+    try:
+        for method in methods:
+            settings = base.model_copy(update={"composition_method": method})
+            agent = build_context(settings, db, tenant=f"eval-{method}")
+            reader = Reader(settings.images_dir)
+
+            def run_turn(thread: str, message: str, seed: int, n: int) -> dict:
+                return threads.run_turn(agent, thread, message, seed=seed, n_images=n)
+
+            progress = lambda items, desc: ctx.progress(items, desc=desc)  # noqa: E731
+            metrics[method] = single_turns(run_turn, reader, cases(per_count), seeds, settings.n_images, method, progress)
+            metrics[method]["multi_turn"] = multi_turn(run_turn, reader, seeds, settings.n_images, method,
+                                                       per_seed=1 if ctx.quick else 3, progress=progress)
+    finally:
+        threads.close()
+    return {"metrics": metrics, "seeds": seeds, "prompts_per_style_count": per_count}

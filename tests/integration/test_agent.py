@@ -48,11 +48,26 @@ def test_incompatible_mix_is_retried_without_the_blamed_adapter(world, db) -> No
     assert state["findings"] == []
     with db.connection() as conn:
         pair = sorted(card["id"] for card in find_adapters(conn, ["101", "103"]).values())
-        rows = {(a, b): n for a, b, n in conn.execute("SELECT adapter_a, adapter_b, failures FROM adapter_conflicts")}
-    assert rows[tuple(pair)] == 1  # the conflicting pair failed once
-    # Every task is served in every image now, so the mix also holds the other task's adapters; today's conflict
-    # memory charges the blamed adapter with each of them too (issue #28 asks for pair-specific evidence instead).
-    assert all(n == 1 and finding["blamed"][0] in ab for ab, n in rows.items())
+        rows = conn.execute("SELECT tenant, base_model, method, adapter_a, adapter_b, failures FROM adapter_conflicts").fetchall()
+    # Only the pair the conflict is about is charged, once, in this tenant's, base model's and method's memory;
+    # the other adapters that shared its mixes had no part in the failure.
+    assert rows == [("local", settings.base_model, "merge", *pair, 1)]
+
+
+def test_a_conflict_never_drops_an_adapter_the_user_pinned(world, db) -> None:
+    settings, threads = world
+    ctx = build_context(settings, db)
+    ctx.static_conflicts = [("civitai:101", "civitai:103", "cancel each other out")]
+    first = threads.run_turn(ctx, "t-pinned", "a watercolor painting of a red fox", seed=5)
+    blamed = first["dropped"]
+    assert len(blamed) == 1
+    with db.connection() as conn:
+        ref = next(f"civitai:{c['external_id']}" for c in find_adapters(conn, ["101", "103"]).values() if c["id"] == blamed[0])
+    second = threads.run_turn(ctx, "t-pinned", f"use {ref}", seed=5)
+    assert second["dropped"] == [] and second["attempts"] == []
+    [note] = [n for n in second["plan"]["notes"] if "kept, as you asked for it" in n]
+    assert "failed together before" in note and note in second["answer"]
+    assert any(blamed[0] in image["adapters"] for image in second["images"])
 
 
 @pytest.mark.parametrize("max_retries", [0, 1])

@@ -74,7 +74,9 @@ def test_inpainting_turn_keeps_unmasked_pixels_and_records_the_edit(world, db, t
 def test_refinement_follow_up_runs_image_to_image_from_the_previous_result(world, db) -> None:
     settings, threads = world
     ctx = build_context(settings, db)
-    first = threads.run_turn(ctx, "refine", "a seven", seed=4)
+    # Bold from the start: a plain seven now gets no adapter (nothing unasked), and the comparison below is
+    # about image-to-image keeping its source, not about what adding an adapter changes.
+    first = threads.run_turn(ctx, "refine", "a bold seven", seed=4)
     assert first["plan"]["edit"] is None
     second = threads.run_turn(ctx, "refine", "make the second one more bold")
     edit = second["plan"]["edit"]

@@ -32,8 +32,9 @@ def test_generate_with_world_mar(database_url: str, tmp_path: Path) -> None:
         with Image.open(path) as im:
             assert im.size == (16, 16)
             assert "Generator: MAR" in im.info["parameters"] and "Digits MAR 1.0" in im.info["parameters"]
-    per_attempt = 2 * 2 * 8  # 2 images x (cond + uncond) x 8 AR steps; a retry (inspection) samples again
-    assert result["nfe"] >= per_attempt and result["nfe"] % per_attempt == 0, result["nfe"]
+    per_attempt = 2 * 2 * 8  # 2 images x (cond + uncond) x 8 AR steps; a retry (inspection) samples again,
+    # and a retry that strengthens a missing style may add the adapter-guidance branch (3 per step)
+    assert result["nfe"] >= per_attempt and result["nfe"] % (2 * 8) == 0, result["nfe"]
     picked = {p["name"] for ps in result["picks"].values() for p in ps}
     if (paths.mar_loras / "digits_mar_bold.safetensors").is_file():
         assert "Boldface Digits (MAR)" in picked, picked

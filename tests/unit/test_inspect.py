@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from loracle.tools.inspection import MixAdapter, blame_images, check_mix, image_problem, inspect_images, near_duplicates
+from loracle.tools.inspection import (
+    JudgeVerdict,
+    MixAdapter,
+    blame_images,
+    check_mix,
+    image_problem,
+    inspect_images,
+    near_duplicates,
+)
 
 
 def adapter(i: int, weight: float = 0.8, base: str = "SD 1.5", tags: tuple[str, ...] = ()) -> MixAdapter:
@@ -55,7 +63,23 @@ def test_inspect_images_uses_the_judge_and_finds_duplicates() -> None:
     good = image(np.tile(np.linspace(0, 255, 32), (32, 1)))
     other = image(np.tile(np.linspace(0, 255, 32), (32, 1)).T)
     findings = inspect_images([good, other], [[1], [2]], ["a seven", "a seven"], judge=lambda im, p: "wrong digit" if im is other else None)
-    assert [(f.check, f.blamed) for f in findings] == [("images", [2])]
+    assert [(f.check, f.blamed, f.action) for f in findings] == [("prompt_fit", [2], "downweight")]
     assert near_duplicates([good, good.copy(), other]) == [(0, 1)]
     same_mix = inspect_images([good, good.copy()], [[1], [1]], ["x", "x"])
     assert [(f.check, f.blamed) for f in same_mix] == [("duplicates", [1])]
+
+
+def test_a_missing_style_strengthens_its_own_adapter_never_the_others() -> None:
+    """Both images mix bold (1) and slanted (2); the judge did not see "slanted": its adapter is strengthened,
+    and the bold adapter, whose style was seen, is not blamed (the old contrast blamed whatever was shared)."""
+    good = image(np.tile(np.linspace(0, 255, 32), (32, 1)))
+    other = image(np.tile(np.linspace(0, 255, 32), (32, 1)).T)
+
+    def judge(im: Image.Image, prompt: str) -> JudgeVerdict | None:
+        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if im is other else None
+
+    findings = inspect_images([good, other], [[1, 2], [1, 2]], ["a seven, boldface, italicised"] * 2, judge=judge,
+                              triggers={1: ["boldface"], 2: ["italicised"]})
+    assert [(f.check, f.blamed, f.action) for f in findings] == [("missing_style", [2], "strengthen")]
+    broken = inspect_images([good, image(np.zeros((32, 32)))], [[1], [1, 2]], ["x", "x"], judge=judge)
+    assert [(f.check, f.blamed, f.action) for f in broken] == [("images", [2], "drop")], "only a broken image drops"

@@ -1,0 +1,103 @@
+"""The agent delivers what was asked in the digits world (#28): nothing unasked, honest answers, tags the
+server lacks handled, an answer that matches each PNG, refinements that edit the words, repairs before drops."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from loracle.agent.service import Agent
+from loracle.agent.settings import Settings
+from loracle.tools.inspection import JudgeVerdict
+
+
+@pytest.fixture
+def agent(db, tmp_path: Path):
+    settings = Settings(home=tmp_path / "home", base_model="world", steps=8, n_images=2, skip_threshold=0,
+                        llm_model=None)
+    agent = Agent(settings, db)
+    yield agent
+    agent.close()
+
+
+def picked(state: dict) -> set[str]:
+    return {p["name"] for ps in state["picks"].values() for p in ps}
+
+
+def test_nothing_unasked_and_the_answer_says_what_could_not_be_done(agent: Agent) -> None:
+    seven = agent.run_turn("plain", "a seven", seed=1)
+    assert picked(seven) == set() and all(image["mix"] == {} for image in seven["images"]), "no frame, no bold"
+    assert "seven: drawn by the base model itself" in seven["answer"]
+    fox = agent.run_turn("fox", "a watercolor fox", seed=1)
+    assert picked(fox) == set() and all(image["mix"] == {} for image in fox["images"])
+    assert "draws digits only" in fox["answer"]
+    assert "watercolor fox: no adapter in the catalog fits it" in fox["answer"]
+    bold = agent.run_turn("bold", "a bold, slanted seven", seed=1)
+    assert picked(bold) == {"Boldface Digits", "Italic Digits"}
+
+
+def test_lora_tags_the_server_lacks_are_reported_never_an_error(agent: Agent) -> None:
+    missing = agent.run_turn("tags", "a five <lora:baroqueAI:0.8> <lora:../../secrets:1>", seed=2)
+    assert "<lora:baroqueAI> is not on this server" in missing["answer"]
+    assert "<lora:../../secrets>" in missing["answer"]
+    assert not re.search(r"/(?:tmp|home|work|root)/", missing["answer"]), "no server path"
+    assert all(image["mix"] == {} for image in missing["images"])
+    by_name = agent.run_turn("named", "a five <lora:Framed Digits:1>", seed=2)
+    assert "applied it from its file digits_boxed_kohya" in by_name["answer"]
+    assert all(Path(ref).stem == "digits_boxed_kohya" for image in by_name["images"] for ref in image["mix"])
+
+
+def png_recipe(path: Path) -> tuple[dict[str, float], str]:
+    with Image.open(path) as im:
+        text = im.info["parameters"]
+    tags = {name: float(w) for name, w in re.findall(r"<lora:([^:>]+):([-\d.]+)>", text)}
+    return tags, re.search(r"Composition: (\w+)", text).group(1)
+
+
+def test_the_answer_lists_exactly_what_each_png_says(agent: Agent) -> None:
+    state = agent.run_turn("recipe", "a bold, slanted seven <lora:digits_boxed_kohya:0.5>", seed=3)
+    lines = [line for line in state["answer"].splitlines() if line.startswith("Image")]
+    for number, image in enumerate(state["images"], start=1):
+        tags, method = png_recipe(agent.settings.images_dir / image["path"])
+        [line] = [line for line in lines if re.match(rf"Images? (?:\d+, )*{number}\b", line)]
+        listed = {m.group(1): float(m.group(2)) for m in re.finditer(r"\(?(digits_\w+)\)? at ([\d.]+)", line)}
+        assert listed == tags and f"method {method}" in line, (line, tags)
+        assert tags["digits_boxed_kohya"] == 0.5 and len(tags) == 3
+        assert f'sampled text "{image["prompt"]}"' in line
+
+
+def test_refinement_edits_the_words_too(agent: Agent) -> None:
+    agent.run_turn("refine", "a bold, slanted seven", seed=4)
+    dropped = agent.run_turn("refine", "drop the bold look", seed=4)
+    assert "Boldface Digits" not in picked(dropped) and "Italic Digits" in picked(dropped)
+    assert dropped["plan"]["prompt"] == "a slanted seven"
+    assert all("bold" not in image["prompt"] for image in dropped["images"]), "neither the word nor its trigger"
+    boxed = agent.run_turn("refine", "make it boxed too", seed=4)
+    assert "Framed Digits" in picked(boxed) and "boxed" in boxed["plan"]["prompt"]
+    assert all("framebox" in image["prompt"] for image in boxed["images"])
+
+
+def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
+    calls: list[str] = []
+
+    def judge(image, prompt: str):
+        calls.append(prompt)
+        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) <= 4 else None
+
+    agent.context.judge = judge
+    state = agent.run_turn("repair", "a bold, slanted seven", seed=5)
+    assert state["dropped"] == [] and len(state["attempts"]) == 2, "the bold adapter is never blamed"
+    italic = next(p["adapter_id"] for ps in state["picks"].values() for p in ps if p["name"] == "Italic Digits")
+    assert state["repair"]["boost"] == {str(italic): pytest.approx(1.5625)}
+    assert state["repair"]["adapter_guidance"] == 1.5 and state["repair"]["method"] == "composite"
+    first, final = state["attempts"][0]["mixes"][0], state["images"][0]["mix"]
+    slanted = next(ref for ref in final if "slanted" in ref)
+    bold = next(ref for ref in final if "bold" in ref)
+    assert final[slanted] == pytest.approx(first[slanted] * 1.5625) and final[bold] == first[bold]
+    assert "Repair: strengthened" in state["answer"] and "adapter guidance 1.5" in state["answer"]
+    assert "method composite" in state["answer"]
+    with Image.open(agent.settings.images_dir / state["images"][0]["path"]) as im:
+        assert "Composition: composite" in im.info["parameters"]

@@ -1,0 +1,33 @@
+"""The faithfulness suite's prompts and per-image scoring."""
+
+from __future__ import annotations
+
+from loracle.evals.faithfulness import EXCLUSIVE, SYMMETRIC, Case, cases, interval, score_images
+
+
+def test_cases_hold_compatible_styles_on_digits_that_can_show_them() -> None:
+    made = cases(5)
+    assert [len(c.styles) for c in made] == [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5
+    assert not any(pair <= set(c.styles) for c in made for pair in EXCLUSIVE)
+    assert not any("mirrored" in c.styles and c.digit in SYMMETRIC for c in made)
+    assert Case(7, ("bold", "slanted")).prompt == "a bold, slanted seven" and Case(3, ()).prompt == "a three"
+
+
+def test_an_image_is_faithful_only_with_the_digit_every_style_and_nothing_else() -> None:
+    case = Case(7, ("bold", "slanted"))
+    reads = [(7, {"bold", "slanted"}), (7, {"bold"}), (1, {"bold", "slanted"}), (7, {"bold", "slanted", "boxed"})]
+    assert score_images(reads, case) == {"digit": 0.75, "requested": 0.75, "no_unrequested": 0.75, "faithful": 0.25, "images": 4}
+    assert interval([0.5, 0.5, 0.5]) == {"mean": 0.5, "ci95": 0.0}
+    assert interval([0.0, 1.0])["ci95"] > 1
+
+
+def test_the_relevance_floor_is_fitted_inside_the_training_split() -> None:
+    from loracle.evals.relevance_floor import cross_validated_floor, dev_tasks, fit, is_heldout
+
+    rows = [(("Bold", 2.0 + i / 10), "Bold") for i in range(5)] + [(("Bold", 1.0 + i / 10), None) for i in range(5)]
+    assert 1.4 < fit(rows) < 2.0, "between the highest unserved and the lowest served score"
+    floor, accuracy = cross_validated_floor(rows)
+    assert 1.4 < floor < 2.0 and accuracy == 1.0
+    tasks = dev_tasks()
+    assert 0.15 < sum(is_heldout(t) for t, _ in tasks) / len(tasks) < 0.45
+    assert ("a cat", None) in tasks and ("bold", "Boldface Digits") in tasks
