@@ -107,7 +107,7 @@ def _search(state: AgentState, ctx: AgentContext, texts: list[str]) -> dict[str,
         excluded = [c["id"] for c in find_adapters(conn, [r.split(":", 1)[-1] for r in plan_.edits.excluded]).values()]
         filters = SearchFilters(base_models=ctx.base_models, exclude_tags=ctx.settings.exclude_tags,
                                 exclude_blocklisted=True, exclude_ids=excluded)
-        strategy, _ = offline_ranking(ctx.settings.ranker)
+        strategy, _ = offline_ranking(ctx.settings.ranker, ctx.settings.exclude_tags)
         hits = retrieve_for_tasks(conn, ctx.embedder, texts, strategy=strategy, k=ctx.settings.candidates_per_task,
                                   filters=filters, ef_search=ctx.settings.hnsw_ef_search, spare=spare)
         cards = get_adapters(conn, list({h.adapter_id for items in hits.values() for h in items}))
@@ -190,7 +190,7 @@ def select(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
             planner = f"offline (the LLM failed: {exc})"
             calls = 1
     if picks is None:
-        picks = _offline_picks(candidates, offline_ranking(ctx.settings.ranker)[1])
+        picks = _offline_picks(candidates, offline_ranking(ctx.settings.ranker, ctx.settings.exclude_tags)[1])
     picks = _apply_edits(picks, plan_, ctx)
     _emit(runtime, "picks", planner=planner, picks={t: [p["name"] for p in ps] for t, ps in picks.items()})
     timings = {**state.get("timings", {}), "select_s": time.perf_counter() - started}

@@ -9,6 +9,7 @@ score clears a threshold, each adapter used once (for the task it fits best), at
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loracle.agent.plan import PlanTask
@@ -108,15 +109,17 @@ class SelectionSettings:
     whole_prompt: bool = False  # also score the whole prompt's candidates as one more task
 
 
-def offline_ranking(ranker: str = "rerank") -> tuple[str, SelectionSettings]:
-    """The retrieval strategy and thresholds for offline selection. `ranker="learned"` uses the learned
-    reranker with the thresholds calibrated for its scores, when its artifact exists (`loracle rank train`);
-    the default is the hand-weighted reranker, because the learned one still misses obvious matches on
-    small catalogs (see the issue notes)."""
-    from loracle.tools.learned_rank import available, load_ranker
+def offline_ranking(ranker: str = "learned", exclude_tags: Sequence[str] = ()) -> tuple[str, SelectionSettings]:
+    """The retrieval strategy and thresholds for offline selection. `ranker="learned"` (the default) uses
+    the learned reranker trained with the filter in use (`exclude_tags`; tools/learned_rank.ranker_for)
+    with the thresholds calibrated for its scores, when its artifacts exist (`loracle rank train`);
+    otherwise, or with `ranker="rerank"`, the hand-weighted reranker."""
+    from loracle.tools.learned_rank import available, ranker_for
+    from loracle.tools.retrieve import SearchFilters
 
     if ranker == "learned" and available():
-        return "learned", SelectionSettings(**load_ranker().selection.get("settings", {}))
+        model = ranker_for(SearchFilters(exclude_tags=list(exclude_tags)))
+        return "learned", SelectionSettings(**model.selection.get("settings", {}))
     return "rerank", SelectionSettings()
 
 

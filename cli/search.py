@@ -14,7 +14,7 @@ def search(
     prompt: str = typer.Argument(..., help="What to find adapters for."),
     k: int = typer.Option(10, "--k", min=1, max=1000, help="How many adapters to show."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    strategy: str = typer.Option("rerank", help="dense | lexical | fused | rerank"),
+    strategy: str = typer.Option("rerank", help="dense | head | lexical | fused | trained | rerank | learned"),
     base_model: list[str] = typer.Option([], "--base-model", help="Only these base models (repeatable)."),
     include_all: bool = typer.Option(False, "--all", help="Do not apply the default tag/blocklist filter."),
 ) -> None:

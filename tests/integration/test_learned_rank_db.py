@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loracle.db.search import ListQuery, SearchFilters, dense_search, lexical_search, search_lists
+from loracle.db.search import ListQuery, SearchFilters, dense_search, keyed_search, lexical_search, search_lists
 from loracle.db.vectors import best_similarities
+from loracle.evals.first_stage_train import MapSettings
 from loracle.evals.queries import load_queries
 from loracle.evals.rank_train import PRIOR_FOLDS, attach_features, collect_candidates, fit_lightgbm, is_heldout, train
 from loracle.tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker, scoring_with
@@ -18,6 +19,7 @@ from loracle.tools.retrieve import _search, _search_many, retrieve
 from tests.integration.test_catalog_db import catalog, write_catalog  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="no committed ranker artifact")
+FAST_MAP = MapSettings(steps=5, random_negatives=8, hard_negatives=4)  # a few steps: these tests check the plumbing
 
 
 def test_learned_strategy_scores_and_orders(db, embedder, catalog) -> None:  # noqa: F811
@@ -87,8 +89,9 @@ def test_train_writes_an_artifact_that_serves_with_a_leak_free_prior(db, embedde
     path = tmp_path / "q.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "ranker.json"
-    artifact, cross_fitted = train(db, embedder, [path], out, exclude_tags=[], rounds=10, log=lambda *_: None)
-    priors = [prior for _, prior in cross_fitted]
+    [trained] = train(db, embedder, [path], out, exclude_tags=[], rounds=10, map_settings=FAST_MAP, log=lambda *_: None)
+    artifact, cross_fitted = trained.artifact, trained.cross_fitted
+    priors = [fold.prior for fold in cross_fitted]
     ranker = load_ranker(out)
     picks = ranker.prior.counts["civitai"].picks
     trained = [r for r in rows if not is_heldout(r["id"])]
@@ -138,11 +141,11 @@ def test_calibration_scores_each_query_with_the_model_that_never_saw_it(db, embe
     path = tmp_path / "dev.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "ranker.json"
-    _, cross_fitted = train(db, embedder, [path], out, exclude_tags=[], rounds=10, log=lambda *_: None)
+    [trained] = train(db, embedder, [path], out, exclude_tags=[], rounds=10, map_settings=FAST_MAP, log=lambda *_: None)
     monkeypatch.setenv("LORACLE_RANKER_PATH", str(out))
     load_ranker(out).model = _MustNotScore()
     log: list[int] = []
-    recording = [(_Recording(model, fold, log), prior) for fold, (model, prior) in enumerate(cross_fitted)]
+    recording = [fold._replace(model=_Recording(fold.model, number, log)) for number, fold in enumerate(trained.cross_fitted)]
     ctx = build_context(Settings(home=tmp_path / "home", base_model="tiny", ranker="learned"), db, llm=None)
     ctx.base_models = None
     calibration = calibrate_selection(ctx, path, recording, target_picks=1.0, log=lambda *_: None)
@@ -158,10 +161,12 @@ def test_pipelined_lists_equal_one_by_one(db, embedder, catalog) -> None:  # noq
     filters = SearchFilters(exclude_blocklisted=True)
     queries = [ListQuery(kind, 10, vector=v) for v in vectors for kind in ("head", "full", "prompt")]
     queries += [ListQuery("lexical", 10, text=t) for t in texts]
+    queries += [ListQuery("keys", 10, keys=(("civitai:7", 2.5), ("civitai:9", 2.0), ("civitai:3", 1.0)))]
     with db.connections(3) as (conn, *spare):
         together = search_lists(conn, embedder.name, queries, filters)
         spread = search_lists(conn, embedder.name, queries, filters, spare=spare)  # dealt out over 3 connections
         alone = [lexical_search(conn, q.text, 10, filters) if q.kind == "lexical"
+                 else keyed_search(conn, q.keys, 10, filters) if q.kind == "keys"
                  else dense_search(conn, embedder.name, q.kind, q.vector, 10, filters) for q in queries]
     assert len(spare) == 2 and together == alone == spread and any(together)
 
@@ -170,7 +175,7 @@ def test_several_texts_at_once_equal_each_alone(db, embedder, catalog) -> None: 
     texts = ["watercolor", "a fox in the snow", "retro game sprite"]
     vectors = embedder.encode(texts)
     filters = SearchFilters(exclude_blocklisted=True)
-    for strategy in ("learned", "rerank", "fused", "dense"):
+    for strategy in ("learned", "trained", "rerank", "fused", "dense"):
         with db.connection() as conn:
             together = _search_many(conn, embedder, texts, vectors, strategy, 5, filters, 200)
             alone = [_search(conn, embedder, t, v, strategy, 5, filters, 200) for t, v in zip(texts, vectors)]

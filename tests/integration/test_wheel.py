@@ -37,7 +37,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     top_level = {name.split("/")[0] for name in names if not name.startswith("loracle-")}
     assert top_level == {"loracle"}, f"the wheel installs other top-level names: {top_level}"
     for needed in ("loracle/db/migrations/001_catalog.sql", "loracle/generation/world/artifacts/base/unet/config.json",
-                   "loracle/generation/world/artifacts/judge/judge.safetensors", "loracle/tools/artifacts/ranker.json"):
+                   "loracle/generation/world/artifacts/judge/judge.safetensors", "loracle/tools/artifacts/ranker.json",
+                   "loracle/tools/artifacts/ranker-unfiltered.json", "loracle/tools/artifacts/first_stage.safetensors",
+                   "loracle/tools/artifacts/first_stage.json"):
         assert needed in names, f"{needed} is missing from the wheel"
     env_dir = root / "venv"
     venv.create(env_dir, with_pip=False)
