@@ -9,6 +9,7 @@ result (image-to-image from it) rather than asking for a new picture.
 
 from __future__ import annotations
 
+import random
 import re
 
 from loracle.agent.plan import Edits, Plan, PlanTask
@@ -50,6 +51,15 @@ def refinement_source(text: str, n_previous: int) -> int | None:
     if not 0 <= index < n_previous:
         raise ValueError(f"there is no image {number} in the previous turn (it made {n_previous})")
     return index
+
+
+def turn_seed(seed: int | None, plan: Plan, follow_up: bool) -> int:
+    """The seed a turn samples with. `seed`: the thread's (this turn's if it gave one, else the previous turn's).
+    A first turn uses it; a follow-up only when its plan keeps the seed ("keep the seed", "same picture but
+    ..."); otherwise a fresh one."""
+    if seed is not None and (not follow_up or plan.edits.keep_seed):
+        return seed
+    return random.randrange(2**31)
 
 
 def read_follow_up(text: str, plan: Plan) -> Plan:

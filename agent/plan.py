@@ -1,4 +1,4 @@
-"""The plan the agent works from: tasks (parts of the prompt), user edits, and the adapters picked per task.
+"""The plan the agent works from: tasks (parts of the prompt), user edits, and the adapters found and picked per task.
 
 Plain pydantic models so they serialise into the LangGraph checkpoint, the database and API responses,
 and so the LLM's structured output is validated against exactly these fields.
@@ -51,17 +51,28 @@ class Plan(BaseModel):
     edit: ImageEdit | None = None  # this turn's input image, if any (not carried to the next turn)
 
 
-class Pick(BaseModel):
-    """An adapter chosen for a task."""
+class Candidate(BaseModel):
+    """A catalog adapter retrieved for a task, with what selection, composing and the reply need of it."""
 
     adapter_id: int
     ref: str  # catalog reference shown to users: source:external_id
     name: str
-    task: str
-    weight: float
-    trigger_words: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
+    trigger_words: list[str] = Field(default_factory=list)
     base_model: str | None = None
-    file: str | None = None  # path relative to an adapter folder, when the file is available locally
+    weight: float | None = None  # the card's recommended weight; None: the composer's default
     score: float = 0.0
+    category: str | None = None
+    description: str = ""
+    file: str | None = None  # the adapter's file in an adapter folder, when it is available locally
+
+    def matches_any(self, terms: list[str]) -> bool:
+        """Whether a (lower-case) term occurs in the name, a tag or a trigger word: how users exclude adapters."""
+        text = " ".join([self.name, *self.tags, *self.trigger_words]).lower()
+        return any(term in text for term in terms)
+
+
+class Pick(Candidate):
+    """A candidate chosen for a task, with the reason (the LLM's, the offline score, or the user's pin)."""
+
     reason: str = ""

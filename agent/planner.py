@@ -12,7 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loracle.agent.plan import PlanTask
+from loracle.agent.plan import Plan, PlanTask
+from loracle.generation.prompt_tags import strip_network_tags
 
 MAX_TASKS = 8
 QUALITY_TAGS = frozenset(
@@ -38,7 +39,7 @@ _NEGATIVE = re.compile(r"\b(?:without|no|not|never|avoid)\s+([\w\s-]+?)(?=[,.;]|
 
 def strip_prompt_syntax(prompt: str) -> str:
     """Drop A1111 markup: <lora:...> tags, (word:1.2) weights, brackets, BREAK."""
-    text = re.sub(r"<(?:lora|lyco|hypernet):[^>]*>", " ", prompt, flags=re.I)
+    text = strip_network_tags(prompt)
     text = re.sub(r":\s*-?\d+(?:\.\d+)?\s*(?=[)\]])", "", text)
     text = re.sub(r"[()\[\]{}]", " ", text)
     text = re.sub(r"\bBREAK\b", ",", text)
@@ -96,6 +97,13 @@ def split_tasks(prompt: str) -> list[PlanTask]:
         for piece in pieces:
             add(piece, style_clause and piece is pieces[-1])
     return tasks
+
+
+def plan_prompt(prompt: str) -> Plan:
+    """A first turn's plan: the prompt's tasks, its subject (the first task) and what it says it does not want."""
+    tasks = split_tasks(prompt)
+    return Plan(prompt=prompt, subject=tasks[0].phrase if tasks else "", tasks=tasks,
+                negative=", ".join(negative_wishes(prompt)))
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,25 @@ judge that inspection uses as its prompt-fit check.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from langchain_core.language_models import BaseChatModel
 
 from loracle.agent.llm import make_chat_model
+from loracle.agent.sampler_settings import GUIDE
 from loracle.agent.settings import Settings
 from loracle.agent.state import AgentContext
 from loracle.db import Database
-from loracle.generation.engine import Engine
+from loracle.generation.engine import ImageEngine
 from loracle.generation.world import world_paths
+from loracle.tools.compatibility import catalog_bases, engine_family
 from loracle.tools.embedder import get_embedder
+from loracle.tools.inspection import Judge
 from loracle.tools.judges import world_judge
 
 WORLD_NAMESPACE = "digits-world"
@@ -38,7 +43,7 @@ class BaseSetup:
     guidance_scale: float
     conflicts: list[tuple[str, str, str]] = field(default_factory=list)
     catalog: Path | None = None
-    judge_factory: Callable[[], Any] | None = None
+    judge_factory: Callable[[], Judge] | None = None
 
 
 def resolve_base(settings: Settings) -> BaseSetup:
@@ -52,15 +57,14 @@ def resolve_base(settings: Settings) -> BaseSetup:
                 conflicts.append((a, b, item["reason"]))
         return BaseSetup(
             spec=str(paths.base), guide=str(paths.guide) if paths.guide.exists() else None,
-            adapter_dirs=[paths.loras, *dirs], family="digits", base_models=["Digits 1.0"], guidance_scale=1.5,
+            adapter_dirs=[paths.loras, *dirs], family="digits", base_models=catalog_bases("digits"), guidance_scale=1.5,
             conflicts=conflicts, catalog=paths.catalog, judge_factory=lambda: world_judge(paths.judge),
         )
     if settings.base_model == "world-mar":
         return _world_mar(dirs)
-    family = "sdxl" if "xl" in settings.base_model.lower() else "sd15"
-    bases = ["SDXL 1.0", "SDXL 0.9", "Pony"] if family == "sdxl" else ["SD 1.5", "SD 1.4", "Other"]
+    family = engine_family(settings.base_model)
     return BaseSetup(spec=settings.base_model, guide=settings.guide_model, adapter_dirs=dirs, family=family,
-                     base_models=bases, guidance_scale=7.5)
+                     base_models=catalog_bases(family), guidance_scale=7.5)
 
 
 def _world_mar(dirs: list[Path]) -> BaseSetup:
@@ -71,42 +75,59 @@ def _world_mar(dirs: list[Path]) -> BaseSetup:
     sampling = json.loads((paths.mar / "loracle_model.json").read_text()).get("sampling", {})
     return BaseSetup(
         spec=str(paths.mar), guide=None, adapter_dirs=[paths.mar_loras, *dirs], family="digits-mar",
-        base_models=["Digits MAR 1.0"], guidance_scale=float(sampling.get("cfg", 2.0)), catalog=paths.mar_catalog,
+        base_models=catalog_bases("digits-mar"), guidance_scale=float(sampling.get("cfg", 2.0)), catalog=paths.mar_catalog,
         judge_factory=lambda: world_judge(paths.judge),
     )
 
 
-_ENGINES: dict[tuple, Any] = {}  # Engine, or MAREngine (same generate contract) for "world-mar"
+_ENGINES: dict[tuple, ImageEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def engine_for(setup: BaseSetup):
-    """One engine per base model per process (loading weights is the slow part)."""
-    from loracle.generation.base_models import load_base_model
-
+def engine_for(setup: BaseSetup) -> ImageEngine:
+    """One engine per base model per process (loading weights is the slow part): the MAR engine for the
+    world's MAR, else the diffusion engine, with the setup's guide model registered for autoguidance."""
     key = (setup.spec, setup.guide, tuple(map(str, setup.adapter_dirs)))
     with _ENGINES_LOCK:
-        if key not in _ENGINES and setup.family == "digits-mar":
-            from loracle.generation.mar.engine import MAREngine
-            from loracle.generation.mar.io import load_mar
-
-            _ENGINES[key] = MAREngine(load_mar(setup.spec), setup.adapter_dirs)
         if key not in _ENGINES:
-            guides = {"guide": load_base_model(setup.guide)} if setup.guide else {}
-            _ENGINES[key] = Engine(load_base_model(setup.spec), setup.adapter_dirs, guide_models=guides)
+            _ENGINES[key] = _load_engine(setup)
         return _ENGINES[key]
 
 
-def build_context(settings: Settings, db: Database, *, tenant: str = "local", llm: Any = "from-settings") -> AgentContext:
+def _load_engine(setup: BaseSetup) -> ImageEngine:
+    if setup.family == "digits-mar":
+        from loracle.generation.mar.engine import MAREngine
+        from loracle.generation.mar.io import load_mar
+
+        return MAREngine(load_mar(setup.spec), setup.adapter_dirs)
+    from loracle.generation.base_models import load_base_model
+    from loracle.generation.engine import Engine
+
+    guides = {GUIDE: load_base_model(setup.guide)} if setup.guide else {}
+    return Engine(load_base_model(setup.spec), setup.adapter_dirs, guide_models=guides)
+
+
+def engine_factory(settings: Settings, setup: BaseSetup) -> Callable[[], ImageEngine]:
+    """The local engine, or Sampler replicas on Ray when `settings.sampler_app` names their application."""
+    if settings.sampler_app:
+        from loracle.agent.placement import remote_engine
+
+        return functools.partial(remote_engine, settings.sampler_app)
+    return functools.partial(engine_for, setup)
+
+
+def build_context(settings: Settings, db: Database, *, tenant: str = "local", llm: BaseChatModel | None = None) -> AgentContext:
+    """The run context for `settings`. The chat model is the one `settings.llm_model` names (none: the
+    offline planner); `llm` replaces it with a given model (a test's stub)."""
     setup = resolve_base(settings)
     return AgentContext(
         db=db,
         embedder=get_embedder(settings.embedding_model),
-        engine_factory=lambda: engine_for(setup),
+        engine_factory=engine_factory(settings, setup),
         images_dir=settings.images_dir,
         adapter_dirs=setup.adapter_dirs,
         settings=settings,
-        llm=make_chat_model(settings) if llm == "from-settings" else llm,
+        llm=llm if llm is not None else make_chat_model(settings),
         judge=setup.judge_factory() if setup.judge_factory else None,
         family=setup.family,
         guidance_scale=setup.guidance_scale,

@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field, ValidationError
 
+from loracle.agent.plan import Candidate
 from loracle.agent.prompts import SELECT_SYSTEM, candidate_block, select_user_message
 
 MAX_ROUNDS = 3
@@ -55,15 +56,15 @@ class LLMSelection:
     answer: SubmitSelection
     calls: int
     dropped_ids: list[int] = field(default_factory=list)
-    searched: dict[str, list[dict]] = field(default_factory=dict)
+    searched: dict[str, list[Candidate]] = field(default_factory=dict)
 
 
 def select_with_llm(
     llm: BaseChatModel,
     prompt: str,
     tasks: list[str],
-    candidates: dict[str, list[dict]],
-    search: Callable[[str], list[dict]],
+    candidates: dict[str, list[Candidate]],
+    search: Callable[[str], list[Candidate]],
     *,
     history: list[str] = (),
     edits: dict | None = None,
@@ -77,8 +78,8 @@ def select_with_llm(
         SystemMessage(SELECT_SYSTEM),
         HumanMessage(select_user_message(prompt, tasks, candidates, list(history), edits or {})),
     ]
-    shown = {c["adapter_id"] for items in candidates.values() for c in items}
-    searched: dict[str, list[dict]] = {}
+    shown = {c.adapter_id for items in candidates.values() for c in items}
+    searched: dict[str, list[Candidate]] = {}
     for call_number in range(1, MAX_ROUNDS + 1):
         try:
             reply = model.invoke(messages)
@@ -101,14 +102,14 @@ def select_with_llm(
                     raise LLMFailed("malformed SearchAdapters arguments") from exc
                 found = search(task)
                 searched[task] = found
-                shown.update(c["adapter_id"] for c in found)
+                shown.update(c.adapter_id for c in found)
                 messages.append(ToolMessage(candidate_block(task, found), tool_call_id=call["id"]))
             else:
                 raise LLMFailed(f"the model called an unknown tool {call['name']!r}")
     raise LLMFailed(f"no SubmitSelection after {MAX_ROUNDS} calls")
 
 
-def _drop_unknown(answer: SubmitSelection, shown: set[int], calls: int, searched: dict) -> LLMSelection:
+def _drop_unknown(answer: SubmitSelection, shown: set[int], calls: int, searched: dict[str, list[Candidate]]) -> LLMSelection:
     dropped: list[int] = []
     for choice in answer.tasks:
         kept = [a for a in choice.adapters if a.id in shown]

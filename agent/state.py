@@ -1,18 +1,27 @@
-"""The graph's state and its run-scoped context (the parts that do not belong in a checkpoint)."""
+"""The graph's state and its run-scoped context (the parts that do not belong in a checkpoint).
+
+The state is a pydantic model: LangGraph builds it from the checkpointed values before every node, so nodes
+read typed fields (a `Plan`, `Pick`s, `Finding`s) and return plain dict updates holding the same types.
+"""
 
 from __future__ import annotations
 
 import threading
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, Field
 
+from loracle.agent.plan import Candidate, Pick, Plan
+from loracle.agent.settings import Settings
 from loracle.db import Database
-from loracle.generation.engine import Engine
+from loracle.generation.engine import ImageEngine
 from loracle.tools.embedder import Embedder
-from loracle.tools.inspection import Judge
+from loracle.tools.inspection import Finding, Judge
 
 
 class TurnInput(TypedDict, total=False):
@@ -27,35 +36,77 @@ class TurnInput(TypedDict, total=False):
     strength: float  # how far to move from the input image, 0 (unchanged) .. 1 (text-to-image)
 
 
-class AgentState(TypedDict, total=False):
-    # this turn
-    message: str
-    run_id: str
-    n_images: int
-    seed: int
-    input_image: str
-    input_mask: str
-    strength: float
-    # carried across turns (checkpointed)
-    history: list[str]
-    plan: dict[str, Any]
-    planner: str
-    candidates: dict[str, list[dict[str, Any]]]
-    picks: dict[str, list[dict[str, Any]]]
-    llm_calls: int
-    # this turn's generation
+class GeneratedImage(BaseModel):
+    """One image of this turn, as stored (file under the images folder) and recorded (its `images` row)."""
+
     attempt: int
-    dropped: list[int]
-    downweighted: dict[str, float]
-    mixes: list[dict[str, float]]
-    mix_adapters: list[list[int]]
-    triggers: list[list[str]]
-    findings: list[dict[str, Any]]
-    attempts: list[dict[str, Any]]
-    images: list[dict[str, Any]]
+    path: str  # relative to the images folder
+    sha256: str
+    seed: int
+    mix: dict[str, float]  # adapter file -> weight
     nfe: int
-    timings: dict[str, float]
-    answer: str
+    parameters: str  # the A1111 `parameters` text in the PNG
+    id: str  # the `images` row
+    adapters: list[int]  # the mix's adapter ids
+    prompt: str  # the prompt the image was sampled with (trigger words included)
+
+
+class Attempt(BaseModel):
+    """A failed attempt of this turn: what was sampled and why it was retried."""
+
+    attempt: int
+    mixes: list[dict[str, float]]
+    findings: list[Finding]
+    images: list[str]  # paths, relative to the images folder
+
+
+class AgentState(BaseModel):
+    # this turn (TurnInput)
+    message: str = ""
+    run_id: str = ""
+    n_images: int | None = None
+    seed: int | None = None
+    input_image: str | None = None
+    input_mask: str | None = None
+    strength: float | None = None
+    # carried across turns (checkpointed)
+    history: list[str] = Field(default_factory=list)
+    plan: Plan | None = None
+    planner: str = "offline"
+    candidates: dict[str, list[Candidate]] = Field(default_factory=dict)
+    picks: dict[str, list[Pick]] = Field(default_factory=dict)
+    llm_calls: int = 0
+    # this turn's generation
+    attempt: int = 0
+    dropped: list[int] = Field(default_factory=list)
+    downweighted: dict[str, float] = Field(default_factory=dict)  # str(adapter id) -> weight multiplier
+    mixes: list[dict[str, float]] = Field(default_factory=list)  # per image: adapter file -> weight
+    mix_adapters: list[list[int]] = Field(default_factory=list)  # per image: adapter ids
+    triggers: list[list[str]] = Field(default_factory=list)  # per image: trigger words appended to the prompt
+    findings: list[Finding] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    images: list[GeneratedImage] = Field(default_factory=list)
+    nfe: int = 0
+    timings: dict[str, float] = Field(default_factory=dict)
+    answer: str = ""
+
+
+def state_models(model: type[BaseModel] = AgentState) -> set[type[BaseModel]]:
+    """Every pydantic model the state's fields can hold: the checkpointer revives these and nothing else."""
+    found: set[type[BaseModel]] = set()
+
+    def visit(annotation: Any) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation not in found:
+                found.add(annotation)
+                for field_info in annotation.model_fields.values():
+                    visit(field_info.annotation)
+        for arg in typing.get_args(annotation):
+            visit(arg)
+
+    for field_info in model.model_fields.values():
+        visit(field_info.annotation)
+    return found
 
 
 @dataclass
@@ -64,13 +115,13 @@ class AgentContext:
 
     db: Database
     embedder: Embedder
-    engine_factory: Callable[[], Engine]
-    images_dir: Any
-    adapter_dirs: list[Any]
-    settings: Any
+    engine_factory: Callable[[], ImageEngine]
+    images_dir: Path
+    adapter_dirs: list[Path]
+    settings: Settings
     llm: BaseChatModel | None = None
     judge: Judge | None = None
-    family: str = "sd15"  # which catalog base models fit the engine (tools/inspect.COMPATIBLE_BASES)
+    family: str = "sd15"  # which catalog base models fit the engine (tools/compatibility.py)
     guidance_scale: float = 7.5  # the base model's default when settings give none
     base_models: list[str] | None = None  # retrieval filter: catalog base models the engine can use
     tenant: str = "local"

@@ -3,6 +3,11 @@
 `run_turn` records the run (plan, picks, attempts, NFE, timings) in the `runs` table, streams events
 to a callback, and marks the run failed or cancelled when the graph raises. Thread ids are namespaced
 by tenant, so one tenant can never continue another's thread.
+
+Checkpoints hold the state's pydantic models (`Plan`, `Pick`, `Finding`, ...). langgraph-checkpoint's
+serializer revives a stored class by importing it by name, any class unless told otherwise (with a
+warning that this will be blocked); ours is told exactly the state's models, so a checkpoint row can
+name no other class to construct, and a thread reads back typed in a fresh process.
 """
 
 from __future__ import annotations
@@ -12,16 +17,23 @@ from collections.abc import Callable
 from typing import Any
 
 from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
+from pydantic_core import to_jsonable_python
 
 from loracle.agent.graph import build_graph
-from loracle.agent.state import AgentContext
+from loracle.agent.state import AgentContext, AgentState, state_models
 from loracle.db import Database
 from loracle.db.runs import finish_run, start_run
 from loracle.generation.loop import GenerationCancelled
 
 Event = dict[str, Any]
+
+
+def checkpoint_serializer() -> JsonPlusSerializer:
+    """langgraph-checkpoint's serializer, reviving the state's models and no other class."""
+    return JsonPlusSerializer(allowed_msgpack_modules=state_models())
 
 
 class Threads:
@@ -33,7 +45,7 @@ class Threads:
             database_url, min_size=1, max_size=max_size, open=True,
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
         )
-        self.saver = PostgresSaver(self.pool)
+        self.saver = PostgresSaver(self.pool, serde=checkpoint_serializer())
         self.saver.setup()
         self.graph = build_graph(self.saver)
 
@@ -44,8 +56,14 @@ class Threads:
     def config(tenant: str, thread_id: str) -> dict:
         return {"configurable": {"thread_id": f"{tenant}/{thread_id}"}}
 
+    def read(self, tenant: str, thread_id: str) -> AgentState | None:
+        """The thread's typed state after its last turn; None for a thread that does not exist."""
+        values = self.graph.get_state(self.config(tenant, thread_id)).values
+        return AgentState(**values) if values else None
+
     def state(self, tenant: str, thread_id: str) -> dict[str, Any]:
-        return dict(self.graph.get_state(self.config(tenant, thread_id)).values)
+        """The thread's state as JSON data, the shape the run record and the API show; {} for no thread."""
+        return to_jsonable_python(self.graph.get_state(self.config(tenant, thread_id)).values)
 
     def delete(self, tenant: str, thread_id: str) -> None:
         self.saver.delete_thread(self.config(tenant, thread_id)["configurable"]["thread_id"])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
+from langchain_core.language_models import BaseChatModel
 from starlette.concurrency import run_in_threadpool
 
 from loracle.agent.settings import Settings
@@ -26,37 +26,32 @@ LOCAL_MODE_BANNER = (
 )
 
 
-def open_service(settings: Settings, config: ApiConfig, *, allow_local: bool, metrics: Metrics, llm: Any) -> Service:
+def open_service(settings: Settings, config: ApiConfig, *, allow_local: bool, metrics: Metrics,
+                 llm: BaseChatModel | None) -> Service:
     """Connect, migrate, import the bundled world's catalog if it is the base, and build the run context."""
-    from loracle.agent.runtime import build_context, resolve_base
-    from loracle.agent.threads import Threads
-    from loracle.db import connect
-    from loracle.db.keys import any_active_key
+    from loracle.agent.access import any_active_key
+    from loracle.agent.service import Agent
 
     settings.images_dir.mkdir(parents=True, exist_ok=True)
-    db = connect(settings.database_url, settings.pgdata_dir, max_size=config.workers * 2 + 8)
-    setup = resolve_base(settings)
-    ctx = build_context(settings, db, llm=llm)
-    if setup.catalog is not None and setup.catalog.exists():
-        from loracle.tools.catalog_import import import_catalog
-
-        import_catalog(db, setup.catalog, ctx.embedder)
-    service = Service(settings, config, db, Threads(db.url, max_size=config.workers + 2), ctx,
-                      allow_local=allow_local, metrics=metrics)
-    # Fail fast during an outage and recover fast after it: a request waits `db_wait_s` for a connection
-    # (then 503), and the pools stop backing off after as long, so the first request once the database
-    # is back opens a fresh connection instead of waiting out an exponential backoff.
-    for pool in (service.db.pool, service.threads.pool):
-        pool.timeout = pool.reconnect_timeout = config.db_wait_s
-    with db.connection() as conn:
-        if allow_local and not any_active_key(conn):
+    agent = Agent.open(settings, max_size=config.workers * 2 + 8, llm=llm, threads_pool=config.workers + 2)
+    try:
+        agent.prepare()
+        # Fail fast during an outage and recover fast after it: a request waits `db_wait_s` for a connection
+        # (then 503), and the pools stop backing off after as long, so the first request once the database
+        # is back opens a fresh connection instead of waiting out an exponential backoff.
+        agent.set_database_wait(config.db_wait_s)
+        if allow_local and not any_active_key(agent):
             log.warning(LOCAL_MODE_BANNER)
-    return service
+    except BaseException:
+        agent.close()
+        raise
+    return Service(agent, config, allow_local=allow_local, metrics=metrics)
 
 
 def create_app(settings: Settings, config: ApiConfig | None = None, *, allow_local: bool = False,
-               llm: Any = "from-settings") -> FastAPI:
-    """The ASGI app. `allow_local`: serve key-less requests while no key exists (only for loopback binds)."""
+               llm: BaseChatModel | None = None) -> FastAPI:
+    """The ASGI app. `allow_local`: serve key-less requests while no key exists (only for loopback binds).
+    `llm`: a chat model instead of the one `settings.llm_model` names (a test's stub)."""
     config = config or ApiConfig()
     metrics = Metrics()
 

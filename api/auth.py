@@ -3,22 +3,21 @@ only when the server is bound to loopback and no key has been created."""
 
 from __future__ import annotations
 
+from loracle.agent.access import LOCAL_TENANT, any_active_key, find_key
 from loracle.api.errors import ApiError
 from loracle.api.service import Principal, Service
-from loracle.db.keys import any_active_key, find_key
 
-LOCAL = Principal(tenant="local", key_name="local", admin=True)
+LOCAL = Principal(tenant=LOCAL_TENANT, key_name="local", admin=True)
 
 
 def authenticate(service: Service, secret: str | None) -> Principal:
     """The caller for this secret, or 401 with what to do about it."""
-    with service.db.connection() as conn:
-        if secret:
-            key = find_key(conn, secret)
-            if key is None:
-                raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
-            return Principal(tenant=key.tenant, key_name=key.name, admin=key.admin)
-        if service.allow_local and not any_active_key(conn):
-            return LOCAL
+    if secret:
+        key = find_key(service.agent, secret)
+        if key is None:
+            raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
+        return Principal(tenant=key.tenant, key_name=key.name, admin=key.admin)
+    if service.allow_local and not any_active_key(service.agent):
+        return LOCAL
     raise ApiError(401, "an API key is required: send 'Authorization: Bearer KEY' (create one with "
                         "`loracle keys create --name NAME`)", code="missing_api_key")

@@ -7,18 +7,16 @@ import asyncio
 import logging
 from typing import Any
 
-import psycopg
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from loracle.api.errors import ApiError, database_message, is_database_error
+from loracle.agent.access import claim_thread
+from loracle.agent.errors import AgentError, DatabaseUnavailable
+from loracle.api.errors import ApiError, from_agent
 from loracle.api.queue import QueueFull
 from loracle.api.schemas import ImageOut
 from loracle.api.service import Principal, RunHandle, Service
 from loracle.api.uploads import EditInput
-from loracle.db.tenancy import ensure_thread
-from loracle.generation.adapters import AdapterError
-from loracle.generation.loop import GenerationCancelled
 
 log = logging.getLogger("loracle.api")
 
@@ -50,11 +48,7 @@ async def start(service: Service, caller: Principal, thread_id: str, message: st
     check_limits(service, message, n, steps)
     check_engine(service)
 
-    def claim() -> None:
-        with service.db.connection() as conn:
-            ensure_thread(conn, caller.tenant, thread_id)
-
-    await run_in_threadpool(claim)
+    await run_in_threadpool(claim_thread, service.agent, caller.tenant, thread_id)
     try:
         return service.start_run(caller, thread_id, message, n_images=n, seed=seed, steps=steps, edit=edit)
     except QueueFull as exc:
@@ -66,13 +60,10 @@ def as_api_error(service: Service, exc: BaseException) -> ApiError:
     """What a failed run means to the client."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, GenerationCancelled):
-        return ApiError(499, f"the run was cancelled ({exc})", code="cancelled")
-    if is_database_error(exc) or is_database_error(exc.__context__ or exc):
-        service.repair_pools()
-        return ApiError(503, database_message(exc), code="database_unavailable", headers={"Retry-After": "5"})
-    if isinstance(exc, (ValueError, AdapterError, psycopg.DataError)):
-        return ApiError(400, str(exc), code="invalid_request")
+    if isinstance(exc, AgentError):
+        if isinstance(exc, DatabaseUnavailable):
+            service.repair_pools()
+        return from_agent(exc, invalid_code="invalid_request")
     log.error("run failed", exc_info=exc)
     return ApiError(500, f"the run failed ({type(exc).__name__}: {exc})"[:500], code="run_failed")
 

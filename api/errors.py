@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loracle.db import DatabaseUnavailable
+from loracle.agent.errors import AgentError, Cancelled, DatabaseUnavailable, InvalidInput, NotFound, UnstorableValue
 
 log = logging.getLogger("loracle.api")
 
@@ -44,12 +43,24 @@ def database_message(exc: BaseException) -> str:
     return f"the database is unavailable, try again shortly ({exc})"
 
 
-def is_database_error(exc: BaseException) -> bool:
-    return isinstance(exc, (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError))
+def from_agent(error: AgentError, *, invalid_code: str = "invalid_value") -> ApiError:
+    """The answer to an agent error; `invalid_code` is the code invalid input gets where it happened."""
+    if isinstance(error, DatabaseUnavailable):
+        return ApiError(503, database_message(error), code="database_unavailable", headers={"Retry-After": "5"})
+    if isinstance(error, Cancelled):
+        return ApiError(499, f"the run was cancelled ({error})", code="cancelled")
+    if isinstance(error, NotFound):
+        return ApiError(404, str(error), code="not_found")
+    if isinstance(error, UnstorableValue) and invalid_code == "invalid_value":
+        # Input PostgreSQL cannot store (NUL bytes, out-of-range numbers) is the client's to fix.
+        return ApiError(400, f"the request holds a value the database cannot store: {error}", code=invalid_code)
+    if isinstance(error, InvalidInput):
+        return ApiError(400, str(error), code=invalid_code)
+    return ApiError(500, f"{type(error).__name__}: {error}"[:500], code="internal_error")
 
 
 def install_handlers(app: FastAPI, on_database_error) -> None:
-    """Map validation, HTTP, database and unexpected errors to the one shape."""
+    """Map validation, HTTP, agent and unexpected errors to the one shape."""
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
@@ -67,17 +78,12 @@ def install_handlers(app: FastAPI, on_database_error) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail), None, None, getattr(exc, "headers", None))
 
-    @app.exception_handler(DatabaseUnavailable)
-    @app.exception_handler(psycopg.OperationalError)
-    @app.exception_handler(psycopg.InterfaceError)
-    async def _database(request: Request, exc: Exception) -> JSONResponse:
-        on_database_error()
-        return error_response(503, database_message(exc), "database_unavailable", headers={"Retry-After": "5"})
-
-    @app.exception_handler(psycopg.DataError)
-    async def _data(request: Request, exc: psycopg.DataError) -> JSONResponse:
-        # Input PostgreSQL cannot store (NUL bytes, out-of-range numbers) is the client's to fix.
-        return error_response(400, f"the request holds a value the database cannot store: {exc}", "invalid_value")
+    @app.exception_handler(AgentError)
+    async def _agent(request: Request, exc: AgentError) -> JSONResponse:
+        if isinstance(exc, DatabaseUnavailable):
+            on_database_error()
+        error = from_agent(exc)
+        return error_response(error.status, error.message, error.code, error.param, error.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from loracle.generation.loop import GenerationCancelled
+from loracle.agent.errors import Cancelled
 
 
 class QueueFull(Exception):
@@ -75,7 +75,7 @@ class RunQueue:
             started = time.perf_counter()
             try:
                 if cancel.is_set():
-                    raise GenerationCancelled("cancelled before it started")
+                    raise Cancelled("cancelled before it started")
                 return fn()
             finally:
                 with self._lock:

@@ -1,13 +1,12 @@
-"""The service object the routes share: database, threads, the run queue, and starting runs.
+"""The service object the routes share: the agent, the run queue, and starting runs.
 
-A run executes `Threads.run_turn` on a worker thread; its events cross to the event loop through an
-asyncio queue, so a stream can relay them as they happen and a disconnect can set `ctx.cancel`.
+A run executes `Agent.run_turn` on a worker thread; its events cross to the event loop through an
+asyncio queue, so a stream can relay them as they happen and a disconnect can set its cancel event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
@@ -15,16 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from loracle.agent.settings import Settings
-from loracle.agent.state import AgentContext
-from loracle.agent.threads import Threads
+from loracle.agent.errors import Cancelled
+from loracle.agent.service import Agent
 from loracle.api.config import ApiConfig
 from loracle.api.metrics import Metrics
 from loracle.api.queue import RunQueue
 from loracle.api.signing import Signer
 from loracle.api.uploads import EditInput
-from loracle.db import Database
-from loracle.generation.loop import GenerationCancelled
 
 log = logging.getLogger("loracle.api")
 _END = object()
@@ -67,14 +63,13 @@ class RunHandle:
 class Service:
     """Long-lived state of one app: opened in the lifespan, closed at shutdown."""
 
-    def __init__(self, settings: Settings, config: ApiConfig, db: Database, threads: Threads, base_ctx: AgentContext,
-                 *, allow_local: bool, metrics: Metrics) -> None:
-        self.settings, self.config, self.db, self.threads, self.base_ctx = settings, config, db, threads, base_ctx
+    def __init__(self, agent: Agent, config: ApiConfig, *, allow_local: bool, metrics: Metrics) -> None:
+        self.agent, self.settings, self.config = agent, agent.settings, config
         self.allow_local = allow_local
         self.started_at = int(time.time())
         self.metrics = metrics
         self.queue = RunQueue(config.workers, config.queue_size, config.per_tenant)
-        self.signer = Signer.from_home(settings.home, config.secret)
+        self.signer = Signer.from_home(self.settings.home, config.secret)
         self.engine_ready = threading.Event()
         self.engine_error: str | None = None
         self._repair = threading.Lock()
@@ -82,26 +77,23 @@ class Service:
     def warm_engine(self) -> None:
         """Load the base model once, so the first request is not the slow one and /readyz can say so."""
         try:
-            self.base_ctx.engine_factory()
+            self.agent.load_engine()
             self.engine_ready.set()
         except Exception as exc:  # a bad model path: readiness reports it, requests fail with the reason
-            self.engine_error = f"{type(exc).__name__}: {exc}"
+            cause = exc.__cause__ or exc
+            self.engine_error = f"{type(cause).__name__}: {cause}"
             log.error("could not load the base model: %s", self.engine_error)
 
     def native_size(self) -> int:
-        return int(self.base_ctx.engine_factory().base.sample_size)
+        return self.agent.native_size()
 
     def repair_pools(self) -> None:
-        """After a database error: drop broken pooled connections so the next request gets fresh ones."""
+        """After a database error: drop broken pooled connections (in the background, one check at a time)."""
         def check() -> None:
             if not self._repair.acquire(blocking=False):
                 return
             try:
-                for pool in (self.db.pool, self.threads.pool):
-                    try:
-                        pool.check()
-                    except Exception as exc:  # still down; the next error retries
-                        log.warning("database pool check failed: %s", exc)
+                self.agent.check_pools()
             finally:
                 self._repair.release()
 
@@ -111,30 +103,28 @@ class Service:
                   seed: int | None = None, steps: int | None = None, edit: EditInput | None = None) -> RunHandle:
         """Queue a turn (QueueFull when there is no room) and return its handle at once; `edit`: an image to edit."""
         loop = asyncio.get_running_loop()
-        settings = self.base_ctx.settings if steps is None else self.base_ctx.settings.model_copy(update={"steps": steps})
-        ctx = dataclasses.replace(self.base_ctx, tenant=principal.tenant, cancel=threading.Event(), settings=settings)
+        cancel = threading.Event()
         events: asyncio.Queue = asyncio.Queue()
 
         def push(event: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
         def run() -> dict[str, Any]:
-            return self.threads.run_turn(ctx, thread_id, message, n_images=n_images, seed=seed, on_event=push,
-                                         **(edit.turn() if edit else {}))
+            return self.agent.run_turn(thread_id, message, tenant=principal.tenant, n_images=n_images, seed=seed,
+                                       steps=steps, on_event=push, cancel=cancel, **(edit.turn() if edit else {}))
 
-        future = self.queue.submit(principal.tenant, run, ctx.cancel)
+        future = self.queue.submit(principal.tenant, run, cancel)
         self.metrics.runs_started.inc()
 
         def finished(fut: asyncio.Future) -> None:
             events.put_nowait(_END)
-            exc = fut.exception() if not fut.cancelled() else GenerationCancelled("cancelled")
-            status = "done" if exc is None else "cancelled" if isinstance(exc, GenerationCancelled) else "failed"
+            exc = fut.exception() if not fut.cancelled() else Cancelled("cancelled")
+            status = "done" if exc is None else "cancelled" if isinstance(exc, Cancelled) else "failed"
             self.metrics.runs_finished.labels(status).inc()
 
         future.add_done_callback(finished)
-        return RunHandle(thread_id=thread_id, cancel=ctx.cancel, result=future, events=events)
+        return RunHandle(thread_id=thread_id, cancel=cancel, result=future, events=events)
 
     def close(self) -> None:
         self.queue.shutdown()
-        self.threads.close()
-        self.db.close()
+        self.agent.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import re
 import warnings
@@ -20,9 +19,9 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from loracle.agent.inputs import store_upload
 from loracle.api.config import ApiConfig
 from loracle.api.errors import ApiError
-from loracle.tools.sample import store_png
 
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
 DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*?)(?P<b64>;base64)?,", re.I)
@@ -39,7 +38,7 @@ class EditInput:
     strength: float | None
 
     def turn(self) -> dict[str, Any]:
-        """The graph turn's keys (agent/state.TurnInput), as `Threads.run_turn` keywords."""
+        """The graph turn's keys (agent/state.TurnInput), as `Agent.run_turn` keywords."""
         return {"input_image": self.image, "input_mask": self.mask, "strength": self.strength}
 
 
@@ -97,11 +96,6 @@ def internal_mask(mask: Image.Image) -> Image.Image:
     return mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
 
 
-def tenant_folder(images_dir: Path, tenant: str) -> Path:
-    """The tenant's uploads folder; the tenant name is hashed, so any name is a safe single path segment."""
-    return images_dir / "uploads" / hashlib.sha256(tenant.encode()).hexdigest()[:24]
-
-
 def prepare(image_data: bytes, mask_data: bytes | None, strength: float | None, *, config: ApiConfig, native: int,
             images_dir: Path, tenant: str, image_param: str = "image", strength_param: str = "strength") -> EditInput:
     """Check the image (and mask), bring them to the model's native size, store them; the turn's edit input."""
@@ -121,9 +115,8 @@ def prepare(image_data: bytes, mask_data: bytes | None, strength: float | None, 
     if rgb.size != (native, native):
         rgb = rgb.resize((native, native), Image.Resampling.LANCZOS)
         mask = mask.resize((native, native), Image.Resampling.NEAREST) if mask is not None else None
-    folder = tenant_folder(images_dir, tenant)
-    image_path = folder / store_png(rgb, "loracle input image", folder)[0]
-    mask_path = None if mask is None else folder / store_png(mask, "loracle input mask (white = repaint)", folder)[0]
+    image_path = store_upload(images_dir, tenant, rgb, "loracle input image")
+    mask_path = None if mask is None else store_upload(images_dir, tenant, mask, "loracle input mask (white = repaint)")
     return EditInput(str(image_path), None if mask_path is None else str(mask_path), strength)
 
 

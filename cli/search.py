@@ -6,37 +6,25 @@ import json
 
 import typer
 
-from loracle.agent.settings import get_settings
-from loracle.cli.context import fail, open_database
+from loracle.cli.context import open_agent
 
 
 def search(
-    prompt: str = typer.Argument(..., help="What to find adapters for."),
-    k: int = typer.Option(10, "--k", min=1, max=1000, help="How many adapters to show."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    strategy: str = typer.Option("rerank", help="dense | head | lexical | fused | trained | rerank | learned"),
-    base_model: list[str] = typer.Option([], "--base-model", help="Only these base models (repeatable)."),
-    include_all: bool = typer.Option(False, "--all", help="Do not apply the default tag/blocklist filter."),
+    prompt: str = typer.Argument(..., metavar="PROMPT", help="What to find adapters for."),
+    k: int = typer.Option(10, "--k", min=1, max=1000, metavar="N", help="How many adapters to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
+    strategy: str = typer.Option("rerank", "--strategy", metavar="NAME",
+                                 help="dense | head | lexical | fused | trained | rerank | learned."),
+    base_model: list[str] = typer.Option([], "--base-model", metavar="NAME",
+                                         help="Only adapters for this base model (repeatable); "
+                                              "default: those the configured base model can use."),
+    include_all: bool = typer.Option(False, "--all", help="Keep adapters the tag filter and the blocklist leave out."),
 ) -> None:
     """Search the catalog for a prompt."""
-    from loracle.tools.embedder import get_embedder
-    from loracle.tools.retrieve import STRATEGIES, SearchFilters, retrieve
+    from loracle.agent.catalog import search as search_catalog
 
-    settings = get_settings()
-    if not prompt.strip():
-        raise fail("the prompt is empty")
-    if strategy not in STRATEGIES:
-        raise fail(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    filters = SearchFilters(
-        base_models=base_model or None,
-        exclude_tags=[] if include_all else settings.exclude_tags,
-        exclude_blocklisted=not include_all,
-    )
-    with open_database(settings) as db:
-        embedder = get_embedder(settings.embedding_model)
-        with db.connections(settings.search_connections) as (conn, *spare):
-            hits = retrieve(conn, embedder, prompt, strategy=strategy, k=k, filters=filters,
-                            ef_search=settings.hnsw_ef_search, spare=spare)
+    with open_agent() as agent:
+        hits = search_catalog(agent, prompt, k=k, strategy=strategy, base_models=base_model or None, include_all=include_all)
     if as_json:
         typer.echo(json.dumps([hit.as_dict() for hit in hits], indent=2))
         return

@@ -8,7 +8,7 @@ import logging
 import typer
 
 from loracle.agent.settings import get_settings
-from loracle.cli.context import fail
+from loracle.cli.context import fail, open_agent
 
 
 def is_loopback(host: str) -> bool:
@@ -21,27 +21,38 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback requires API keys."),
-    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address to bind; anything but loopback requires API keys."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, metavar="PORT", help="Port to listen on."),
+    log_level: str = typer.Option("info", "--log-level", metavar="LEVEL", help="uvicorn's log level (debug, info, warning, error)."),
+    ray: str = typer.Option(None, "--ray", metavar="ADDRESS",
+                            help="Serve on Ray Serve: 'local' starts a cluster here, else a cluster address ('auto', 'ray://HOST:10001')."),
+    api_replicas: int = typer.Option(1, "--api-replicas", min=1, help="With --ray: replicas of the HTTP API."),
+    sampler_replicas: int = typer.Option(2, "--sampler-replicas", min=1, help="With --ray: Sampler replicas (one per GPU or CPU slot)."),
+    adapters_per_replica: int = typer.Option(8, "--adapters-per-replica", min=1, help="With --ray: adapters each Sampler keeps loaded."),
+    sampler_gpus: float = typer.Option(0, "--sampler-gpus", min=0, help="With --ray: GPUs per Sampler replica."),
 ) -> None:
-    """Serve the agent over HTTP until interrupted."""
+    """Serve the agent over HTTP until interrupted (on one process, or on a Ray cluster with --ray)."""
     import uvicorn
 
+    from loracle.agent.access import any_active_key
     from loracle.api.app import LOCAL_MODE_BANNER, create_app
     from loracle.api.config import ApiConfig
-    from loracle.cli.context import open_database
-    from loracle.db.keys import any_active_key
 
     settings = get_settings()
     local = is_loopback(host)
-    with open_database(settings) as db, db.connection() as conn:
-        keys = any_active_key(conn)
+    with open_agent(settings) as agent:
+        keys = any_active_key(agent)
     if not keys and not local:
         raise fail(f"refusing to serve on {host} without API keys: create one with "
                    "`loracle keys create --name NAME`, or bind to 127.0.0.1")
     if not keys:
         typer.secho(f"WARNING: {LOCAL_MODE_BANNER}", fg=typer.colors.YELLOW, bold=True, err=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if ray:
+        from loracle.cli.serve_ray import serve_on_ray
+
+        return serve_on_ray(settings, ray, host=host, port=port, allow_local=local, api_replicas=api_replicas,
+                            sampler_replicas=sampler_replicas, adapters_per_replica=adapters_per_replica,
+                            sampler_gpus=sampler_gpus)
     app = create_app(settings, ApiConfig(), allow_local=local)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

@@ -35,14 +35,16 @@ class SearchFilters:
         }
 
 
-# hnsw.ef_search: at the 7K catalog, recall@150 of the HNSW lists against exact search is .98-.99 at 200-400;
-# at 800 the planner costs the index above a scan of every row and scans (recall 1). At 100K it reads the
-# index: recall .97-.99 at 800, .94-.97 at 400 (python -m loracle.evals.bench_retrieval, which marks exact scans).
-# 800 over 200 lifted held-out R@10 of the learned strategy .773 -> .781 and the agent's pick recall.
+# hnsw.ef_search: how many entries the HNSW search keeps; each list reads 150 deep after the filters, so
+# it is set high enough that the lists match exact search almost always, from the bundled catalogs to
+# 100K adapters. `python -m loracle.evals.bench_retrieval` measures that recall per size (and marks where
+# the planner scans every row instead of the index).
 DEFAULT_EF_SEARCH = 800
 
 _FILTER_SQL = (
-    "(%(base_models)s::text[] IS NULL OR a.base_model = ANY(%(base_models)s::text[])) "
+    # a missing base model counts as '' (unknown), so a filter that lists '' keeps it too
+    "(%(base_models)s::text[] IS NULL OR a.base_model = ANY(%(base_models)s::text[])"
+    " OR (a.base_model IS NULL AND '' = ANY(%(base_models)s::text[]))) "
     "AND NOT (a.tags && %(exclude_tags)s::text[]) "
     "AND NOT (%(exclude_blocklisted)s AND a.blocklisted) "
     "AND NOT (a.id = ANY(%(exclude_ids)s::bigint[]))"
@@ -111,8 +113,8 @@ def dense_search(
 # tsvector class: name + trigger words (A), tags (B), refined description (C), description (D).
 BM25_K1 = 1.2
 BM25_B = 0.75
-# The refined description repeats the name, tags and trigger words; at weight 1 it lowered R@10 of the
-# fusion on dev (.721 -> .712), at 0.25 it did not (tools/retrieve.py's refined lists).
+# The refined description repeats the name, tags and trigger words: a low weight keeps them from counting
+# twice (tools/retrieve.py's refined lists).
 BM25_FIELD_WEIGHTS = {"a": 1.0, "b": 1.0, "c": 0.25, "d": 1.0}
 
 

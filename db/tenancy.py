@@ -21,6 +21,13 @@ def get_thread(conn: psycopg.Connection, tenant: str, thread_id: str) -> dict[st
                            (tenant, thread_id)).fetchone()
 
 
+def thread_tenants(conn: psycopg.Connection, thread_id: str) -> list[str]:
+    """Every tenant with a thread of this id: created through the API, or run from the command line."""
+    rows = conn.execute("SELECT tenant FROM api_threads WHERE id = %s UNION SELECT tenant FROM runs WHERE thread_id = %s "
+                        "ORDER BY 1", (thread_id, thread_id)).fetchall()
+    return [r[0] for r in rows]
+
+
 def thread_runs(conn: psycopg.Connection, tenant: str, thread_id: str) -> list[dict[str, Any]]:
     """The thread's runs, oldest first, each with its images (ids and paths)."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -186,9 +186,9 @@ def main() -> None:
 
             # 2. overhead, interleaved call by call
             settings = Settings(home=folder / "home", database_url=url, base_model="tiny", adapter_dirs=[adapters],
-                                steps=args.overhead_steps, n_images=1, skip_threshold=0.0, max_retries=0)
+                                steps=args.overhead_steps, n_images=1, skip_threshold=0.0, max_retries=0, llm_model=None)
             direct_threads = Threads(url)
-            ctx = build_context(settings, db, tenant="bench-direct", llm=None)
+            ctx = build_context(settings, db, tenant="bench-direct")
             engine = ctx.engine_factory()
             from loracle.generation.engine import GenerationRequest
             from loracle.generation.guidance import GuidanceSettings

@@ -371,7 +371,7 @@ def calibrate_selection(
 ) -> dict[str, Any]:
     """Thresholds for the offline planner on the learned scores, fitted on the non-held-out dev queries.
 
-    Runs the graph's own plan and retrieve nodes (strategy "learned") once per query, scoring each with
+    Plans each query and finds its candidates as the agent does (strategy "learned"), once per query, scoring each with
     the model and prior of its fold that never saw it (`cross_fitted`, from `train`): the final model
     scores its own training labels higher than it will any new prompt's, so thresholds fitted on its
     scores came out too strict (1.45 picks per held-out prompt instead of 2.2). Then searches
@@ -381,29 +381,25 @@ def calibrate_selection(
     from dataclasses import asdict
     from itertools import product
 
-    from langgraph.runtime import Runtime
     from tqdm import tqdm
 
-    from loracle.agent import nodes
-    from loracle.agent.planner import SelectionSettings, select_offline
+    from loracle.agent.candidates import find_candidates, offline_scores
+    from loracle.agent.planner import SelectionSettings, plan_prompt, select_offline
     from loracle.evals.metrics import precision_recall
     from loracle.tools.learned_rank import scoring_with
 
     queries = [q for q in load_queries(queries_path) if not is_heldout(q.id)]
     with ctx.db.connection() as conn:
         row_ids = external_to_row_ids(conn)
-    runtime = Runtime(context=ctx)
     cases = []
     for query in tqdm(queries, desc="calibrate", disable=not progress, leave=False):
         relevant = {row_ids[i] for i in query.labels if i in row_ids}
         if not relevant:
             continue
-        state: dict = {"message": query.prompt, "seed": 0, "n_images": 4}
-        state.update(nodes.plan(state, runtime))
         with scoring_with(*cross_fitted[prior_fold(query.id)]):
-            state.update(nodes.retrieve(state, runtime))
+            candidates = find_candidates(ctx, plan_prompt(query.prompt.strip()))
         # the scores offline selection sees, with and without the whole prompt as a task: the grid reuses them
-        cases.append(({whole: nodes.offline_scores(state["candidates"], whole) for whole in (False, True)}, relevant))
+        cases.append(({whole: offline_scores(candidates, whole) for whole in (False, True)}, relevant))
     grid = product((0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4), (0.0, 0.3, 0.5, 0.7, 0.85), (1, 2, 3), (2, 3, 4, 6), (False, True))
     best: tuple[float, dict] | None = None
     for min_score, relative, per_task, total, whole in grid:

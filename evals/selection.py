@@ -15,24 +15,24 @@ from langgraph.runtime import Runtime
 from tqdm import tqdm
 
 from loracle.agent import nodes
-from loracle.agent.state import AgentContext
+from loracle.agent.state import AgentContext, AgentState
 from loracle.evals.metrics import percentile, precision_recall
 from loracle.evals.queries import external_to_row_ids, load_queries
 from loracle.tools.retrieve import retrieve
 
 NODES = ("plan", "retrieve", "select", "compose", "check_mix")
 _FUNCTIONS = {"plan": nodes.plan, "retrieve": nodes.retrieve, "select": nodes.select, "compose": nodes.compose,
-              "check_mix": nodes.check_mix_node}
+              "check_mix": nodes.check_mix}
 
 
-def plan_and_select(ctx: AgentContext, prompt: str, seed: int = 0) -> tuple[dict, dict[str, float]]:
+def plan_and_select(ctx: AgentContext, prompt: str, seed: int = 0) -> tuple[AgentState, dict[str, float]]:
     """The state after check_mix for one prompt, and milliseconds spent in each node."""
     runtime = Runtime(context=ctx)
-    state: dict = {"message": prompt, "seed": seed, "n_images": 4}
+    state = AgentState(message=prompt, seed=seed, n_images=4)
     timings = {}
     for name in NODES:
         started = time.perf_counter()
-        state.update(_FUNCTIONS[name](state, runtime))
+        state = state.model_copy(update=_FUNCTIONS[name](state, runtime))
         timings[name] = (time.perf_counter() - started) * 1000
     return state, timings
 
@@ -61,7 +61,7 @@ def evaluate_selection(
         for name, ms in timings.items():
             per_node[name].append(ms)
         totals.append(sum(timings.values()))
-        picked = [p["adapter_id"] for ps in state["picks"].values() for p in ps]
+        picked = [p.adapter_id for ps in state.picks.values() for p in ps]
         n_picks.append(len(picked))
         rows["offline planner"].append(precision_recall(picked, relevant))
         with ctx.db.connection() as conn:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -46,37 +45,9 @@ class AdapterIncompatibleError(AdapterError):
 
 __all__ = [
     "AdapterError", "AdapterPathError", "AdapterIncompatibleError", "PickleRefusedError", "LoraFile",
-    "parse_lora_tags", "resolve_adapter_path", "read_lora", "declared_family", "check_compatible",
+    "resolve_adapter_path", "read_lora", "declared_family", "check_compatible",
     "StateDictCache", "AdapterManager",
 ]
-
-# ------------------------------------------------------------------------------------------------ prompt tags
-
-_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::([^>]*))?>", re.IGNORECASE)
-
-
-def parse_lora_tags(prompt: str) -> tuple[str, dict[str, float]]:
-    """Strip A1111 `<lora:name>`, `<lora:name:w>` (and `<lora:name:te:unet>`, unet weight wins) tags.
-
-    Returns the cleaned prompt and {name: weight}; these are explicit user picks.
-    """
-    picks: dict[str, float] = {}
-
-    def take(m: re.Match) -> str:
-        name = m.group(1).strip()
-        raw = (m.group(3) or m.group(2) or "1").strip()
-        if raw.lower().startswith("unet="):
-            raw = raw[5:]
-        try:
-            picks[name] = float(raw)
-        except ValueError as e:
-            raise ValueError(f"Bad weight {raw!r} in LoRA tag {m.group(0)!r}") from e
-        return ""
-
-    cleaned = _LORA_TAG.sub(take, prompt)
-    cleaned = re.sub(r"\s+,", ",", re.sub(r"\s{2,}", " ", cleaned)).strip(" ,")
-    return cleaned, picks
-
 
 # ------------------------------------------------------------------------------------------------ files
 

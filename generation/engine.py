@@ -1,32 +1,38 @@
-"""The entry point for callers: `Engine(base, adapter_dirs).generate(GenerationRequest(...))`.
+"""The engine contract: `GenerationRequest` in, `GenerationResult` out, through any `ImageEngine`.
 
-A request carries per-image mixes (or a composer `Composition`); identical mixes are grouped, so N images over
-M distinct mixes cost M pipeline calls (more only when a group exceeds `max_batch`).
+`Engine(base, adapter_dirs)` is the diffusion engine; `generation.mar.engine.MAREngine` is the MAR one. Both
+run a request through `generate_grouped`: identical mixes are grouped, so N images over M distinct mixes cost M
+sampling calls (more only when a group exceeds `max_batch`).
 
-Concurrency: adapter state is global on the base model's modules, so one pipeline call (activate mix ->
-encode -> denoise -> decode) runs under `Engine.lock` (the AdapterManager's RLock). Concurrent `generate`
-calls on one Engine are therefore serialised per pipeline call and never see each other's adapters; use
-one Engine (and base model copy) per worker for parallelism.
+Concurrency: adapter state is global on the model's modules, so one sampling call (activate mix -> encode ->
+sample -> decode) runs under the adapters' lock (an RLock). Concurrent `generate` calls on one engine are
+therefore serialised per sampling call and never see each other's adapters; use one engine (and model copy)
+per worker for parallelism.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
+import torch
 from PIL import Image
 
-from loracle.generation.adapters import AdapterManager, parse_lora_tags
+from loracle.generation.adapters import AdapterManager
 from loracle.generation.base_models import BaseModel
-from loracle.generation.edit import check_edit_inputs, prepare_edit
+from loracle.generation.composition import CompositionMethod, adapter_state
+from loracle.generation.edit import check_edit_inputs, edit_steps, prepare_edit
 from loracle.generation.guidance import GuidanceSettings
-from loracle.generation.loop import SCHEDULERS, Branch, Progress, decode, denoise, encode_prompts, initial_latents
+from loracle.generation.loop import Branch, LoopOutput, Progress, decode, denoise, encode_prompts, initial_latents
 from loracle.generation.masks import Composition, Mix, group_mixes
 from loracle.generation.output import format_parameters, save_png
+from loracle.generation.prompt_tags import parse_lora_tags
+from loracle.generation.schedulers import SCHEDULERS
 from loracle.generation.skipping import SkipSettings
 
 
@@ -45,6 +51,7 @@ class GenerationRequest:
     scheduler: str = "dpmpp_2m"
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
     skipping: SkipSettings | None = field(default_factory=SkipSettings)  # None: every step calls the model
+    composition_method: CompositionMethod = field(default_factory=CompositionMethod)  # merge / switch / composite
     height: int | None = None
     width: int | None = None
     max_batch: int = 8
@@ -83,6 +90,8 @@ class GenerationRequest:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if not isinstance(self.composition_method, CompositionMethod):
+            raise ValueError(f"composition_method must be a CompositionMethod, got {type(self.composition_method).__name__}")
         check_edit_inputs(self.image, self.mask, self.strength, self.mask_feather, self.n_images)
         if self.mixes is not None and not isinstance(self.mixes, Composition):
             for i, mix in enumerate(self.mixes):
@@ -113,8 +122,103 @@ class GenerationResult:
                 for i, (im, s, p) in enumerate(zip(self.images, self.seeds, self.parameters))]
 
 
+class ImageEngine(Protocol):
+    """What callers (the sampler tool, the API, the evals) use of an engine, whatever the generator family."""
+
+    @property
+    def native_size(self) -> int:
+        """The image side the model was trained at; a request without height/width gets it."""
+        ...
+
+    @property
+    def guide_names(self) -> frozenset[str]:
+        """Guide models registered for autoguidance (`GuideSpec(kind="model", model=NAME)`); empty if none."""
+        ...
+
+    def generate(self, req: GenerationRequest) -> GenerationResult: ...
+
+
+class Adapters(Protocol):
+    """An engine's adapter slots: both families' managers load, check and switch adapters this way."""
+
+    lock: AbstractContextManager
+    max_loaded: int
+
+    def get(self, ref: str) -> Any: ...
+
+    def activate(self, mix: Mapping[str, float]) -> None: ...
+
+
+class SamplingOutput(Protocol):
+    """What one sampling call returns before decoding, as far as the grouped run counts it."""
+
+    nfe: list[int]
+    model_calls: int
+
+
+Sampled = TypeVar("Sampled", bound=SamplingOutput)
+
+
+def generate_grouped(
+    req: GenerationRequest,
+    adapters: Adapters,
+    *,
+    sample: Callable[[Mix, str, list[int], list[int]], Sampled],
+    decode_images: Callable[[Sampled], list[Image.Image]],
+    parameters: dict[str, Any],
+    steps: int,
+    guide_refs: frozenset[str] = frozenset(),
+) -> GenerationResult:
+    """The run every engine shares: apply the prompt's `<lora:...>` tags, check every mix (its composition
+    method over the `steps` each image runs, every adapter) before sampling anything, then one
+    `sample(mix, prompt, indices, seeds)` + `decode_images` call per distinct mix and `max_batch` chunk, under
+    the adapters' lock. `parameters`: the `format_parameters` fields every image of the request shares
+    (sampler, steps, size, model, ...); `guide_refs`: adapters a guide branch loads too."""
+    started = time.perf_counter()
+    prompt, tag_picks = parse_lora_tags(req.prompt)
+    mixes = [m.with_adapters(tag_picks) for m in req.image_mixes()]
+    for mix in set(mixes):
+        req.composition_method.check(mix, steps)
+        refs = set(mix.as_dict()) | guide_refs
+        if len(refs) > adapters.max_loaded:
+            raise ValueError(f"A mix plus its guide mix needs {len(refs)} adapters loaded at once; "
+                             f"max_loaded is {adapters.max_loaded}")
+        for ref in refs:
+            adapters.get(ref)
+    n = req.n_images
+    images: list[Image.Image | None] = [None] * n
+    nfe, prompts = [0] * n, [""] * n
+    calls = pipeline_calls = 0
+    timings = {"adapters_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
+    for mix, indices in group_mixes(mixes).items():
+        for start in range(0, len(indices), req.max_batch):
+            chunk = indices[start:start + req.max_batch]
+            chunk_prompt = mix.apply_to_prompt(prompt)
+            with adapters.lock, torch.no_grad():
+                t_adapters = time.perf_counter()
+                adapters.activate(mix.as_dict())
+                t_sample = time.perf_counter()
+                out = sample(mix, chunk_prompt, chunk, [req.seeds[i] for i in chunk])
+                t_decode = time.perf_counter()
+                decoded = decode_images(out)
+                timings["adapters_s"] += t_sample - t_adapters
+                timings["denoise_s"] += t_decode - t_sample
+                timings["decode_s"] += time.perf_counter() - t_decode
+            pipeline_calls += 1
+            calls += out.model_calls
+            for j, i in enumerate(chunk):
+                images[i], nfe[i], prompts[i] = decoded[j], out.nfe[j], chunk_prompt
+    timings["total_s"] = time.perf_counter() - started
+    texts = [format_parameters(prompt=prompts[i], seed=req.seeds[i], mix=mixes[i].as_dict(), nfe=nfe[i], **parameters)
+             for i in range(n)]
+    return GenerationResult(images=images, seeds=list(req.seeds), mixes=[m.as_dict() for m in mixes],
+                            prompts=prompts, nfe=nfe, model_calls=calls, pipeline_calls=pipeline_calls,
+                            timings=timings, parameters=texts)
+
+
 class Engine:
-    """One base model, its adapters (bounded caches), optional guide models; generate() is thread-safe."""
+    """The diffusion engine: one base model, its adapters (bounded caches), optional guide models for
+    autoguidance; generate() is thread-safe."""
 
     def __init__(
         self,
@@ -129,7 +233,6 @@ class Engine:
         self.base = base
         self.adapters = AdapterManager.for_model(base, list(adapter_dirs), ram_cache_bytes=ram_cache_bytes,
                                                  max_loaded=max_loaded, allow_pickle=allow_pickle)
-        self.lock = self.adapters.lock
         self.guide_models: dict[str, BaseModel] = {}
         for name, model in (guide_models or {}).items():
             self.register_guide(name, model)
@@ -142,68 +245,41 @@ class Engine:
                              f"{'pixel' if model.vae is None else 'latent'} space) does not match base '{b.name}'")
         self.guide_models[name] = model
 
+    @property
+    def native_size(self) -> int:
+        return self.base.sample_size
+
+    @property
+    def guide_names(self) -> frozenset[str]:
+        return frozenset(self.guide_models)
+
     def generate(self, req: GenerationRequest) -> GenerationResult:
-        t0 = time.perf_counter()
-        prompt, tag_picks = parse_lora_tags(req.prompt)
         height = req.height or self.base.sample_size
         width = req.width or self.base.sample_size
         g = req.guidance
         if g.kind in ("auto", "both") and g.guide.kind == "model" and g.guide.model not in self.guide_models:
             raise ValueError(f"Unknown guide model {g.guide.model!r}; registered: {sorted(self.guide_models)}")
-        mixes = [Mix.from_dict({**m.as_dict(), **tag_picks}, m.triggers) for m in req.image_mixes()]
-        guide_refs = set(g.guide.mix) if g.kind in ("auto", "both") and g.guide.kind == "mix" else set()
-        for mix in set(mixes):  # check every adapter (path, format, compatibility) before sampling anything
-            refs = set(mix.as_dict()) | guide_refs
-            if len(refs) > self.adapters.max_loaded:
-                raise ValueError(f"A mix plus its guide mix needs {len(refs)} adapters loaded at once; "
-                                 f"max_loaded is {self.adapters.max_loaded}")
-            for ref in refs:
-                self.adapters.get(ref)
+        guide_refs = frozenset(g.guide.mix) if g.kind in ("auto", "both") and g.guide.kind == "mix" else frozenset()
         edit = prepare_edit(self.base, req.image, req.mask, req.strength, height, width, req.mask_feather)
-        n = req.n_images
-        images: list[Image.Image | None] = [None] * n
-        nfe, prompts = [0] * n, [""] * n
-        calls = pipeline_calls = 0
-        timings = {"adapters_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
-        for mix, indices in group_mixes(mixes).items():
-            for start in range(0, len(indices), req.max_batch):
-                chunk = indices[start:start + req.max_batch]
-                p = mix.apply_to_prompt(prompt)
-                seeds = [req.seeds[i] for i in chunk]
-                with self.lock:
-                    ta = time.perf_counter()
-                    self.adapters.activate(mix.as_dict())
-                    timings["adapters_s"] += time.perf_counter() - ta
-                    branches = self._branches(req, mix, p, len(chunk), height, width)
-                    td = time.perf_counter()
-                    out = denoise(branches, initial_latents(self.base, seeds, height, width),
-                                  scheduler_name=req.scheduler, steps=req.steps, guidance=g,
-                                  skipping=req.skipping, seeds=seeds, callback=req.callback, cancel=req.cancel,
-                                  edit=edit.rows(chunk) if edit is not None else None)
-                    tdec = time.perf_counter()
-                    imgs = decode(self.base, out.latents)
-                    timings["denoise_s"] += tdec - td
-                    timings["decode_s"] += time.perf_counter() - tdec
-                pipeline_calls += 1
-                calls += out.model_calls
-                for j, i in enumerate(chunk):
-                    images[i], nfe[i], prompts[i] = imgs[j], out.nfe[j], p
-        timings["total_s"] = time.perf_counter() - t0
-        params = [
-            format_parameters(prompt=prompts[i], negative_prompt=req.negative_prompt, steps=req.steps,
-                              sampler=req.scheduler, cfg_scale=g.scale if g.kind != "none" else 1.0,
-                              seed=req.seeds[i], width=width, height=height, model=self.base.name,
-                              mix=mixes[i].as_dict(), nfe=nfe[i], extra=self._extra(req))
-            for i in range(n)
-        ]
-        return GenerationResult(images=images, seeds=list(req.seeds), mixes=[m.as_dict() for m in mixes],
-                                prompts=prompts, nfe=nfe, model_calls=calls, pipeline_calls=pipeline_calls,
-                                timings=timings, parameters=params)
+
+        def sample(mix: Mix, prompt: str, indices: list[int], seeds: list[int]) -> LoopOutput:
+            branches = self._branches(req, mix, prompt, len(seeds), height, width)
+            return denoise(branches, initial_latents(self.base, seeds, height, width),
+                           scheduler_name=req.scheduler, steps=req.steps, guidance=g, skipping=req.skipping,
+                           composition=req.composition_method, seeds=seeds, callback=req.callback,
+                           cancel=req.cancel, edit=edit.rows(indices) if edit is not None else None)
+
+        parameters = dict(negative_prompt=req.negative_prompt, steps=req.steps, sampler=req.scheduler,
+                          cfg_scale=g.scale if g.kind != "none" else 1.0, width=width, height=height,
+                          model=self.base.name, extra=self._extra(req))
+        steps_run = edit_steps(req.strength, req.steps) if req.image is not None else req.steps
+        return generate_grouped(req, self.adapters, sample=sample, decode_images=lambda out: decode(self.base, out.latents),
+                                parameters=parameters, steps=steps_run, guide_refs=guide_refs)
 
     @staticmethod
     def _extra(req: GenerationRequest) -> dict[str, object]:
         g, s = req.guidance, req.skipping
-        extra: dict[str, object] = {"Guidance": g.kind}
+        extra: dict[str, object] = {"Guidance": g.kind, **req.composition_method.parameters()}
         if g.kind in ("auto", "both"):
             extra["Guide"] = g.guide.model or g.guide.kind
         if g.kind == "both":
@@ -218,31 +294,26 @@ class Engine:
         return extra
 
     def _branches(self, req: GenerationRequest, mix: Mix, prompt: str, n: int, h: int, w: int) -> list[Branch]:
-        """Encode each branch's text under the adapter state that branch samples with (TE LoRAs matter)."""
+        """Encode each branch's text under the adapter state that branch samples with (TE LoRAs matter):
+        uncond and cond once per adapter group, the guide once, shared by every group."""
         base, g = self.base, req.guidance
         branches: list[Branch] = []
-        if "uncond" in g.branches:
-            branches.append(Branch("uncond", base, encode_prompts(base, [req.negative_prompt] * n, h, w)))
-        branches.append(Branch("cond", base, encode_prompts(base, [prompt] * n, h, w)))
+        for group, weights in enumerate(req.composition_method.adapter_states(mix)):
+            state = adapter_state(self.adapters, weights) if weights is not None else None
+            with state() if state else nullcontext():
+                if "uncond" in g.branches:
+                    branches.append(Branch("uncond", base, encode_prompts(base, [req.negative_prompt] * n, h, w),
+                                           state, group))
+                branches.append(Branch("cond", base, encode_prompts(base, [prompt] * n, h, w), state, group))
         if "guide" in g.branches:
             spec = g.guide
             if spec.kind == "model":
                 guide = self.guide_models[spec.model]
-                branches.append(Branch("guide", guide, encode_prompts(guide, [prompt] * n, h, w)))
+                branches.append(Branch("guide", guide, encode_prompts(guide, [prompt] * n, h, w), group=None))
             else:
-                state = self.adapters.disabled if spec.kind == "no_adapters" else self._mix_state(spec.mix, mix)
+                state = (self.adapters.disabled if spec.kind == "no_adapters"
+                         else adapter_state(self.adapters, spec.mix, restore=mix))
                 with state():
                     cond = encode_prompts(base, [prompt] * n, h, w)
-                branches.append(Branch("guide", base, cond, state))
+                branches.append(Branch("guide", base, cond, state, group=None))
         return branches
-
-    def _mix_state(self, guide_mix: dict[str, float], main_mix: Mix):
-        @contextmanager
-        def state():
-            self.adapters.activate(guide_mix)
-            try:
-                yield
-            finally:
-                self.adapters.activate(main_mix.as_dict())
-
-        return state

@@ -3,6 +3,7 @@ show the prompt, sampler, seed and `<lora:name:w>` weights of an image."""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -40,21 +41,33 @@ def _quote(v: object) -> str:
     return f'"{s}"' if ("," in s or ":" in s) else s
 
 
-def save_png(image: Image.Image, path: str | os.PathLike, parameters: str) -> Path:
-    """Write atomically (temp file + rename) with the `parameters` tEXt chunk."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def png_bytes(image: Image.Image, parameters: str) -> bytes:
+    """The image as PNG bytes with the `parameters` tEXt chunk."""
     info = PngInfo()
     info.add_text("parameters", parameters)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write through a temp file in the same folder and rename, so a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info)
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, parameters: str) -> Path:
+    """Write atomically with the `parameters` tEXt chunk."""
+    return write_atomic(path, png_bytes(image, parameters))
 
 
 def read_parameters(path: str | os.PathLike) -> str | None:

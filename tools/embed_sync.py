@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import nullcontext
 
+import numpy as np
 import psycopg
 from tqdm import tqdm
 
@@ -23,6 +25,17 @@ def _cards(conn: psycopg.Connection, adapter_ids: list[int] | None) -> list[dict
         if adapter_ids is None:
             return cur.execute(sql + " ORDER BY id").fetchall()
         return cur.execute(sql + " WHERE id = ANY(%s) ORDER BY id", (adapter_ids,)).fetchall()
+
+
+def _encode_chunks(embedder: Embedder, chunks: list) -> Iterator[np.ndarray]:
+    """Vectors per chunk: one job for all of them where the embedder runs jobs (Ray Data), else chunk by chunk."""
+    texts = [([text for _, _, text, _ in chunk], kind.max_tokens) for kind, chunk in chunks]
+    encode_many = getattr(embedder, "encode_many", None)
+    if encode_many is not None:
+        yield from encode_many(texts)
+        return
+    for items, limit in texts:
+        yield embedder.encode(items, max_tokens=limit)
 
 
 def sync_embeddings(
@@ -50,17 +63,15 @@ def sync_embeddings(
     bulk = getattr(embedder, "bulk", None)  # worker processes for big jobs (tools/embedder.py)
     with (bulk(total) if bulk else nullcontext()), db.connection() as conn:
         write_embeddings(conn, embedder.name, [], stale)
-        for kind in TEXT_KINDS:
-            items = todo[kind.name]
-            for start in range(0, len(items), WRITE_CHUNK):
-                chunk = items[start : start + WRITE_CHUNK]
-                vectors = embedder.encode([text for _, _, text, _ in chunk], max_tokens=kind.max_tokens)
-                rows = [
-                    EmbeddingRow(adapter_id, kind.name, position, digest, vector)
-                    for (adapter_id, position, _, digest), vector in zip(chunk, vectors)
-                ]
-                write_embeddings(conn, embedder.name, rows, [])
-                bar.update(len(chunk))
+        chunks = [(kind, items[start : start + WRITE_CHUNK]) for kind in TEXT_KINDS
+                  for items in [todo[kind.name]] for start in range(0, len(items), WRITE_CHUNK)]
+        for (kind, chunk), vectors in zip(chunks, _encode_chunks(embedder, chunks)):
+            rows = [
+                EmbeddingRow(adapter_id, kind.name, position, digest, vector)
+                for (adapter_id, position, _, digest), vector in zip(chunk, vectors)
+            ]
+            write_embeddings(conn, embedder.name, rows, [])
+            bar.update(len(chunk))
         for kind in INDEXED_KINDS:
             ensure_hnsw_index(conn, embedder.name, kind, embedder.dims)
     bar.close()

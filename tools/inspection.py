@@ -10,19 +10,15 @@ the unmasked region stayed put.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, Field
 
-# Base models an adapter's catalog `base_model` may name for each engine family.
-COMPATIBLE_BASES: dict[str, frozenset[str]] = {
-    "sd15": frozenset({"SD 1.5", "SD 1.4", "SD 1.5 LCM", "Other", ""}),
-    "sdxl": frozenset({"SDXL 1.0", "SDXL 0.9", "Pony", "Other", ""}),
-    "digits": frozenset({"Digits 1.0"}),
-    "digits-mar": frozenset({"Digits MAR 1.0"}),
-}
+from loracle.tools.compatibility import fits
+
 EXCLUSIVE_TAGS = frozenset({"character", "celebrity", "art style", "stroke-weight", "orientation"})
 
 
@@ -38,15 +34,13 @@ class MixAdapter:
     category: str | None = None
 
 
-@dataclass
-class Finding:
+class Finding(BaseModel):
+    """One problem a check found, the adapters it blames and what a retry should do about them."""
+
     check: str
     message: str
-    blamed: list[int] = field(default_factory=list)  # adapter ids
-    action: str = "drop"  # drop | downweight | none
-
-    def as_dict(self) -> dict:
-        return {"check": self.check, "message": self.message, "blamed": self.blamed, "action": self.action}
+    blamed: list[int] = Field(default_factory=list)  # adapter ids
+    action: Literal["drop", "downweight", "none"] = "drop"
 
 
 @dataclass(frozen=True)
@@ -67,10 +61,10 @@ def check_mix(
 ) -> list[Finding]:
     """Problems with a mix before any sampling; each finding names what to drop or down-weight."""
     findings: list[Finding] = []
-    allowed = COMPATIBLE_BASES.get(family)
     for adapter in adapters:
-        if allowed is not None and (adapter.base_model or "") not in allowed:
-            findings.append(Finding("base_model", f"{adapter.name} is made for {adapter.base_model}, not a {family} base", [adapter.adapter_id]))
+        if not fits(family, adapter.base_model):
+            findings.append(Finding(check="base_model", message=f"{adapter.name} is made for {adapter.base_model}, not a {family} base",
+                                    blamed=[adapter.adapter_id]))
     groups: dict[str, list[MixAdapter]] = {}
     for adapter in adapters:
         for group in {*(t.lower() for t in adapter.tags), (adapter.category or "").lower()} & EXCLUSIVE_TAGS:
@@ -80,16 +74,18 @@ def check_mix(
         if len(strong) > 1:
             weakest = min(strong, key=lambda a: a.weight)
             names = " and ".join(a.name for a in strong)
-            findings.append(Finding("exclusive", f"{names} are both '{group}' adapters at high weight", [weakest.adapter_id]))
+            findings.append(Finding(check="exclusive", message=f"{names} are both '{group}' adapters at high weight",
+                                    blamed=[weakest.adapter_id]))
     total = sum(abs(a.weight) for a in adapters)
     if total > settings.max_total_weight:
-        findings.append(Finding("total_weight", f"total adapter weight {total:.2f} exceeds {settings.max_total_weight}",
-                                [a.adapter_id for a in adapters], action="downweight"))
+        findings.append(Finding(check="total_weight", message=f"total adapter weight {total:.2f} exceeds {settings.max_total_weight}",
+                                blamed=[a.adapter_id for a in adapters], action="downweight"))
     ids = {a.adapter_id: a for a in adapters}
     for a, b, reason in conflicts:
         if a in ids and b in ids:
             weaker = min((ids[a], ids[b]), key=lambda x: x.weight)
-            findings.append(Finding("known_conflict", f"{ids[a].name} and {ids[b].name} failed together before ({reason})", [weaker.adapter_id]))
+            findings.append(Finding(check="known_conflict", message=f"{ids[a].name} and {ids[b].name} failed together before ({reason})",
+                                    blamed=[weaker.adapter_id]))
     return findings
 
 
@@ -186,8 +182,8 @@ def check_kept_region(images: list[Image.Image], source: Image.Image, mask: Imag
     if not bad:
         return []
     detail = "; ".join(f"image {i}: {e:.3f}" for i, e in bad)
-    return [Finding("kept_region", f"the unmasked region changed (mean abs pixel difference over {max_error}): {detail}",
-                    [], action="none")]
+    return [Finding(check="kept_region", message=f"the unmasked region changed (mean abs pixel difference over {max_error}): {detail}",
+                    action="none")]
 
 
 def inspect_images(
@@ -201,7 +197,6 @@ def inspect_images(
 ) -> list[Finding]:
     """Findings over a batch; a failing image's adapters are blamed by comparison with passing images.
     `check_duplicates=False` for edits, where images share the input and may rightly look alike."""
-    """Findings over a batch; a failing image's adapters are blamed by comparison with passing images."""
     problems: list[str | None] = []
     for image, prompt in zip(images, prompts):
         problem = image_problem(image, settings)
@@ -213,9 +208,10 @@ def inspect_images(
     if any(failed):
         blamed = blame_images(failed, mixes)
         detail = "; ".join(f"image {i}: {p}" for i, p in enumerate(problems) if p)
-        findings.append(Finding("images", detail, blamed, action="drop" if blamed else "none"))
+        findings.append(Finding(check="images", message=detail, blamed=blamed, action="drop" if blamed else "none"))
     for i, j in (near_duplicates(images, settings) if check_duplicates else []):
         if mixes[i] != mixes[j]:
             continue  # the same mix with other seeds may legitimately look alike in tiny worlds
-        findings.append(Finding("duplicates", f"images {i} and {j} are near-identical despite different seeds", list(mixes[i]), action="downweight"))
+        findings.append(Finding(check="duplicates", message=f"images {i} and {j} are near-identical despite different seeds",
+                                blamed=list(mixes[i]), action="downweight"))
     return findings

@@ -7,9 +7,7 @@ the prior keeps, for each training query, its embedding and the adapters it pick
 - near this query (the NEIGHBOURS training queries most like it): `votes`, the summed cosine of those
   that picked the adapter, and `nearest`, the best such cosine;
 - `centroid`: the cosine of this query to the mean of the queries that picked the adapter.
-On the training split's dev queries (5-fold cross-validation, 300 rounds) the overall pair lifted R@10
-from .782 to .796 and the neighbour features to .820; held out, learned R@10 went from .770 to .793
-(.806 with the artifact retrained on float32 catalog vectors, the default on CPUs without bfloat16).
+`loracle rank train` reports what these features are worth (cross-validated and held-out R@10).
 
 Adapters are keyed by "source:external_id", so the artifact works on any database holding the same
 catalog. Query vectors are stored as int8 with one scale per vector, in training as in the artifact,

@@ -26,16 +26,16 @@ from loracle.tools.learned_lists import LearnedLists, load_learned_lists
 
 STRATEGIES = ("dense", "head", "lexical", "fused", "trained", "rerank", "learned")
 TRAINED = ("trained", "learned")  # the strategies whose first stage holds the learned lists
-RRF_K = 30  # k=30 beat 60 and 120 on dev (see evals/)
-# How deep each fused list is read: 300 lifted R@150 of fused + filter on dev from .943 to .951 (R@10
-# .721 -> .727). The learned ranker reads and re-scores the depth it was trained on (its artifact's).
+RRF_K = 30  # a small k lets each list's first ranks decide more; tuned with `loracle eval retrieval`
+# How deep each fused list is read: deep enough that an adapter only one list ranks high still reaches the
+# filtered top k. The learned ranker reads and re-scores the depth it was trained on (its artifact's).
 FUSION_DEPTH = 300
 RERANK_DEPTH = 150  # what the hand-weighted reranker re-scores
 # (list name, weight) fused by `fused`; dense lists name a kind of stored vector, "lexical" is BM25.
 FUSED_LISTS: tuple[tuple[str, float], ...] = (("full", 1.0), ("head", 1.0), ("prompt", 1.0), ("lexical", 1.0))
 # After `loracle catalog refine`, the card-text list ranks each adapter by the better of its raw card
-# vector and its refined-description vector (on dev: R@10 of that list alone .585 -> .609, R@150 .867 ->
-# .897), and BM25 reads the refined description as a field of its own. `refined=False` turns both off:
+# vector and its refined-description vector (a noisy card loses to its cleaned description, not the other
+# way round), and BM25 reads the refined description as a field of its own. `refined=False` turns both off:
 # retrieval exactly as before refining (the eval's rows without "+ refined").
 # The better of the two vectors is one search of the index over both kinds (tools/adapter_texts.py),
 # reading up to two rows per adapter: the same list as two searches merged, at half the cost.

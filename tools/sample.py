@@ -7,21 +7,19 @@ half-written file and the same image is stored once.
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
-from loracle.generation.engine import Engine, GenerationRequest, GenerationResult
+from loracle.generation.composition import CompositionMethod
+from loracle.generation.engine import GenerationRequest, GenerationResult, ImageEngine
 from loracle.generation.guidance import GuidanceSettings
 from loracle.generation.loop import Progress
 from loracle.generation.masks import Composition
+from loracle.generation.output import png_bytes, write_atomic
 from loracle.generation.skipping import SkipSettings
 
 
@@ -32,6 +30,7 @@ class SampleSettings:
     guidance: GuidanceSettings = GuidanceSettings()
     skipping: SkipSettings = SkipSettings()
     size: int | None = None
+    composition_method: CompositionMethod = CompositionMethod()  # how a mix's task groups act: merge/switch/composite
 
 
 @dataclass
@@ -47,29 +46,16 @@ class StoredImage:
 
 def store_png(image: Image.Image, parameters: str, images_dir: Path) -> tuple[str, str]:
     """Write the PNG (with its A1111 `parameters` chunk) atomically, named by content hash."""
-    info = PngInfo()
-    info.add_text("parameters", parameters)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    data = buffer.getvalue()
+    data = png_bytes(image, parameters)
     digest = hashlib.sha256(data).hexdigest()
     relative = f"{digest[:2]}/{digest}.png"
-    target = images_dir / relative
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    if not (images_dir / relative).exists():
+        write_atomic(images_dir / relative, data)
     return relative, digest
 
 
 def sample(
-    engine: Engine,
+    engine: ImageEngine,
     prompt: str,
     composition: Composition,
     seeds: list[int],
@@ -94,6 +80,7 @@ def sample(
         scheduler=settings.scheduler,
         guidance=settings.guidance,
         skipping=settings.skipping,
+        composition_method=settings.composition_method,
         height=settings.size,
         width=settings.size,
         callback=on_progress,

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from loracle.agent.access import find_image
 from loracle.api import dispatch, uploads
 from loracle.api.deps import CallerDep, ServiceDep
 from loracle.api.errors import ApiError, error_body
@@ -26,7 +27,6 @@ from loracle.api.schemas import AssistantMessage, ChatChoice, ChatCompletion, Ch
 from loracle.api.service import Principal, Service
 from loracle.api.sse import KEEPALIVE, frame, sse_response
 from loracle.api.uploads import EditInput
-from loracle.db.tenancy import get_image
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 AGENT_MODEL = "loracle"
@@ -78,13 +78,11 @@ def image_bytes(service: Service, request: Request, caller: Principal, url: str,
         return uploads.data_url_bytes(url, service.config, param)
     hosts = {urlsplit(dispatch.base_url(service, request)).netloc.lower(), request.base_url.netloc.lower()}
     image_id = uploads.own_image_id(url, hosts, param)
-    with service.db.connection() as conn:
-        row = get_image(conn, image_id)
-    path = service.settings.images_dir / row["path"] if row is not None and row["tenant"] == caller.tenant else None
-    if path is None or not path.is_file():
+    image = find_image(service.agent, image_id)
+    if image is None or image.tenant != caller.tenant:
         raise ApiError(400, f"{param}: no image {image_id!r} of yours; link only images this API key's tenant made",
                        code="image_not_found", param=param)
-    return path.read_bytes()
+    return image.path.read_bytes()
 
 
 def chat_edit(service: Service, request: Request, caller: Principal, body: ChatCompletionRequest) -> EditInput | None:

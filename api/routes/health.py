@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from loracle.agent.errors import DatabaseUnavailable
 from loracle.api.deps import ServiceDep
-from loracle.api.errors import is_database_error
 from loracle.api.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -23,12 +23,11 @@ async def healthz() -> Health:
 def readyz(service: ServiceDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        with service.db.connection() as conn:
-            conn.execute("SELECT 1")
+        service.agent.ping()
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready, with the reason
         checks["database"] = f"unavailable: {exc}"
-        if is_database_error(exc):
+        if isinstance(exc, DatabaseUnavailable):
             service.repair_pools()
     if service.engine_ready.is_set():
         checks["model"] = "ok"

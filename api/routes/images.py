@@ -12,13 +12,13 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from loracle.agent.access import find_image
 from loracle.api import dispatch, uploads
 from loracle.api.deps import CallerDep, OptionalCallerDep, ServiceDep
 from loracle.api.errors import ApiError
 from loracle.api.routes.chat import ERRORS, model_ids
 from loracle.api.schemas import ImageData, ImageGenerationRequest, ImagesResponse
 from loracle.api.service import Service
-from loracle.db.tenancy import get_image
 
 router = APIRouter(tags=["openai"])
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
@@ -62,6 +62,7 @@ async def images_response(service: Service, request: Request, state: dict[str, A
 async def generations(body: ImageGenerationRequest, request: Request, service: ServiceDep, caller: CallerDep) -> ImagesResponse:
     check_model(service, body.model)
     dispatch.check_limits(service, body.prompt, body.n, body.steps, param="prompt")
+    dispatch.check_engine(service)
     await check_size(service, body.size)
     handle = await dispatch.start(service, caller, f"img-{uuid.uuid4().hex[:16]}", body.prompt, n=body.n or 1, seed=body.seed,
                                 steps=body.steps)
@@ -122,12 +123,9 @@ def image_file(
     sig: Annotated[str | None, Query(max_length=128, description="The signature from a generated link.")] = None,
 ) -> FileResponse:
     image_id = name.removesuffix(".png")
-    with service.db.connection() as conn:
-        row = get_image(conn, image_id)
-    allowed = row is not None and (service.signer.verify(image_id, sig) or (caller is not None and caller.tenant == row["tenant"]))
-    path = service.settings.images_dir / row["path"] if allowed else None
-    if path is None or not path.is_file():
+    image = find_image(service.agent, image_id)
+    if image is None or not (service.signer.verify(image_id, sig) or (caller is not None and caller.tenant == image.tenant)):
         raise ApiError(404, f"no image {image_id!r}", code="image_not_found")
-    return FileResponse(path, media_type="image/png", headers={
-        "Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{row["sha256"]}"',
+    return FileResponse(image.path, media_type="image/png", headers={
+        "Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{image.sha256}"',
         "X-Content-Type-Options": "nosniff"})

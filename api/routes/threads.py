@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from loracle.agent import access
+from loracle.agent.errors import NotFound
 from loracle.api import dispatch
 from loracle.api.deps import CallerDep, ServiceDep
 from loracle.api.errors import ApiError, error_body
@@ -17,7 +19,6 @@ from loracle.api.routes.chat import ERRORS
 from loracle.api.schemas import RunOut, RunRequest, RunResult, ThreadCreate, ThreadOut, ThreadState
 from loracle.api.service import Service
 from loracle.api.sse import KEEPALIVE, frame, sse_response
-from loracle.db.tenancy import delete_thread, ensure_thread, get_run_for, get_thread, thread_runs
 
 router = APIRouter(tags=["threads"])
 STREAMED = {"plan", "candidates", "picks", "mixes", "progress", "images", "inspection", "retry"}
@@ -30,28 +31,29 @@ def _run_out(service: Service, request: Request, run: dict[str, Any]) -> RunOut:
     return RunOut(**{**run, "id": str(run["id"]), "images": [dispatch.image_out(service, request, i) for i in run["images"]]})
 
 
-def _thread_or_404(conn, caller, thread_id: str) -> dict[str, Any]:
-    thread = get_thread(conn, caller.tenant, thread_id)
-    if thread is None:
-        raise ApiError(404, f"no thread {thread_id!r}", code="thread_not_found")
-    return thread
+@contextmanager
+def not_found_as(code: str) -> Iterator[None]:
+    """The agent's NotFound as a 404 with this route's error code."""
+    try:
+        yield
+    except NotFound as exc:
+        raise ApiError(404, str(exc), code=code) from None
 
 
 @router.post("/threads", response_model=ThreadOut, status_code=201, responses=ERRORS)
 def create_thread(body: ThreadCreate, service: ServiceDep, caller: CallerDep) -> ThreadOut:
     thread_id = body.id or uuid.uuid4().hex[:16]
-    with service.db.connection() as conn:
-        if not ensure_thread(conn, caller.tenant, thread_id):
-            raise ApiError(409, f"thread {thread_id!r} already exists", code="thread_exists")
-        return ThreadOut(**get_thread(conn, caller.tenant, thread_id))
+    if not access.claim_thread(service.agent, caller.tenant, thread_id):
+        raise ApiError(409, f"thread {thread_id!r} already exists", code="thread_exists")
+    return ThreadOut(**access.get_thread(service.agent, caller.tenant, thread_id))
 
 
 @router.get("/threads/{thread_id}", response_model=ThreadState, responses=ERRORS)
 def read_thread(thread_id: str, request: Request, service: ServiceDep, caller: CallerDep) -> ThreadState:
-    with service.db.connection() as conn:
-        thread = _thread_or_404(conn, caller, thread_id)
-        history = thread_runs(conn, caller.tenant, thread_id)
-    state = service.threads.state(caller.tenant, thread_id)
+    with not_found_as("thread_not_found"):
+        thread = access.get_thread(service.agent, caller.tenant, thread_id)
+    history = access.thread_runs(service.agent, caller.tenant, thread_id)
+    state = service.agent.thread_state(caller.tenant, thread_id)
     return ThreadState(**thread, history=state.get("history") or [], plan=state.get("plan"), planner=state.get("planner"),
                        picks=state.get("picks"), seed=state.get("seed"),
                        runs=[_run_out(service, request, {**r, "thread_id": thread_id}) for r in history])
@@ -60,32 +62,22 @@ def read_thread(thread_id: str, request: Request, service: ServiceDep, caller: C
 @router.delete("/threads/{thread_id}", status_code=204, responses=ERRORS)
 def remove_thread(thread_id: str, service: ServiceDep, caller: CallerDep) -> Response:
     """Delete the conversation, its runs and its images (files no other run shares are removed too)."""
-    with service.db.connection() as conn:
-        _thread_or_404(conn, caller, thread_id)
-        orphans = delete_thread(conn, caller.tenant, thread_id)
-    service.threads.delete(caller.tenant, thread_id)
-    for relative in orphans:
-        Path(service.settings.images_dir / relative).unlink(missing_ok=True)
+    with not_found_as("thread_not_found"):
+        access.delete_thread(service.agent, caller.tenant, thread_id)
     return Response(status_code=204)
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, responses=ERRORS)
 def read_run(run_id: str, request: Request, service: ServiceDep, caller: CallerDep) -> RunOut:
-    with service.db.connection() as conn:
-        run = get_run_for(conn, caller.tenant, run_id)
-    if run is None:
-        raise ApiError(404, f"no run {run_id!r}", code="run_not_found")
-    return _run_out(service, request, run)
+    with not_found_as("run_not_found"):
+        return _run_out(service, request, access.get_run(service.agent, caller.tenant, run_id))
 
 
 @router.post("/threads/{thread_id}/runs", responses={**SSE_DOC, **ERRORS}, response_model=None,
              summary="Run one turn on the thread; streams SSE events unless stream is false")
 async def create_run(thread_id: str, body: RunRequest, request: Request, service: ServiceDep, caller: CallerDep):
-    def owned() -> None:
-        with service.db.connection() as conn:
-            _thread_or_404(conn, caller, thread_id)
-
-    await run_in_threadpool(owned)
+    with not_found_as("thread_not_found"):
+        await run_in_threadpool(access.get_thread, service.agent, caller.tenant, thread_id)
     handle = await dispatch.start(service, caller, thread_id, body.message, n=body.n, seed=body.seed, steps=body.steps)
 
     def result(state: dict[str, Any]) -> RunResult:

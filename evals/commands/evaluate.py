@@ -68,7 +68,7 @@ def selection(queries: list[Path] = QUERIES, as_json: bool = AS_JSON, limit: int
     torch.set_num_threads(1)  # one query's few short texts embed faster on one thread, above all under load
 
     def run(settings, db, path: Path) -> dict:
-        ctx = build_context(settings.model_copy(update={"base_model": "tiny"}), db, llm=None)
+        ctx = build_context(settings.model_copy(update={"base_model": "tiny", "llm_model": None}), db)
         ctx.base_models = None  # score against every labelled adapter, whatever its base model
         return evaluate_selection(ctx, path, limit=limit or None, progress=not as_json, heldout=heldout)
 

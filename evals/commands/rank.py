@@ -65,8 +65,8 @@ def train(
             for ranker in trained:
                 filtered = ranker.cross_fitted[0].filtered
                 tags = settings.exclude_tags if filtered else []
-                ctx = build_context(settings.model_copy(update={"base_model": "tiny", "ranker": "learned", "exclude_tags": tags}),
-                                    db, llm=None)
+                ctx = build_context(settings.model_copy(update={"base_model": "tiny", "ranker": "learned", "llm_model": None,
+                                                                 "exclude_tags": tags}), db)
                 ctx.base_models = None
                 calibration_started = time.perf_counter()
                 ranker.artifact["selection"] = calibrate_selection(ctx, calibrate, ranker.cross_fitted, target_picks=target_picks,

@@ -134,7 +134,7 @@ def _open_rgb(path: Path) -> Image.Image:
 
 def _base_images(ctx, prompt: str, seeds: list[int]) -> list[Image.Image]:
     """The bare base model (no adapters) with the agent's own sampler settings and the same seeds."""
-    from loracle.agent.nodes import sample_settings
+    from loracle.agent.sampler_settings import sample_settings
     from loracle.generation.engine import GenerationRequest
 
     engine = ctx.engine_factory()

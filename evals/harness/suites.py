@@ -42,8 +42,8 @@ def selection(ctx: RunContext) -> dict:
     from loracle.evals.selection import evaluate_selection
 
     labelled = _catalog(ctx)
-    settings = get_settings().model_copy(update={"base_model": "tiny"})
-    agent = build_context(settings, ctx.cache["db"], llm=None)
+    settings = get_settings().model_copy(update={"base_model": "tiny", "llm_model": None})
+    agent = build_context(settings, ctx.cache["db"])
     agent.base_models = None
     res = evaluate_selection(agent, labelled.queries, limit=ctx.options.get("limit"), progress=True, source=labelled.source)
     return {"metrics": {"methods": res["methods"], "latency_ms": res["latency_ms"]}, "queries": res["queries"],
@@ -55,12 +55,13 @@ def sampling(ctx: RunContext) -> dict:
     """Digits world, per scheduler: NFE, wall time, PSNR against that scheduler's full-step run, adherence and FD
     for fewer steps and for step skipping at two thresholds."""
     from loracle.evals.world.bench import _cfg, psnr
+    from loracle.generation.schedulers import SCHEDULERS
     from loracle.generation.skipping import SkipSettings
 
     world = _world(ctx)
     n = ctx.options.get("samples") or (20 if ctx.quick else 200)
     full = 50
-    schedulers = ("ddim", "dpmpp_2m", "euler") if ctx.quick else ("ddim", "dpmpp_2m", "euler", "euler_a")
+    schedulers = ("ddim", "dpmpp_2m", "euler") if ctx.quick else SCHEDULERS
     settings = [(sch, steps, thr) for sch in schedulers for steps, thr in ((full, 0.0), (20, 0.0), (full, 0.02), (full, 0.05))]
     rows, grids, refs = [], {}, {}
     for scheduler, steps, thr in ctx.progress(settings, desc="sampling"):
@@ -121,18 +122,18 @@ def latency(ctx: RunContext) -> dict:
     """Time per graph node over N prompts through the whole graph (digits world), p50 / p95, vs Stylus's 12.1 s."""
     import time
 
+    from loracle.agent.catalog import ensure_world_catalog
     from loracle.agent.runtime import build_context
     from loracle.agent.settings import get_settings
     from loracle.agent.threads import Threads
-    from loracle.cli.generate import ensure_world_catalog
     from loracle.evals.metrics import percentile
 
     _world(ctx)
     db = ctx.cache["db"]
     settings = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "home", "steps": 20,
-                                                 "n_images": 2})
+                                                 "n_images": 2, "llm_model": None})
     ensure_world_catalog(db, settings)
-    agent = build_context(settings, db, tenant="eval", llm=None)
+    agent = build_context(settings, db, tenant="eval")
     threads = Threads(db.url)
     prompts = WORLD_PROMPTS
     n = ctx.options.get("prompts") or (4 if ctx.quick else 20)
@@ -171,10 +172,10 @@ def composition(ctx: RunContext) -> dict:
     import torch
     from PIL import Image
 
+    from loracle.agent.catalog import ensure_world_catalog
     from loracle.agent.runtime import build_context
     from loracle.agent.settings import get_settings
     from loracle.agent.threads import Threads
-    from loracle.cli.generate import ensure_world_catalog
     from loracle.evals.world.judge import to_tensor
     from loracle.generation.engine import GenerationRequest
     from loracle.generation.guidance import GuidanceSettings
@@ -183,9 +184,9 @@ def composition(ctx: RunContext) -> dict:
     db = ctx.cache["db"]
     n_images = 4 if ctx.quick else 8
     settings = get_settings().model_copy(update={"base_model": "world", "home": ctx.out / "home", "steps": 20,
-                                                 "n_images": n_images, "max_retries": 0})
+                                                 "n_images": n_images, "max_retries": 0, "llm_model": None})
     ensure_world_catalog(db, settings)
-    agent = build_context(settings, db, tenant="eval", llm=None)
+    agent = build_context(settings, db, tenant="eval")
     threads = Threads(db.url)
     prompts = ["a handwritten three, bold and slanted, in a box", "a mirrored seven, inverted, framed"]
 
@@ -231,8 +232,8 @@ def service(ctx: RunContext) -> dict:
 
     from openai import OpenAI
 
+    from loracle.agent.catalog import ensure_world_catalog
     from loracle.agent.settings import get_settings
-    from loracle.cli.generate import ensure_world_catalog
     from loracle.db.keys import create_key
     from loracle.evals.bench_service import free_port, server_metrics, wait_until_ready
     from loracle.evals.metrics import percentile

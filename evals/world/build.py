@@ -22,8 +22,9 @@ from loracle.evals.world.tokenizer import build_tokenizer
 from loracle.evals.world.train import RunConfig, train_diffusion, train_lora
 from loracle.generation.world.paths import world_paths
 
-# The MAR's sampling defaults, saved in its folder (see evals.world.bench_mar): clipping the head's x0 to the
-# pixel range took adherence from 0.58 to 0.96-0.98 and FD from ~510 to ~90 (n=50, 16 AR steps, CFG 2).
+# The MAR's sampling defaults, saved in its folder: the head's x0 is clipped to the pixel range because the
+# world's MAR draws pixel tokens, which never leave [-1, 1] (`python -m loracle.evals.world.bench_mar` reports
+# adherence and FD with these settings).
 MAR_SAMPLING = {"num_iter": 16, "cfg": 2.0, "temperature": 0.7, "clip_x0": True}
 PARTS = ("base", "guide", "loras", "judge", "catalog", "mar", "mar-loras")
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from loracle.evals.world.data import Split, captions
 from loracle.evals.world.styles import Style, apply_styles
 
-# Cosine betas; DDIM sampling with trailing spacing and x0 clipping (FINDINGS: without clipping adherence fell).
+# Cosine betas; DDIM sampling with trailing spacing and x0 clipping (the models draw pixels in [-1, 1]).
 SCHEDULER_CONFIG = {
     "num_train_timesteps": 1000,
     "beta_schedule": "squaredcos_cap_v2",

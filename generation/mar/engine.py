@@ -1,46 +1,43 @@
-"""`MAREngine(bundle, adapter_dirs).generate(GenerationRequest)`: MAR behind the diffusion Engine's contract.
+"""`MAREngine(bundle, adapter_dirs).generate(GenerationRequest)`: MAR behind the engine contract (`ImageEngine`).
 
-Same request and result types as `generation.engine.Engine`, so the agent's sampler tool, the CLI and the API
+Same request and result types as the diffusion `generation.engine.Engine`, so the agent's sampler tool, the CLI and the API
 run a MAR unchanged. What the fields mean here:
   prompt      text for a text-conditioned MAR; for a class-conditional one (the official ImageNet MARs) the class
               index, e.g. "207";
   steps       AR steps K (at most the number of tokens N; larger values run N steps, said in `parameters`);
   guidance    "none" or "cfg" (linear CFG schedule over AR steps, the unconditional branch is the fake latent);
-              autoguidance needs a guide diffusion model and is refused;
+              "auto" / "both" with the MAR itself as the guide: without adapters (adapter guidance) or under
+              another mix; a separate guide model is refused (MAR has none);
+  composition_method   merge, switch (one adapter group per AR step) or composite (every group's guided head
+              prediction, averaged, at every head step);
   scheduler, skipping   diffusion-loop settings, not used (the head's sampler is MAR's own respaced DDPM);
   negative_prompt       not used (MAR's unconditional branch is the learned fake latent, as in the paper);
   nfe         transformer evaluations per image (branches x AR steps); the head's MLP steps are in timings.
-Mixes (dicts or a composer `Composition`) are grouped as in the Engine: one sampling call per distinct mix.
+Mixes (dicts or a composer `Composition`) are grouped by the same `generate_grouped` run as the Engine's.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from loracle.generation.adapters import parse_lora_tags
-from loracle.generation.engine import GenerationRequest, GenerationResult
+from loracle.generation.composition import adapter_state
+from loracle.generation.engine import GenerationRequest, GenerationResult, generate_grouped
 from loracle.generation.loop import decode_pixels
 from loracle.generation.mar.adapters import MARAdapters
 from loracle.generation.mar.io import MARBundle
-from loracle.generation.mar.sampling import MARSampleSettings, sample
-from loracle.generation.masks import Mix, group_mixes
-from loracle.generation.output import format_parameters
+from loracle.generation.mar.sampling import MARBranch, MARSampleOutput, MARSampleSettings, sample_branches
+from loracle.generation.masks import Mix
 
 
 class MAREngine:
-    """One MAR (with its text encoder), its LoRA adapters; generate() is serialised by `lock`."""
+    """One MAR (with its text encoder), its LoRA adapters; generate() is serialised by the adapters' lock."""
 
     def __init__(self, bundle: MARBundle, adapter_dirs: list[str | Path] = (), *, max_loaded: int = 8,
                  allow_pickle: bool = False, temperature: float | None = None):
         self.bundle = bundle
-        self.base = bundle
         self.adapters = MARAdapters(bundle.model, list(adapter_dirs), max_loaded=max_loaded, allow_pickle=allow_pickle)
-        self.lock = self.adapters.lock
-        self.guide_models: dict = {}  # no autoguidance for MAR
         self.temperature = float(temperature if temperature is not None else bundle.sampling.get("temperature", 1.0))
 
     def _condition(self, prompt: str, n: int) -> torch.Tensor:
@@ -57,59 +54,63 @@ class MAREngine:
 
     def settings_for(self, req: GenerationRequest) -> MARSampleSettings:
         g = req.guidance
-        if g.kind not in ("none", "cfg"):
-            raise ValueError(f"MAR supports guidance 'none' or 'cfg', not {g.kind!r} (autoguidance needs a guide "
-                             "diffusion model)")
+        if g.kind in ("auto", "both") and g.guide.kind == "model":
+            raise ValueError("MAR has no guide models: autoguidance on a MAR guides with the MAR itself, without "
+                             "adapters (guide kind 'no_adapters') or under another adapter mix (guide kind 'mix')")
         if req.height not in (None, self.bundle.sample_size) or req.width not in (None, self.bundle.sample_size):
             raise ValueError(f"MAR '{self.bundle.name}' draws {self.bundle.sample_size}x{self.bundle.sample_size} "
                              f"images only, got {req.width}x{req.height}")
-        cfg = float(g.scale) if g.kind == "cfg" else 1.0
+        cfg = float(g.scale) if g.kind != "none" else 1.0
         if cfg < 1.0:
-            raise ValueError(f"MAR's CFG scale must be >= 1, got {cfg}")
+            raise ValueError(f"MAR's guidance scale must be >= 1, got {cfg}")
         return MARSampleSettings(num_iter=min(req.steps, self.bundle.model.seq_len), cfg=cfg,
                                  temperature=self.temperature, clip_x0=bool(self.bundle.sampling.get("clip_x0", False)))
 
+    @property
+    def native_size(self) -> int:
+        return self.bundle.sample_size
+
+    @property
+    def guide_names(self) -> frozenset[str]:
+        return frozenset()  # MAR guides with itself (no adapters, or another mix), never a separate model
+
+    def _branches(self, req: GenerationRequest, mix: Mix, prompt: str, n: int) -> list[MARBranch]:
+        """cond (and the fake-latent uncond for CFG) per adapter group; the guide once, shared by every group."""
+        g = req.guidance
+        cond = self._condition(prompt, n)
+        branches: list[MARBranch] = []
+        for group, weights in enumerate(req.composition_method.adapter_states(mix)):
+            state = adapter_state(self.adapters, weights) if weights is not None else None
+            branches.append(MARBranch("cond", cond, state, group))
+            if "uncond" in g.branches:
+                branches.append(MARBranch("uncond", None, state, group))
+        if "guide" in g.branches:
+            state = (self.adapters.disabled if g.guide.kind == "no_adapters"
+                     else adapter_state(self.adapters, g.guide.mix, restore=mix))
+            branches.append(MARBranch("guide", cond, state, None))
+        return branches
+
     def generate(self, req: GenerationRequest) -> GenerationResult:
-        t0 = time.perf_counter()
-        prompt, tag_picks = parse_lora_tags(req.prompt)
         settings = self.settings_for(req)
-        mixes = [Mix.from_dict({**m.as_dict(), **tag_picks}, m.triggers) for m in req.image_mixes()]
-        for mix in set(mixes):  # check every adapter before sampling anything
-            for ref in mix.as_dict():
-                self.adapters.get(ref)
-        n = req.n_images
-        images: list[Image.Image | None] = [None] * n
-        nfe, prompts = [0] * n, [""] * n
-        calls = pipeline_calls = head_calls = 0
-        timings = {"adapters_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
-        for mix, indices in group_mixes(mixes).items():
-            for start in range(0, len(indices), req.max_batch):
-                chunk = indices[start:start + req.max_batch]
-                p = mix.apply_to_prompt(prompt)
-                with self.lock, torch.no_grad():
-                    ta = time.perf_counter()
-                    self.adapters.activate(mix.as_dict())
-                    timings["adapters_s"] += time.perf_counter() - ta
-                    td = time.perf_counter()
-                    out = sample(self.bundle.model, self._condition(p, len(chunk)), [req.seeds[i] for i in chunk],
-                                 settings, callback=req.callback, cancel=req.cancel)
-                    tdec = time.perf_counter()
-                    imgs = decode_pixels(self.bundle.to_images(out.images))
-                    timings["denoise_s"] += tdec - td
-                    timings["decode_s"] += time.perf_counter() - tdec
-                pipeline_calls += 1
-                calls += out.model_calls
-                head_calls += out.head_calls
-                for j, i in enumerate(chunk):
-                    images[i], nfe[i], prompts[i] = imgs[j], out.nfe[j], p
-        timings["total_s"] = time.perf_counter() - t0
+        head_calls = 0
+
+        def sample_tokens(mix: Mix, prompt: str, indices: list[int], seeds: list[int]) -> MARSampleOutput:
+            nonlocal head_calls
+            out = sample_branches(self.bundle.model, self._branches(req, mix, prompt, len(seeds)), seeds, settings,
+                                  req.guidance, req.composition_method, callback=req.callback, cancel=req.cancel)
+            head_calls += out.head_calls
+            return out
+
         size = self.bundle.sample_size
+        g = req.guidance
         extra = {"Generator": "MAR", "AR steps": settings.num_iter, "Temperature": settings.temperature,
-                 "Head steps": self.bundle.model.config.num_sampling_steps, "Guidance": "cfg" if settings.cfg != 1 else "none"}
-        params = [format_parameters(prompt=prompts[i], negative_prompt="", steps=settings.num_iter, sampler="MAR",
-                                    cfg_scale=settings.cfg, seed=req.seeds[i], width=size, height=size,
-                                    model=self.bundle.name, mix=mixes[i].as_dict(), nfe=nfe[i], extra=extra)
-                  for i in range(n)]
-        return GenerationResult(images=images, seeds=list(req.seeds), mixes=[m.as_dict() for m in mixes],
-                                prompts=prompts, nfe=nfe, model_calls=calls, pipeline_calls=pipeline_calls,
-                                timings={**timings, "head_calls": float(head_calls)}, parameters=params)
+                 "Head steps": self.bundle.model.config.num_sampling_steps, "Guidance": g.kind,
+                 **({"Guide": g.guide.kind} if "guide" in g.branches else {}), **req.composition_method.parameters()}
+        parameters = dict(negative_prompt="", steps=settings.num_iter, sampler="MAR", cfg_scale=settings.cfg,
+                          width=size, height=size, model=self.bundle.name, extra=extra)
+        guide_refs = frozenset(g.guide.mix) if "guide" in g.branches else frozenset()
+        result = generate_grouped(req, self.adapters, sample=sample_tokens, parameters=parameters,
+                                  decode_images=lambda out: decode_pixels(self.bundle.to_images(out.images)),
+                                  steps=settings.num_iter, guide_refs=guide_refs)
+        result.timings["head_calls"] = float(head_calls)
+        return result

@@ -49,7 +49,7 @@ def build_world(folder: Path, database_url: str, embedder, **overrides) -> Setti
     with connect(database_url, folder / "unused-pgdata") as db:
         import_catalog(db, catalog, embedder)
     values = dict(home=folder / "home", database_url=database_url, base_model="tiny", adapter_dirs=[adapters], steps=3,
-                  n_images=1, skip_threshold=0.0, max_retries=0)
+                  n_images=1, skip_threshold=0.0, max_retries=0, llm_model=None)
     return Settings(**{**values, **overrides})
 
 
@@ -63,7 +63,7 @@ class LiveServer:
     """uvicorn serving `create_app(settings, config)` until stopped; `url` is its base URL."""
 
     def __init__(self, settings: Settings, config: ApiConfig, *, allow_local: bool = False) -> None:
-        self.app = create_app(settings, config, allow_local=allow_local, llm=None)
+        self.app = create_app(settings, config, allow_local=allow_local)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",

@@ -72,7 +72,7 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
 
 def last_edit(live, tenant: str = "alice") -> dict:
     """The edit the tenant's latest run recorded in its plan (image, mask, strength): what the API passed in."""
-    with live.service.db.connection() as conn:
+    with live.service.agent.db.connection() as conn:
         plan = conn.execute("SELECT plan FROM runs WHERE tenant = %s ORDER BY created_at DESC LIMIT 1",
                             (tenant,)).fetchone()[0]
     return plan["edit"]

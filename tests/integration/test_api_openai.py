@@ -31,7 +31,7 @@ def client(live) -> OpenAI:
 
 
 def runs_of(live, thread_id: str) -> list[tuple[str, str]]:
-    with live.service.db.connection() as conn:
+    with live.service.agent.db.connection() as conn:
         return conn.execute("SELECT status, tenant FROM runs WHERE thread_id = %s ORDER BY created_at", (thread_id,)).fetchall()
 
 
@@ -99,7 +99,7 @@ def test_images_as_urls_and_base64(live, client) -> None:
         assert httpx.get(item.url).headers["content-type"] == "image/png"
     encoded = client.images.generate(prompt="a fox", response_format="b64_json", size="auto")
     assert base64.b64decode(encoded.data[0].b64_json).startswith(b"\x89PNG")
-    with live.service.db.connection() as conn:
+    with live.service.agent.db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM images WHERE tenant = 'alice'").fetchone()[0] >= 3
 
 

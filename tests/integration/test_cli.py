@@ -18,7 +18,7 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_import_then_search_as_json(tmp_path: Path, database_url: str) -> None:
-    env = {"LORACLE_DATABASE_URL": database_url, "LORACLE_HOME": str(tmp_path / "home")}
+    env = {"LORACLE_DATABASE_URL": database_url, "LORACLE_HOME": str(tmp_path / "home"), "LORACLE_BASE_MODEL": "tiny"}
     catalog = write_catalog(tmp_path / "catalog.jsonl")
     with catalog.open("a") as handle:
         handle.write("{oops\n")
@@ -31,6 +31,24 @@ def test_import_then_search_as_json(tmp_path: Path, database_url: str) -> None:
     hits = json.loads(searched.stdout)
     assert hits[0]["name"] == "Cyberpunk City" and len(hits) == 3
     assert hits[0]["evidence"]["ranks"]
+    assert searched.stderr == ""  # no library progress bars or warnings around the answer
+
+
+def test_search_keeps_to_the_engines_base_models(tmp_path: Path, database_url: str) -> None:
+    """Like the agent and the API, `loracle search` shows only adapters the configured base model can use."""
+    env = {"LORACLE_DATABASE_URL": database_url, "LORACLE_HOME": str(tmp_path / "home"), "LORACLE_BASE_MODEL": "tiny"}
+    assert run(["catalog", "import", str(write_catalog(tmp_path / "catalog.jsonl"))], env).returncode == 0
+
+    def names(args: list[str], **overrides: str) -> list[str]:
+        done = run(["search", "watercolor painting", "--k", "10", "--json", *args], {**env, **overrides})
+        assert done.returncode == 0, done.stderr
+        return [hit["name"] for hit in json.loads(done.stdout)]
+
+    sd15 = names([])  # an SD 1.5 engine: the SDXL adapter is left out
+    assert "Watercolor Painting Style" in sd15 and "SDXL Watercolor" not in sd15
+    assert names([], LORACLE_BASE_MODEL="tiny-sdxl") == ["SDXL Watercolor"]
+    assert names(["--base-model", "SDXL 1.0"]) == ["SDXL Watercolor"]  # named base models replace the engine's
+    assert names([], LORACLE_BASE_MODEL="world") == []  # the digits world uses none of these
 
 
 def test_database_down_is_one_clear_line(tmp_path: Path) -> None:
@@ -77,6 +95,38 @@ def test_generate_with_image_and_mask(tmp_path: Path, database_url: str) -> None
     assert result["nfe"] == 2 * 2  # CFG, the last half of 4 steps
     out = np.asarray(Image.open(result["images"][0]))
     assert np.array_equal(out[:8], np.asarray(Image.open(image))[:8])
+
+
+def test_generate_progress_reads_clean_in_a_log_and_threads_show_names_the_tenant(tmp_path: Path, database_url: str) -> None:
+    """Piped stderr (not a terminal) gets one plain line per phase: no carriage returns, escape codes or empty
+    bars. A thread looked up under the wrong tenant says which tenant has it."""
+    from loracle.agent.access import claim_thread
+    from loracle.agent.service import open_agent
+    from loracle.agent.settings import Settings
+
+    env = {"LORACLE_DATABASE_URL": database_url, "LORACLE_HOME": str(tmp_path / "home"), "LORACLE_STEPS": "3",
+           "LORACLE_N_IMAGES": "2", "LORACLE_MAX_RETRIES": "0"}
+    done = run(["generate", "a bold, slanted seven", "--seed", "1"], env)
+    assert done.returncode == 0, done.stderr
+    for noise in ("\r", "\x1b", "[A", "step/s", "it/s", "0step", "Loading weights", "%|"):
+        assert noise not in done.stderr, (noise, done.stderr)
+    lines = done.stderr.splitlines()
+    assert lines[0] == "world catalog: " + lines[0].split(": ", 1)[1]  # a fresh database imports the world first
+    assert "planned 2 tasks: bold; slanted seven" in lines and any(line.startswith("sampled 2 images (") for line in lines)
+    assert any(line.startswith("picked: ") for line in lines) and any(line.startswith("composed ") for line in lines)
+    thread = done.stdout.split("thread: ")[1].split()[0]
+
+    shown = run(["threads", "show", thread], env)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["history"] == ["a bold, slanted seven"]
+    wrong = run(["threads", "show", thread, "--tenant", "alice"], env)
+    assert wrong.returncode == 1
+    assert f"it exists for tenant 'local': loracle threads show {thread} --tenant local" in wrong.stderr
+    with open_agent(Settings(home=tmp_path / "home", database_url=database_url)) as agent:
+        claim_thread(agent, "alice", "made-by-the-api")  # what POST /threads does for alice's key
+    api_made = run(["threads", "show", "made-by-the-api"], env)
+    assert api_made.returncode == 1 and "--tenant alice" in api_made.stderr
+    unknown = run(["threads", "show", "nowhere"], env)
+    assert unknown.returncode == 1 and "pass --tenant TENANT" in unknown.stderr
 
 
 def test_eval_retrieval_reports_several_query_files_in_one_run(tmp_path: Path, database_url: str) -> None:

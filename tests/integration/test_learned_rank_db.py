@@ -146,7 +146,7 @@ def test_calibration_scores_each_query_with_the_model_that_never_saw_it(db, embe
     load_ranker(out).model = _MustNotScore()
     log: list[int] = []
     recording = [fold._replace(model=_Recording(fold.model, number, log)) for number, fold in enumerate(trained.cross_fitted)]
-    ctx = build_context(Settings(home=tmp_path / "home", base_model="tiny", ranker="learned"), db, llm=None)
+    ctx = build_context(Settings(home=tmp_path / "home", base_model="tiny", ranker="learned", llm_model=None), db)
     ctx.base_models = None
     calibration = calibrate_selection(ctx, path, recording, target_picks=1.0, log=lambda *_: None)
     calibrated = [r["id"] for r in rows if not is_heldout(r["id"])]

@@ -8,6 +8,7 @@ commands run from an empty folder, so the repository is not on `sys.path` either
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import site
 import subprocess
@@ -29,8 +30,14 @@ REPO = Path(__file__).resolve().parents[2]
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv with the wheel installed; returns its folder."""
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy of the tracked files: building in the checkout would leave build/ there
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"),
-                            str(REPO)], capture_output=True, text=True, timeout=600)
+                            str(source)], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-3000:]
     wheel = next((root / "dist").glob("loracle-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

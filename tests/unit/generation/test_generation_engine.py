@@ -14,6 +14,7 @@ from loracle.generation.loop import GenerationCancelled
 from loracle.generation.masks import Candidate, ComposerSettings, Task, compose
 from loracle.generation.output import read_parameters
 from loracle.generation.skipping import SkipSettings
+from loracle.tools.sample import store_png
 
 OFF = SkipSettings(threshold=0.0)
 
@@ -66,6 +67,7 @@ def test_model_forced_after_max_skip_in_loop(engine):
 
 def test_autoguidance_w1_and_guide_equal_main(tiny, lora_dir):
     eng = Engine(tiny, [lora_dir], max_loaded=4, guide_models={"self": tiny})
+    assert eng.guide_names == {"self"} and eng.native_size == tiny.sample_size
     mix = [{"style0": 0.8}]
     main = gen(eng, mixes=mix, guidance=GuidanceSettings("none"))
     w1 = gen(eng, mixes=mix, guidance=GuidanceSettings("auto", scale=1.0))
@@ -165,6 +167,9 @@ def test_progress_and_cancel(engine):
 def test_png_parameters(engine, tmp_path):
     r = gen(engine, prompt="a fox", negative_prompt="blurry", mixes=[{"style0": 0.4}], seeds=[42])
     path = r.save(tmp_path)[0]
+    stored, digest = store_png(r.images[0], r.parameters[0], tmp_path / "store")
+    assert path.read_bytes() == (tmp_path / "store" / stored).read_bytes(), "one PNG writer for both"
+    assert [p.name for p in tmp_path.rglob("*.tmp")] == [], "no temp file left behind"
     text = read_parameters(path)
     assert text.splitlines()[0] == "a fox <lora:style0:0.4>"
     assert text.splitlines()[1] == "Negative prompt: blurry"

@@ -1,0 +1,38 @@
+"""What the agent's `Settings` mean for the composer and the sampler, and the seeds of a turn's images."""
+
+from __future__ import annotations
+
+from loracle.agent.settings import Settings
+from loracle.agent.state import AgentContext
+from loracle.generation.composition import CompositionMethod
+from loracle.generation.engine import ImageEngine
+from loracle.generation.guidance import GuidanceSettings, GuideSpec
+from loracle.generation.masks import ComposerSettings
+from loracle.generation.skipping import SkipSettings
+from loracle.tools.sample import SampleSettings
+
+GUIDE = "guide"  # the name engines register a base model's weaker guide under (agent/runtime.engine_for)
+
+
+def composer_settings(settings: Settings) -> ComposerSettings:
+    """Every image gets at least one adapter: the user asked for the tasks they serve."""
+    return ComposerSettings(scale=settings.composer_scale, max_active=settings.composer_max_active,
+                            allow_all_off=False, append_triggers=settings.append_trigger_words)
+
+
+def sample_settings(ctx: AgentContext, engine: ImageEngine) -> SampleSettings:
+    """The sampler the settings ask for; guidance uses the weaker guide model when the engine has one."""
+    settings = ctx.settings
+    scale = settings.guidance_scale if settings.guidance_scale is not None else ctx.guidance_scale
+    guide = GuideSpec(kind="model", model=GUIDE) if GUIDE in engine.guide_names else GuideSpec()
+    return SampleSettings(
+        steps=settings.steps, scheduler=settings.scheduler,
+        guidance=GuidanceSettings(kind=settings.guidance, scale=scale, guide=guide),
+        skipping=SkipSettings(threshold=settings.skip_threshold, max_skip=settings.max_skip),
+        composition_method=CompositionMethod(settings.composition_method, settings.switch_every),
+    )
+
+
+def image_seeds(seed: int, n_images: int) -> list[int]:
+    """One seed per image, the same on every attempt of a turn, so a retry changes the mixes only."""
+    return [seed * 16 + i for i in range(n_images)]

