@@ -26,11 +26,9 @@ from loracle.tools.pick_prior import SourceCounts
 @dataclass(frozen=True)
 class MapSettings:
     """How the query map is trained and how its lists fuse, chosen by 5-fold cross-validation on the
-    training split only (`loracle rank cv` for the kind, neighbours and weights): the card vectors
-    ("full+refined") beat "head" and "prompt" as the adapted list's target, 20 neighbours beat 50 and 100,
-    and equal weights beat doubling or halving either list. A penalty of 1e-3 beat 1e-2 and 1e-1, a
-    temperature of 0.05 tied 0.03 and beat 0.1, and 30 steps over 512 random negatives matched 60 over 1024
-    (R@150 equal, R@10 within .01) at half the training time."""
+    training split only (`loracle rank cv` for the kind, neighbours and weights; the map's own settings
+    by the same folds): the card vectors as the adapted list's target, 20 neighbours, equal weights; 30
+    steps over 512 random negatives matched twice as many at half the training time."""
 
     kind: str = "full+refined"
     penalty: float = 1e-3

@@ -168,11 +168,9 @@ def attach_prior(train_items: list[Candidates], held: list[Candidates], alpha: f
 
 
 # Chosen by 5-fold cross-validation on the training split over the trained first stage's candidates (R@10
-# of every training query, each scored by the fold model that never saw it; mean of the dev queries' and the
-# Civitai prompts'), 9 settings: 300 rounds with dev queries weighted 4 .644 (dev .799, Civitai .489); 200
-# rounds .643 at weight 2, .640 at 1 and 4; 100 rounds .637-.641; 300 and 400 rounds at weight 2 .637.
-# Re-scoring 300 candidates instead of 150 lost (.630 and .639 at 100 and 200 rounds, weight 2), although
-# the candidates' recall of dev's picks rose from .968 to .981.
+# of every training query scored by the fold model that never saw it, mean over label sources), among
+# 100-400 rounds, dev weights 1-4 and re-scoring 150 or 300 candidates: 300 deep put more picks among
+# the candidates but ranked fewer of them in the top 10.
 ROUNDS = 300
 DEV_WEIGHT = 4.0
 LIGHTGBM_PARAMS: dict[str, Any] = {
