@@ -13,7 +13,7 @@ from loracle.db.vectors import best_similarities
 from loracle.evals.first_stage_train import MapSettings
 from loracle.evals.queries import load_queries
 from loracle.evals.rank_train import PRIOR_FOLDS, attach_features, collect_candidates, fit_lightgbm, is_heldout, train
-from loracle.tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker, scoring_with
+from loracle.tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker, ranker_for, scoring_with
 from loracle.tools.rank_features import INDEX, PRIOR_COLUMNS
 from loracle.tools.retrieve import _search, _search_many, retrieve
 from tests.integration.test_catalog_db import catalog, write_catalog  # noqa: F401  (fixture)
@@ -37,8 +37,9 @@ def test_serving_features_match_the_database(db, embedder, catalog) -> None:  # 
     text = "misty forest, watercolor"
     vector = embedder.encode([text])[0]
     with db.connection() as conn:
-        hits = retrieve(conn, embedder, text, strategy="fused", k=150)
-        x = hit_features(conn, embedder.name, text, vector, hits, prior=load_ranker().prior)
+        hits = retrieve(conn, embedder, text, strategy="trained", k=150)  # the first stage the ranker re-scores
+        ranker = ranker_for(SearchFilters())  # no tag excluded: the unfiltered variant
+        x = hit_features(conn, embedder.name, text, vector, hits, prior=ranker.prior)
         head = dict(dense_search(conn, embedder.name, "head", vector, 10, SearchFilters(), exact=True))
         learned = {h.adapter_id: h.score for h in retrieve(conn, embedder, text, strategy="learned", k=150)}
     assert len(hits) == 10
@@ -46,7 +47,8 @@ def test_serving_features_match_the_database(db, embedder, catalog) -> None:  # 
         assert x[row, INDEX["cos_head"]] == pytest.approx(head[hit.adapter_id], abs=2e-3)  # halfvec rounding
         assert x[row, INDEX["trigger_phrase"]] == float(hit.name in ("Misty Forest", "Watercolor Painting Style"))
     # the strategy's scores are the artifact's model applied to exactly these features
-    np.testing.assert_allclose(load_ranker().score(x), [learned[h.adapter_id] for h in hits], rtol=1e-5)
+    assert ranker.meta["training"]["exclude_tags"] == []
+    np.testing.assert_allclose(ranker.score(x), [learned[h.adapter_id] for h in hits], rtol=1e-5)
 
 
 def test_best_similarities_are_the_best_cosine_per_kind(db, embedder, catalog) -> None:  # noqa: F811
@@ -104,15 +106,15 @@ def test_train_writes_an_artifact_that_serves_with_a_leak_free_prior(db, embedde
     text = "watercolor fox"
     vector = embedder.encode([text])[0]
     with db.connection() as conn:
-        fused = retrieve(conn, embedder, text, strategy="fused", k=150)
+        first = retrieve(conn, embedder, text, strategy="trained", k=150)  # with the first stage trained beside it
         learned = {h.adapter_id: h.score for h in retrieve(conn, embedder, text, strategy="learned", k=150)}
-        x = hit_features(conn, embedder.name, text, vector, fused, prior=ranker.prior)
+        x = hit_features(conn, embedder.name, text, vector, first, prior=ranker.prior)
         model = ranker.model
         with scoring_with(*cross_fitted[0]):
             assert load_ranker(out).prior is priors[0] and load_ranker(out).model is cross_fitted[0][0]
         assert load_ranker(out).prior is ranker.prior and load_ranker(out).model is model  # restored
     assert x[:, PRIOR_COLUMNS].any()  # the prior reaches the served features
-    np.testing.assert_allclose(ranker.score(x), [learned[h.adapter_id] for h in fused], rtol=1e-5)
+    np.testing.assert_allclose(ranker.score(x), [learned[h.adapter_id] for h in first], rtol=1e-5)
 
 
 class _Recording:
