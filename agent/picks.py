@@ -42,7 +42,7 @@ def choose_adapters(ctx: AgentContext, plan: Plan, candidates: dict[str, list[Ca
 
 def _choose_offline(ctx: AgentContext, plan: Plan, candidates: dict[str, list[Candidate]], planner: str,
                     llm_calls: int = 0) -> Choice:
-    picks = offline_picks(candidates, offline_ranking(ctx.settings.ranker, ctx.settings.exclude_tags)[1])
+    picks = offline_picks(candidates, offline_ranking(ctx.settings.ranker, ctx.settings.exclude_tags, ctx.db)[1])
     return Choice(picks, planner, plan, candidates, llm_calls)
 
 

@@ -174,6 +174,19 @@ def available(path: Path | None = None) -> bool:
     return True
 
 
+def fits_catalog(conn: psycopg.Connection, ranker: Ranker, share: float = 0.5) -> bool:
+    """True when the catalog holds at least `share` of the adapters the ranker's training prompts picked:
+    its pick prior and learned lists only know those, and on a catalog it never saw (the bundled digits
+    world, a small private one) it ranks worse than the hand-weighted reranker."""
+    picked = sorted({key for part in ranker.prior.counts.values() for key in part.picks})
+    if not picked:
+        return False
+    sources, external_ids = zip(*(key.split(":", 1) for key in picked))
+    [(found,)] = conn.execute("SELECT count(*) FROM adapters JOIN unnest(%s::text[], %s::text[]) AS k(source, external_id) "
+                              "USING (source, external_id)", (list(sources), list(external_ids))).fetchall()
+    return found >= share * len(picked)
+
+
 def hit_features(
     conn: psycopg.Connection, model_name: str, text: str, query: np.ndarray, hits: list,
     cosines: Mapping[str, np.ndarray] | None = None, cards: Mapping[int, CardInfo] | None = None,
@@ -218,4 +231,4 @@ def rerank_learned(
     return sorted(hits, key=lambda h: (-h.score, h.adapter_id))
 
 
-__all__ = ["DENSE_KINDS", "Ranker", "ArtifactError", "available", "load_ranker", "ranker_for", "rerank_learned", "save_artifact"]
+__all__ = ["DENSE_KINDS", "Ranker", "ArtifactError", "available", "fits_catalog", "load_ranker", "ranker_for", "rerank_learned", "save_artifact"]

@@ -37,10 +37,7 @@ def test_offline_turn_plans_picks_samples_and_records(world, db) -> None:
 
 def test_incompatible_mix_is_retried_without_the_blamed_adapter(world, db) -> None:
     settings, threads = world
-    # The counts below assume each adapter picked for its own task, as the hand-weighted reranker picks on this
-    # 5-adapter catalog; the learned one (trained on the Civitai catalog) puts Red Fox on the whole prompt only,
-    # and the conflict memory then charges the pair twice.
-    ctx = build_context(settings.model_copy(update={"ranker": "rerank"}), db)
+    ctx = build_context(settings, db)
     ctx.static_conflicts = [("civitai:101", "civitai:103", "cancel each other out")]
     state = threads.run_turn(ctx, "t-conflict", "a watercolor painting of a red fox", seed=5)
     assert len(state["attempts"]) == 1

@@ -96,7 +96,7 @@ def test_training_writes_both_stages_and_cross_fits_the_first(db, embedder, cata
     assert unfiltered.artifact["training"]["positives"] > filtered.artifact["training"]["positives"]
     assert set(json.loads((out.parent / "first_stage.json").read_text())["heldout"]) == {"filtered", "unfiltered"}
 
-    from loracle.agent.planner import offline_ranking
+    from loracle.agent.planner import SelectionSettings, offline_ranking
     from loracle.tools.learned_rank import save_artifact
 
     for trained, min_score in ((filtered, 0.2), (unfiltered, 0.05)):
@@ -104,6 +104,11 @@ def test_training_writes_both_stages_and_cross_fits_the_first(db, embedder, cata
     assert offline_ranking("learned", ["character"])[1].min_score == 0.2
     assert offline_ranking("learned", [])[1].min_score == 0.05
     assert offline_ranking("rerank", [])[0] == "rerank"
+    # learned where it was trained: on this catalog, not with the committed artifacts (trained on Civitai's)
+    assert offline_ranking("learned", ["character"], db)[0] == "learned"
+    monkeypatch.delenv("LORACLE_RANKER_PATH")
+    assert offline_ranking("learned", ["character"], db) == ("rerank", SelectionSettings())
+    monkeypatch.setenv("LORACLE_RANKER_PATH", str(out))
 
     # a ranker never scores features of another first stage than the one it was trained on
     other, _ = _learned(db, embedder, [("neon", "2")])
