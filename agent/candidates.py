@@ -34,7 +34,7 @@ def search_candidates(ctx: AgentContext, edits: Edits, texts: list[str]) -> dict
     with ctx.db.connection() as conn:
         excluded = [c["id"] for c in find_adapters(conn, [r.split(":", 1)[-1] for r in edits.excluded]).values()]
     hits = search_catalog(ctx.db, ctx.embedder, ctx.settings, texts, k=ctx.settings.candidates_per_task,
-                          base_models=ctx.base_models, strategy=offline_ranking(ctx.settings.ranker)[0], exclude_ids=excluded)
+                          base_models=ctx.base_models, strategy=offline_ranking(ctx.settings.ranker, ctx.settings.exclude_tags, ctx.db)[0], exclude_ids=excluded)
     with ctx.db.connection() as conn:
         cards = get_adapters(conn, list({h.adapter_id for items in hits.values() for h in items}))
     terms = [t.lower() for t in edits.excluded_terms]

@@ -60,7 +60,7 @@ def without_excluded_triggers(plan: Plan, candidates: dict[str, list[Candidate]]
 
 def _choose_offline(ctx: AgentContext, plan: Plan, candidates: dict[str, list[Candidate]], planner: str,
                     llm_calls: int = 0) -> Choice:
-    settings = offline_ranking(ctx.settings.ranker)[1]
+    settings = offline_ranking(ctx.settings.ranker, ctx.settings.exclude_tags, ctx.db)[1]
     floor = relevance_floor(ctx.family)
     if floor is not None:  # nothing below the catalog's relevance floor serves a task, however it ranks
         settings = replace(settings, min_score=max(settings.min_score, floor))

@@ -9,10 +9,15 @@ score clears a threshold, each adapter used once (for the task it fits best), at
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from loracle.agent.plan import Plan, PlanTask
 from loracle.generation.prompt_tags import strip_network_tags
+
+if TYPE_CHECKING:
+    from loracle.db import Database
 
 MAX_TASKS = 8
 QUALITY_TAGS = frozenset(
@@ -116,15 +121,22 @@ class SelectionSettings:
     whole_prompt: bool = False  # also score the whole prompt's candidates as one more task
 
 
-def offline_ranking(ranker: str = "rerank") -> tuple[str, SelectionSettings]:
-    """The retrieval strategy and thresholds for offline selection. `ranker="learned"` uses the learned
-    reranker with the thresholds calibrated for its scores, when its artifact exists (`loracle rank train`);
-    the default is the hand-weighted reranker, because the learned one, trained on the Civitai catalog's
-    picks, misses obvious matches on small catalogs it never saw."""
-    from loracle.tools.learned_rank import available, load_ranker
+def offline_ranking(ranker: str = "learned", exclude_tags: Sequence[str] = (), db: Database | None = None) -> tuple[str, SelectionSettings]:
+    """The retrieval strategy and thresholds for offline selection. `ranker="learned"` (the default) uses
+    the learned reranker trained with the filter in use (`exclude_tags`; tools/learned_rank.ranker_for)
+    with the thresholds calibrated for its scores, when its artifacts exist (`loracle rank train`) and
+    `db`'s catalog is the one it was trained on (tools/learned_rank.fits_catalog); otherwise, or with
+    `ranker="rerank"`, the hand-weighted reranker."""
+    from loracle.tools.learned_rank import available, fits_catalog, ranker_for
+    from loracle.tools.retrieve import SearchFilters
 
     if ranker == "learned" and available():
-        return "learned", SelectionSettings(**load_ranker().selection.get("settings", {}))
+        model = ranker_for(SearchFilters(exclude_tags=list(exclude_tags)))
+        if db is not None:
+            with db.connection() as conn:
+                if not fits_catalog(conn, model):
+                    return "rerank", SelectionSettings()
+        return "learned", SelectionSettings(**model.selection.get("settings", {}))
     return "rerank", SelectionSettings()
 
 

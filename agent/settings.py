@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     composer_max_active: int = Field(default=3, ge=1, le=6)
     append_trigger_words: bool = Field(default=True, description="Append picked adapters' trigger words (A1111 habit).")
     candidates_per_task: int = Field(default=8, ge=1, le=50)
-    ranker: str = Field(default="rerank", pattern="^(rerank|learned)$", description="Offline selection's reranker.")
+    ranker: str = Field(default="learned", pattern="^(rerank|learned)$",
+                        description="Offline selection's reranker: the learned one (when trained) or the hand-weighted one.")
 
     @property
     def images_dir(self) -> Path:

@@ -14,7 +14,7 @@ def search(
     k: int = typer.Option(10, "--k", min=1, max=1000, metavar="N", help="How many adapters to show."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
     strategy: str = typer.Option("rerank", "--strategy", metavar="NAME",
-                                 help="dense | head | lexical | fused | rerank | learned."),
+                                 help="dense | head | lexical | fused | trained | rerank | learned."),
     base_model: list[str] = typer.Option([], "--base-model", metavar="NAME",
                                          help="Only adapters for this base model (repeatable); "
                                               "default: those the configured base model can use."),

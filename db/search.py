@@ -130,10 +130,10 @@ def lexical_search(
     before `loracle catalog refine` ran: term frequencies, document frequencies and lengths alike.
     """
     statement, params = _lexical_statement(text, k, filters, refined=refined, weights=weights)
-    return _lexical_rows(conn.execute(statement, params).fetchall())
+    return _score_rows(conn.execute(statement, params).fetchall())
 
 
-def _lexical_rows(rows: list) -> list[tuple[int, float]]:
+def _score_rows(rows: list) -> list[tuple[int, float]]:
     return [(adapter_id, float(score)) for adapter_id, score in rows]
 
 
@@ -172,10 +172,31 @@ def _lexical_statement(
     return statement, params
 
 
+def _keys_statement(keys: Sequence[tuple[str, float]], k: int, filters: SearchFilters) -> tuple[str, dict[str, object]]:
+    # a ranked list computed outside the database ("source:external_id", score), kept in its order, filtered here
+    statement = (
+        "SELECT a.id, x.score FROM unnest(%(sources)s::text[], %(external_ids)s::text[], %(scores)s::float8[])"
+        " WITH ORDINALITY AS x(source, external_id, score, position)"
+        " JOIN adapters a ON a.source = x.source AND a.external_id = x.external_id"
+        f" WHERE {_FILTER_SQL} ORDER BY x.position LIMIT %(k)s"
+    )
+    split = [key.split(":", 1) for key, _ in keys]
+    params: dict[str, object] = {"sources": [s for s, _ in split], "external_ids": [e for _, e in split],
+                                 "scores": [float(score) for _, score in keys], "k": k}
+    params.update(filters.params())
+    return statement, params
+
+
+def keyed_search(conn: psycopg.Connection, keys: Sequence[tuple[str, float]], k: int, filters: SearchFilters) -> list[tuple[int, float]]:
+    """The first k adapters of a ranked list of ("source:external_id", score) that exist and pass the filters."""
+    statement, params = _keys_statement(keys, k, filters)
+    return _score_rows(conn.execute(statement, params).fetchall())
+
+
 @dataclass(frozen=True)
 class ListQuery:
-    """One ranked list to fetch: `kind` is a stored vector kind or kinds ("full+refined", with `vector`) or
-    "lexical" (with `text`)."""
+    """One ranked list to fetch: `kind` is a stored vector kind or kinds ("full+refined", with `vector`),
+    "lexical" (with `text`) or "keys" (with `keys`, a ranked list of catalog keys to filter)."""
 
     kind: str
     k: int
@@ -183,6 +204,7 @@ class ListQuery:
     text: str = ""
     per_adapter_rows: int = 1
     refined: bool = True  # lexical only: BM25 with the refined description (see lexical_search)
+    keys: tuple[tuple[str, float], ...] = ()
 
 
 def search_lists(
@@ -212,13 +234,17 @@ def search_lists(
 def _fetch_lists(
     conn: psycopg.Connection, model: str, queries: list[ListQuery], filters: SearchFilters, ef_search: int
 ) -> list[list[tuple[int, float]]]:
-    statements = [
-        _lexical_statement(q.text, q.k, filters, refined=q.refined) if q.kind == "lexical"
-        else _dense_statement(model, q.kind, q.vector, q.k, filters, q.per_adapter_rows)
-        for q in queries
-    ]
+    statements = [_statement(model, q, filters) for q in queries]
     with conn.pipeline(), conn.transaction():
         _set_hnsw(conn, ef_search)
         cursors = [conn.execute(statement, params) for statement, params in statements]
         rows = [cursor.fetchall() for cursor in cursors]
-    return [_lexical_rows(r) if q.kind == "lexical" else _dense_rows(r) for q, r in zip(queries, rows)]
+    return [_dense_rows(r) if q.vector is not None else _score_rows(r) for q, r in zip(queries, rows)]
+
+
+def _statement(model: str, query: ListQuery, filters: SearchFilters) -> tuple[str | sql.Composed, dict[str, object]]:
+    if query.kind == "lexical":
+        return _lexical_statement(query.text, query.k, filters, refined=query.refined)
+    if query.kind == "keys":
+        return _keys_statement(query.keys, query.k, filters)
+    return _dense_statement(model, query.kind, query.vector, query.k, filters, query.per_adapter_rows)

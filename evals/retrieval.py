@@ -1,4 +1,4 @@
-"""The retrieval suite: Recall@10/50/150 and nDCG@10 per strategy on a labelled queries file, in one run.
+"""The retrieval suite: Recall@10/50/150/300 and nDCG@10 per strategy on a labelled queries file, in one run.
 
 The dense strategy without any filter (Stylus's retriever, on MiniLM) is always first: the baseline.
 """
@@ -17,9 +17,9 @@ from loracle.db.search import DEFAULT_EF_SEARCH
 from loracle.evals.metrics import ndcg_at, percentile, recall_at
 from loracle.evals.queries import external_to_row_ids, load_queries
 from loracle.tools.embedder import Embedder
-from loracle.tools.retrieve import SearchFilters, _search
+from loracle.tools.retrieve import RERANK_DEPTH, SearchFilters, _search
 
-KS = (10, 50, 150)
+KS = (10, 50, 150, 300)
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,15 @@ VARIANTS = (
     Variant("fused + refined", "fused", False, True),
     Variant("fused + refined + filter", "fused", True, True),
     Variant("rerank + refined + filter", "rerank", True, True),
-    # the learned reranker (tools/learned_rank.py) as served (over the default, refined lists);
-    # left out when no artifact exists
+    # the first stage with the lists learned from real choices (tools/learned_lists.py), and the learned
+    # reranker (tools/learned_rank.py) on top of it, as served (over the default, refined lists), with the
+    # filter and without it (the unfiltered ranker); left out when no artifacts exist
+    Variant("trained + refined + filter", "trained", True, True),
     Variant("learned + refined + filter", "learned", True, True),
+    Variant("trained + refined", "trained", False, True),
+    Variant("learned + refined", "learned", False, True),
 )
+RERANKERS = ("rerank", "learned")  # they return only the candidates they re-scored (150 unless trained deeper)
 
 
 def evaluate_retrieval(
@@ -85,7 +90,7 @@ def evaluate_retrieval(
     from loracle.tools.learned_rank import available
 
     for variant in variants:
-        if variant.strategy == "learned" and not available():
+        if variant.strategy in ("trained", "learned") and not available():
             continue
         filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True) if variant.filtered else SearchFilters()
         recalls = {k: [] for k in KS}
@@ -104,20 +109,28 @@ def evaluate_retrieval(
                 for k in KS:
                     recalls[k].append(recall_at(ranked, relevant, k))
                 ndcgs.append(ndcg_at(ranked, relevant, 10))
-        row = {"strategy": variant.name, **{f"R@{k}": float(np.mean(recalls[k])) for k in KS}}
+        # a reranker's R@k past the candidates it re-scored would only repeat its R@depth
+        depth = _reranked_depth(variant, filters)
+        row = {"strategy": variant.name, **{f"R@{k}": float(np.mean(recalls[k])) for k in KS if k <= depth}}
         row["nDCG@10"] = float(np.mean(ndcgs))
         row["p50_ms"] = percentile(latencies, 50)
         results["strategies"].append(row)
     return results
 
 
+def _reranked_depth(variant: Variant, filters: SearchFilters) -> int:
+    if variant.strategy == "learned":
+        from loracle.tools.learned_rank import ranker_for
+
+        return ranker_for(filters).depth
+    return RERANK_DEPTH if variant.strategy == "rerank" else max(KS)
+
+
 def format_table(results: dict) -> str:
     lines = [f"{results['queries']} labelled queries from {results['file']}; "
              f"{results.get('refined_adapters', 0)} adapters refined (rows '+ refined' use their refined text)"]
-    lines.append(f"{'strategy':<28}{'R@10':>8}{'R@50':>8}{'R@150':>8}{'nDCG@10':>9}{'p50 ms':>9}")
+    lines.append(f"{'strategy':<28}" + "".join(f"{f'R@{k}':>8}" for k in KS) + f"{'nDCG@10':>9}{'p50 ms':>9}")
     for row in results["strategies"]:
-        lines.append(
-            f"{row['strategy']:<28}{row['R@10']:>8.3f}{row['R@50']:>8.3f}{row['R@150']:>8.3f}"
-            f"{row['nDCG@10']:>9.3f}{row['p50_ms']:>9.1f}"
-        )
+        recalls = "".join(f"{row[f'R@{k}']:>8.3f}" if f"R@{k}" in row else f"{'-':>8}" for k in KS)
+        lines.append(f"{row['strategy']:<28}{recalls}{row['nDCG@10']:>9.3f}{row['p50_ms']:>9.1f}")
     return "\n".join(lines)

@@ -69,18 +69,48 @@ class SourceCounts:
         means = np.stack([self.vectors[i].mean(axis=0) for i in rows.values()])
         return {key: j for j, key in enumerate(rows)}, means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
 
+    def neighbours_json(self) -> dict[str, Any]:
+        """The picking queries' int8 vectors (base64), their scales and what each picked."""
+        codes = np.stack(self.codes) if self.codes else np.zeros((0, 0), np.int8)
+        return {"dims": int(codes.shape[1]) if codes.size else 0, "scales": self.scales,
+                "vectors": base64.b64encode(codes.tobytes()).decode("ascii"), "picked": [list(keys) for keys in self.picked]}
+
+    @classmethod
+    def from_neighbours_json(cls, near: dict[str, Any], **counts: Any) -> SourceCounts:
+        codes = np.frombuffer(base64.b64decode(near["vectors"]), dtype=np.int8)
+        picked = [tuple(keys) for keys in near["picked"]]
+        if len(near["scales"]) != len(picked) or codes.size != len(picked) * int(near["dims"]):
+            raise ValueError(f"{len(picked)} picking queries, {len(near['scales'])} scales, {codes.size} vector codes")
+        return cls(codes=list(codes.reshape(len(picked), int(near["dims"]))) if picked else [],
+                   scales=[float(s) for s in near["scales"]], picked=picked, **counts)
+
+    def add(self, picked: tuple[str, ...], vector: np.ndarray) -> None:
+        """One picking query: its int8 vector and what it picked."""
+        code, scale = quantize(vector)
+        self.codes.append(code)
+        self.scales.append(scale)
+        self.picked.append(picked)
+
+    def votes(self, query: np.ndarray, neighbours: int = NEIGHBOURS) -> tuple[Counter, dict[str, float]]:
+        """Among the `neighbours` picking queries most like `query`: per picked key, the summed cosine of
+        those that picked it, and the best such cosine."""
+        vote, best = Counter(), {}
+        if not self.picked:
+            return vote, best
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        similarity = self.vectors @ query
+        for i in np.argsort(-similarity, kind="stable")[:neighbours]:
+            for key in self.picked[i]:
+                vote[key] += float(similarity[i])
+                best.setdefault(key, float(similarity[i]))
+        return vote, best
+
     def near(self, query: np.ndarray, keys: Sequence[str]) -> list[np.ndarray]:
         """votes, nearest and centroid per key (0 where no training query picked it)."""
         votes, nearest, centroid = (np.zeros(len(keys)) for _ in range(3))
         if not self.picked:
             return [votes, nearest, centroid]
-        query = query / max(float(np.linalg.norm(query)), 1e-12)
-        similarity = self.vectors @ query
-        vote, best = Counter(), {}
-        for i in np.argsort(-similarity, kind="stable")[:NEIGHBOURS]:
-            for key in self.picked[i]:
-                vote[key] += float(similarity[i])
-                best.setdefault(key, float(similarity[i]))
+        vote, best = self.votes(np.asarray(query, dtype=np.float32))
         index, means = self.centroids
         to_centroid = means @ query
         for j, key in enumerate(keys):
@@ -107,10 +137,7 @@ class PickPrior:
             part.appearances.update(set(candidates))
             part.picks.update(picked)
             if picked:
-                code, scale = quantize(vector)
-                part.codes.append(code)
-                part.scales.append(scale)
-                part.picked.append(picked)
+                part.add(picked, vector)
         return cls(counts, alpha)
 
     def features(self, keys: Sequence[str], query: np.ndarray) -> np.ndarray:
@@ -129,16 +156,11 @@ class PickPrior:
     def to_json(self) -> dict[str, Any]:
         """Counts only for adapters picked at least once (the others' features are 0 whatever their
         appearances); the picking queries' int8 vectors in base64."""
-        sources = {}
-        for source, part in self.counts.items():
-            codes = np.stack(part.codes) if part.codes else np.zeros((0, 0), np.int8)
-            sources[source] = {
-                "queries": part.queries,
-                "adapters": {k: [n, part.appearances[k]] for k, n in sorted(part.picks.items())},
-                "neighbours": {"dims": int(codes.shape[1]) if codes.size else 0, "scales": part.scales,
-                               "vectors": base64.b64encode(codes.tobytes()).decode("ascii"),
-                               "picked": [list(keys) for keys in part.picked]},
-            }
+        sources = {
+            source: {"queries": part.queries, "adapters": {k: [n, part.appearances[k]] for k, n in sorted(part.picks.items())},
+                     "neighbours": part.neighbours_json()}
+            for source, part in self.counts.items()
+        }
         return {"alpha": self.alpha, "sources": sources}
 
     @classmethod
@@ -146,14 +168,11 @@ class PickPrior:
         counts = {}
         for source in SOURCES:
             part = data["sources"][source]
-            adapters, near = part["adapters"], part["neighbours"]
-            codes = np.frombuffer(base64.b64decode(near["vectors"]), dtype=np.int8)
-            picked = [tuple(keys) for keys in near["picked"]]
-            if len(near["scales"]) != len(picked) or codes.size != len(picked) * int(near["dims"]):
-                raise ValueError(f"{source}: {len(picked)} picking queries, {len(near['scales'])} scales, {codes.size} vector codes")
-            counts[source] = SourceCounts(
-                int(part["queries"]), Counter({k: int(v[0]) for k, v in adapters.items()}),
-                Counter({k: int(v[1]) for k, v in adapters.items()}),
-                list(codes.reshape(len(picked), int(near["dims"]))) if picked else [], [float(s) for s in near["scales"]], picked,
-            )
+            adapters = part["adapters"]
+            try:
+                counts[source] = SourceCounts.from_neighbours_json(
+                    part["neighbours"], queries=int(part["queries"]), picks=Counter({k: int(v[0]) for k, v in adapters.items()}),
+                    appearances=Counter({k: int(v[1]) for k, v in adapters.items()}))
+            except ValueError as error:
+                raise ValueError(f"{source}: {error}") from None
         return cls(counts, float(data["alpha"]))

@@ -24,10 +24,10 @@ import psycopg
 from loracle.tools.pick_prior import FEATURES as PRIOR_FEATURES
 from loracle.tools.pick_prior import PickPrior
 
-FEATURE_VERSION = 4
+FEATURE_VERSION = 5
 DENSE_KINDS = ("head", "full", "prompt")
-RANK_LISTS = ("full", "head", "prompt", "lexical")
-MISSING_RANK = 300  # a list that did not return the adapter (depth is 150)
+RANK_LISTS = ("full", "head", "prompt", "lexical", "adapted", "neighbours")
+MISSING_RANK = 600  # a list that did not return the adapter (lists are at most 300 deep)
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of in on at to with and or for by from is are its it this that as into lora style".split())
 # tag groups (lower-case tags, or the refiner's category) that tell what kind of adapter it is
@@ -58,6 +58,7 @@ FEATURES: tuple[str, ...] = (
     "log_fused_pos",
     "lexical_score",  # BM25 of the lexical list (0 where it did not return the adapter)
     "lexical_ratio",  # ... relative to this query's best BM25
+    "adapted_score",  # cosine of the trained query map's vector (tools/learned_lists.py; 0 where its list missed the adapter)
     # words of the query found in the card
     "name_cover",  # share of the name's content words found in the query
     "query_in_name",  # share of the query's content words found in name + trigger words
@@ -169,12 +170,14 @@ def build_features(
     lexical_scores: Sequence[float] | None = None,
     prior: PickPrior | None = None,
     query: np.ndarray | None = None,
+    adapted_scores: Sequence[float] | None = None,
 ) -> np.ndarray:
     """A (len(ids), len(FEATURES)) float32 matrix; ids in fused order (position = index + 1).
 
     `cosines`: per DENSE_KINDS kind, the best cosine of the query to each candidate's vectors (NaN where it
     has none): `db.vectors.best_similarities`, in serving and in training alike.
-    `lexical_scores`: the lexical list's BM25 per candidate (0 where absent; `Hit.evidence["lexical_score"]`).
+    `lexical_scores`: the lexical list's BM25 per candidate (0 where absent; `Hit.evidence["lexical_score"]`);
+    `adapted_scores` likewise the adapted list's cosine (`Hit.evidence["adapted_score"]`).
     `prior`: the pick prior, for the query's vector `query` (None leaves its columns 0: training fills
     them out-of-fold)."""
     n = len(ids)
@@ -203,6 +206,8 @@ def build_features(
         lexical = np.asarray(lexical_scores, dtype=np.float32)
         x[:, INDEX["lexical_score"]] = lexical
         x[:, INDEX["lexical_ratio"]] = lexical / max(float(lexical.max()), 1e-6)
+    if adapted_scores is not None:
+        x[:, INDEX["adapted_score"]] = np.asarray(adapted_scores, dtype=np.float32)
 
     lowered = text.lower()
     words = content_words(text)

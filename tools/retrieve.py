@@ -2,9 +2,10 @@
 
 Strategies, cheapest first: `dense` (HNSW over the adapter's full text, Stylus's approach and the
 baseline), `head` (name, tags, trigger words), `lexical` (BM25 over the full text), `fused` (reciprocal
-rank fusion of the dense lists and the lexical list) and `rerank` (fused, then re-scored by
-tools/rerank.py with all of an adapter's evidence) or `learned` (fused, then re-scored by the model
-trained on real prompt -> LoRA choices, tools/learned_rank.py).
+rank fusion of the dense lists and the lexical list), `trained` (the fused lists and two lists learned
+from real prompt -> LoRA choices, tools/learned_lists.py), `rerank` (fused, then re-scored by
+tools/rerank.py with all of an adapter's evidence) and `learned` (trained, then re-scored by the model
+trained on the same choices, tools/learned_rank.py).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from loracle.db.catalog import get_card_heads
 from loracle.db.search import DEFAULT_EF_SEARCH, ListQuery, SearchFilters, search_lists
 from loracle.db.vectors import best_similarities
 from loracle.tools.embedder import Embedder
+from loracle.tools.learned_lists import LearnedLists, load_learned_lists
 
-STRATEGIES = ("dense", "head", "lexical", "fused", "rerank", "learned")
+STRATEGIES = ("dense", "head", "lexical", "fused", "trained", "rerank", "learned")
+TRAINED = ("trained", "learned")  # the strategies whose first stage holds the learned lists
 RRF_K = 30  # a small k lets each list's first ranks decide more; tuned with `loracle eval retrieval`
 # How deep each fused list is read: deep enough that an adapter only one list ranks high still reaches the
-# filtered top k. The learned ranker keeps the depth it was trained on (evals/rank_train.py).
+# filtered top k. The learned ranker reads and re-scores the depth it was trained on (its artifact's).
 FUSION_DEPTH = 300
-LEARNED_DEPTH = 150
+RERANK_DEPTH = 150  # what the hand-weighted reranker re-scores
 # (list name, weight) fused by `fused`; dense lists name a kind of stored vector, "lexical" is BM25.
 FUSED_LISTS: tuple[tuple[str, float], ...] = (("full", 1.0), ("head", 1.0), ("prompt", 1.0), ("lexical", 1.0))
 # After `loracle catalog refine`, the card-text list ranks each adapter by the better of its raw card
@@ -76,6 +79,19 @@ def _list_query(name: str, text: str, query_vector: np.ndarray, depth: int, refi
     return ListQuery(name, depth, vector=query_vector, per_adapter_rows=rows)
 
 
+def learned_queries(learned: LearnedLists, query_vector: np.ndarray, depth: int, refined: bool) -> dict[str, ListQuery]:
+    """The trained first stage's lists for one text (those of non-zero weight): its adapted vector over the
+    card vectors (without the refined ones when `refined` is off), and what the most similar training
+    prompts picked."""
+    queries = {}
+    if learned.weights.get("adapted", 0.0):
+        kinds = [kind for kind in learned.kind.split("+") if refined or kind != "refined"]
+        queries["adapted"] = ListQuery("+".join(kinds), depth, vector=learned.adapt(query_vector), per_adapter_rows=len(kinds))
+    if learned.weights.get("neighbours", 0.0):
+        queries["neighbours"] = ListQuery("keys", depth, keys=tuple(learned.neighbour_picks(query_vector)))
+    return queries
+
+
 def rrf(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) -> list[tuple[int, float, dict[str, int]]]:
     """Reciprocal rank fusion: sum of weight / (RRF_K + rank) over the lists an adapter appears in."""
     scores: dict[int, float] = defaultdict(float)
@@ -100,29 +116,46 @@ def first_stage(
     fused_lists: tuple[tuple[str, float], ...] = FUSED_LISTS,
     refined: bool = True,
     spare: Sequence[psycopg.Connection] = (),
+    learned: LearnedLists | None = None,
+    depth: int | None = None,
 ) -> list[list[Hit]]:
     """Per text, one ranked list or the RRF of several (every strategy but `dense`/`head`/`lexical` starts
-    fused); all texts' lists are fetched in one round trip per connection (db.search.search_lists, which
-    spreads them over `spare` connections too). With `refined`, the card-text list also reads the
-    refined-description vectors and keeps each adapter's better one (CARD_KINDS)."""
+    fused; `trained` and `learned` add the learned lists of `learned`, by default the trained artifact's);
+    all texts' lists are fetched in one round trip per connection (db.search.search_lists, which spreads
+    them over `spare` connections too). With `refined`, the card-text list also reads the
+    refined-description vectors and keeps each adapter's better one (CARD_KINDS). `depth` overrides how
+    deep each fused list is read."""
     single = strategy in ("dense", "head", "lexical")
     names = ["full" if strategy == "dense" else strategy] if single else [name for name, _ in fused_lists]
-    depth = k if single else max(k, LEARNED_DEPTH if strategy == "learned" else FUSION_DEPTH)
-    queries = [_list_query(name, text, vector, depth, refined) for text, vector in zip(texts, query_vectors)
-               for name in names]
+    weights = dict(fused_lists)
+    if strategy in TRAINED:
+        learned = learned or load_learned_lists()
+        weights.update(learned.weights)
+    if single:
+        depth = k
+    elif depth is None:
+        depth = max(k, FUSION_DEPTH)
+    per_text = []
+    for text, vector in zip(texts, query_vectors):
+        lists = {name: _list_query(name, text, vector, depth, refined) for name in names}
+        if strategy in TRAINED:
+            lists.update(learned_queries(learned, vector, depth, refined))
+        per_text.append(lists)
+    queries = [query for lists in per_text for query in lists.values()]
     fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search, spare=spare))
     found = []
-    for _ in texts:
-        lists = {name: next(fetched) for name in names}
+    for wanted in per_text:
+        lists = {name: next(fetched) for name in wanted}
         if single:
             [(kind, items)] = lists.items()
             found.append([Hit(adapter_id, score, evidence={"ranks": {kind: rank}})
                           for rank, (adapter_id, score) in enumerate(items, start=1)])
             continue
-        lexical = dict(lists.get("lexical", ()))  # BM25 scores: a feature of the learned reranker
-        found.append([Hit(adapter_id, score, evidence={"ranks": ranks, **({"lexical_score": round(lexical[adapter_id], 4)}
-                                                                          if adapter_id in lexical else {})})
-                      for adapter_id, score, ranks in rrf(lists, dict(fused_lists))])
+        # the lexical list's BM25 and the adapted list's cosine: features of the learned reranker
+        scores = {name: dict(lists.get(name, ())) for name in ("lexical", "adapted")}
+        found.append([Hit(adapter_id, score, evidence={"ranks": ranks, **{f"{name}_score": round(values[adapter_id], 4)
+                                                                          for name, values in scores.items() if adapter_id in values}})
+                      for adapter_id, score, ranks in rrf(lists, weights)])
     return found
 
 
@@ -144,11 +177,18 @@ def _search_many(
     each text is exactly what searching it alone gives."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined, spare)
+    ranker = None
+    if strategy == "learned":  # the model trained with this filter, on candidates as deep as it re-scores
+        from loracle.tools.learned_rank import ranker_for
+
+        ranker = ranker_for(filters)
+    # The hand-weighted reranker re-scores the fused top 150: for the agent's 8 candidates per task,
+    # scoring a 300-deep fusion's whole union cost more than it changed.
+    depth = max(k, ranker.depth if ranker else RERANK_DEPTH)
+    found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined, spare,
+                        depth=depth if ranker else None)
     if strategy in ("rerank", "learned"):
-        # Both re-score the fused top 150: what the learned one was trained on (evals/rank_train.py), and for
-        # the agent's 8 candidates per task, scoring a 300-deep fusion's whole union cost more than it changed.
-        found = [hits[: max(k, LEARNED_DEPTH)] for hits in found]
+        found = [hits[:depth] for hits in found]
         ids = list(dict.fromkeys(h.adapter_id for hits in found for h in hits))
         if strategy == "rerank":
             from loracle.tools.rerank import COSINE_KINDS, rerank
@@ -163,7 +203,7 @@ def _search_many(
 
             infos = load_cards(conn, ids)
             cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), DENSE_KINDS)
-            found = [rerank_learned(conn, embedder, t, v, hits, c, infos)
+            found = [rerank_learned(conn, embedder, t, v, hits, c, infos, ranker)
                      for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
     found = [hits[:k] for hits in found]
     # the hand-weighted reranker already read these cards (with the rest of its candidates)

@@ -8,16 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loracle.db.search import ListQuery, SearchFilters, dense_search, lexical_search, search_lists
+from loracle.db.search import ListQuery, SearchFilters, dense_search, keyed_search, lexical_search, search_lists
 from loracle.db.vectors import best_similarities
+from loracle.evals.first_stage_train import MapSettings
 from loracle.evals.queries import load_queries
 from loracle.evals.rank_train import PRIOR_FOLDS, attach_features, collect_candidates, fit_lightgbm, is_heldout, train
-from loracle.tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker, scoring_with
+from loracle.tools.learned_rank import DEFAULT_PATH, hit_features, load_ranker, ranker_for, scoring_with
 from loracle.tools.rank_features import INDEX, PRIOR_COLUMNS
 from loracle.tools.retrieve import _search, _search_many, retrieve
 from tests.integration.test_catalog_db import catalog, write_catalog  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="no committed ranker artifact")
+FAST_MAP = MapSettings(steps=5, random_negatives=8, hard_negatives=4)  # a few steps: these tests check the plumbing
 
 
 def test_learned_strategy_scores_and_orders(db, embedder, catalog) -> None:  # noqa: F811
@@ -35,8 +37,9 @@ def test_serving_features_match_the_database(db, embedder, catalog) -> None:  # 
     text = "misty forest, watercolor"
     vector = embedder.encode([text])[0]
     with db.connection() as conn:
-        hits = retrieve(conn, embedder, text, strategy="fused", k=150)
-        x = hit_features(conn, embedder.name, text, vector, hits, prior=load_ranker().prior)
+        hits = retrieve(conn, embedder, text, strategy="trained", k=150)  # the first stage the ranker re-scores
+        ranker = ranker_for(SearchFilters())  # no tag excluded: the unfiltered variant
+        x = hit_features(conn, embedder.name, text, vector, hits, prior=ranker.prior)
         head = dict(dense_search(conn, embedder.name, "head", vector, 10, SearchFilters(), exact=True))
         learned = {h.adapter_id: h.score for h in retrieve(conn, embedder, text, strategy="learned", k=150)}
     assert len(hits) == 10
@@ -44,7 +47,8 @@ def test_serving_features_match_the_database(db, embedder, catalog) -> None:  # 
         assert x[row, INDEX["cos_head"]] == pytest.approx(head[hit.adapter_id], abs=2e-3)  # halfvec rounding
         assert x[row, INDEX["trigger_phrase"]] == float(hit.name in ("Misty Forest", "Watercolor Painting Style"))
     # the strategy's scores are the artifact's model applied to exactly these features
-    np.testing.assert_allclose(load_ranker().score(x), [learned[h.adapter_id] for h in hits], rtol=1e-5)
+    assert ranker.meta["training"]["exclude_tags"] == []
+    np.testing.assert_allclose(ranker.score(x), [learned[h.adapter_id] for h in hits], rtol=1e-5)
 
 
 def test_best_similarities_are_the_best_cosine_per_kind(db, embedder, catalog) -> None:  # noqa: F811
@@ -87,8 +91,9 @@ def test_train_writes_an_artifact_that_serves_with_a_leak_free_prior(db, embedde
     path = tmp_path / "q.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "ranker.json"
-    artifact, cross_fitted = train(db, embedder, [path], out, exclude_tags=[], rounds=10, log=lambda *_: None)
-    priors = [prior for _, prior in cross_fitted]
+    [trained] = train(db, embedder, [path], out, exclude_tags=[], rounds=10, map_settings=FAST_MAP, log=lambda *_: None)
+    artifact, cross_fitted = trained.artifact, trained.cross_fitted
+    priors = [fold.prior for fold in cross_fitted]
     ranker = load_ranker(out)
     picks = ranker.prior.counts["civitai"].picks
     trained = [r for r in rows if not is_heldout(r["id"])]
@@ -101,15 +106,15 @@ def test_train_writes_an_artifact_that_serves_with_a_leak_free_prior(db, embedde
     text = "watercolor fox"
     vector = embedder.encode([text])[0]
     with db.connection() as conn:
-        fused = retrieve(conn, embedder, text, strategy="fused", k=150)
+        first = retrieve(conn, embedder, text, strategy="trained", k=150)  # with the first stage trained beside it
         learned = {h.adapter_id: h.score for h in retrieve(conn, embedder, text, strategy="learned", k=150)}
-        x = hit_features(conn, embedder.name, text, vector, fused, prior=ranker.prior)
+        x = hit_features(conn, embedder.name, text, vector, first, prior=ranker.prior)
         model = ranker.model
         with scoring_with(*cross_fitted[0]):
             assert load_ranker(out).prior is priors[0] and load_ranker(out).model is cross_fitted[0][0]
         assert load_ranker(out).prior is ranker.prior and load_ranker(out).model is model  # restored
     assert x[:, PRIOR_COLUMNS].any()  # the prior reaches the served features
-    np.testing.assert_allclose(ranker.score(x), [learned[h.adapter_id] for h in fused], rtol=1e-5)
+    np.testing.assert_allclose(ranker.score(x), [learned[h.adapter_id] for h in first], rtol=1e-5)
 
 
 class _Recording:
@@ -138,11 +143,11 @@ def test_calibration_scores_each_query_with_the_model_that_never_saw_it(db, embe
     path = tmp_path / "dev.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "ranker.json"
-    _, cross_fitted = train(db, embedder, [path], out, exclude_tags=[], rounds=10, log=lambda *_: None)
+    [trained] = train(db, embedder, [path], out, exclude_tags=[], rounds=10, map_settings=FAST_MAP, log=lambda *_: None)
     monkeypatch.setenv("LORACLE_RANKER_PATH", str(out))
     load_ranker(out).model = _MustNotScore()
     log: list[int] = []
-    recording = [(_Recording(model, fold, log), prior) for fold, (model, prior) in enumerate(cross_fitted)]
+    recording = [fold._replace(model=_Recording(fold.model, number, log)) for number, fold in enumerate(trained.cross_fitted)]
     ctx = build_context(Settings(home=tmp_path / "home", base_model="tiny", ranker="learned", llm_model=None), db)
     ctx.base_models = None
     calibration = calibrate_selection(ctx, path, recording, target_picks=1.0, log=lambda *_: None)
@@ -158,10 +163,12 @@ def test_pipelined_lists_equal_one_by_one(db, embedder, catalog) -> None:  # noq
     filters = SearchFilters(exclude_blocklisted=True)
     queries = [ListQuery(kind, 10, vector=v) for v in vectors for kind in ("head", "full", "prompt")]
     queries += [ListQuery("lexical", 10, text=t) for t in texts]
+    queries += [ListQuery("keys", 10, keys=(("civitai:7", 2.5), ("civitai:9", 2.0), ("civitai:3", 1.0)))]
     with db.connections(3) as (conn, *spare):
         together = search_lists(conn, embedder.name, queries, filters)
         spread = search_lists(conn, embedder.name, queries, filters, spare=spare)  # dealt out over 3 connections
         alone = [lexical_search(conn, q.text, 10, filters) if q.kind == "lexical"
+                 else keyed_search(conn, q.keys, 10, filters) if q.kind == "keys"
                  else dense_search(conn, embedder.name, q.kind, q.vector, 10, filters) for q in queries]
     assert len(spare) == 2 and together == alone == spread and any(together)
 
@@ -170,7 +177,7 @@ def test_several_texts_at_once_equal_each_alone(db, embedder, catalog) -> None: 
     texts = ["watercolor", "a fox in the snow", "retro game sprite"]
     vectors = embedder.encode(texts)
     filters = SearchFilters(exclude_blocklisted=True)
-    for strategy in ("learned", "rerank", "fused", "dense"):
+    for strategy in ("learned", "trained", "rerank", "fused", "dense"):
         with db.connection() as conn:
             together = _search_many(conn, embedder, texts, vectors, strategy, 5, filters, 200)
             alone = [_search(conn, embedder, t, v, strategy, 5, filters, 200) for t, v in zip(texts, vectors)]

@@ -46,7 +46,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for needed in ("loracle/db/migrations/001_catalog.sql", "loracle/generation/world/artifacts/base/unet/config.json",
                    "loracle/generation/world/artifacts/judge/judge.safetensors", "loracle/tools/artifacts/ranker.json",
                    "loracle/generation/pipelines/sdxl/unet/config.json", "loracle/generation/pipelines/clip-tokenizer/merges.txt",
-                   "loracle/api/static/index.html", "loracle/api/static/studio.css", "loracle/api/static/js/app.js"):
+                   "loracle/api/static/index.html", "loracle/api/static/studio.css", "loracle/api/static/js/app.js",
+                   "loracle/tools/artifacts/ranker-unfiltered.json", "loracle/tools/artifacts/first_stage.safetensors",
+                   "loracle/tools/artifacts/first_stage.json"):
         assert needed in names, f"{needed} is missing from the wheel"
     env_dir = root / "venv"
     venv.create(env_dir, with_pip=False)

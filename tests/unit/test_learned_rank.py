@@ -10,9 +10,19 @@ import numpy as np
 import pytest
 
 from loracle.evals.rank_train import Candidates, attach_prior, fit_lightgbm, is_heldout
-from loracle.tools.learned_rank import DEFAULT_PATH, ArtifactError, LightGBMModel, Ranker, load_ranker, rerank_learned, save_artifact
+from loracle.tools.learned_lists import MAP_FILE, META_FILE, load_from
+from loracle.tools.learned_rank import (
+    DEFAULT_PATH,
+    ArtifactError,
+    LightGBMModel,
+    Ranker,
+    load_ranker,
+    rerank_learned,
+    save_artifact,
+    unfiltered_path,
+)
 from loracle.tools.pick_prior import PickPrior
-from loracle.tools.rank_features import FEATURE_VERSION, FEATURES, INDEX, PRIOR_COLUMNS, build_features, card_info
+from loracle.tools.rank_features import FEATURE_VERSION, FEATURES, INDEX, MISSING_RANK, PRIOR_COLUMNS, build_features, card_info
 
 EMPTY_PRIOR = PickPrior.count([]).to_json()
 
@@ -161,7 +171,7 @@ def test_features_are_sane() -> None:
     assert f(0, "cos_max") == pytest.approx(0.9) and f(1, "cos_max") == pytest.approx(0.4)
     assert (f(0, "has_prompt_vector"), f(1, "has_prompt_vector"), f(1, "cos_prompt")) == (1.0, 0.0, 0.0)
     assert f(0, "log_rank_head") == 0.0 and f(0, "log_rank_lexical") == pytest.approx(math.log(4))
-    assert f(1, "log_rank_head") == pytest.approx(math.log(300)) and (f(0, "n_lists"), f(1, "n_lists")) == (2, 1)
+    assert f(1, "log_rank_head") == pytest.approx(math.log(MISSING_RANK)) and (f(0, "n_lists"), f(1, "n_lists")) == (2, 1)
     assert (f(0, "trigger_phrase"), f(1, "trigger_phrase")) == (1.0, 0.0)
     assert f(0, "tag_hits") == 1 and f(1, "tag_hits") == 0  # "watercolor" (the stop-word "style" is ignored)
     assert f(0, "name_cover") == 1.0 and f(1, "name_cover") == 0.0
@@ -170,6 +180,11 @@ def test_features_are_sane() -> None:
     assert f(0, "log_fused_pos") == 0.0 and f(1, "log_fused_pos") == pytest.approx(math.log(2))
     assert f(0, "query_commas") == 1.0
     assert (f(0, "lexical_score"), f(0, "lexical_ratio"), f(1, "lexical_ratio")) == (6.0, 1.0, 0.0)
+    assert not x[:, INDEX["adapted_score"]].any()  # no adapted list given
+    adapted = build_features(text, [1, 2], [{"adapted": 2, "neighbours": 1}, {}], [0.05, 0.02], cosines, cards,
+                             adapted_scores=[0.0, 0.61])
+    assert adapted[:, INDEX["adapted_score"]] == pytest.approx([0.0, 0.61])
+    assert adapted[0, INDEX["log_rank_adapted"]] == pytest.approx(math.log(2)) and adapted[0, INDEX["log_rank_neighbours"]] == 0.0
     assert f(0, "cos_head_z") > 0 > f(1, "cos_head_z")  # the nearer head vector is above this query's mean
     assert not x[:, PRIOR_COLUMNS].any()  # no prior given
     prior = PickPrior.count([("civitai", ["civitai:Pixel Art"], ["civitai:Pixel Art"], _unit(1, 0))])
@@ -190,13 +205,19 @@ def test_heldout_split_is_fixed_and_proportionate() -> None:
 
 
 @pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="no committed artifact")
-def test_committed_artifact_loads_and_is_calibrated() -> None:
-    ranker = load_ranker(DEFAULT_PATH)
+@pytest.mark.parametrize("path", [DEFAULT_PATH, unfiltered_path(DEFAULT_PATH)], ids=["filtered", "unfiltered"])
+def test_committed_artifacts_load_and_are_calibrated(path: Path) -> None:
+    ranker = load_ranker(path)
     assert ranker.meta["features"] == list(FEATURES)
-    assert DEFAULT_PATH.stat().st_size < 2_000_000
+    assert path.stat().st_size < 2_000_000
+    assert ranker.meta["training"]["exclude_tags"] == ([] if "unfiltered" in path.name else ["character", "celebrity"])
     selection = ranker.selection
     assert 1.7 <= selection["mean_picks"] <= 2.7 and selection["settings"]["max_per_task"] <= 3
     x = np.zeros((3, len(FEATURES)), dtype=np.float32)
     x[1, INDEX["cos_max"]] = x[1, INDEX["cos_head"]] = 0.8
     scores = ranker.score(x)
     assert ((scores > 0) & (scores < 1)).all()
+    # trained on the committed first stage, whose files are small and were written together
+    first_stage = load_from(DEFAULT_PATH.parent)
+    assert ranker.first_stage == first_stage.meta["map_sha256"]
+    assert sum((DEFAULT_PATH.parent / name).stat().st_size for name in (MAP_FILE, META_FILE)) < 3_000_000

@@ -1,0 +1,108 @@
+"""Cross-validation of the learned first stage's settings on the training split only
+(`loracle rank cv --queries civitai_prompts.jsonl --queries dev.jsonl`).
+
+Held-out queries (evals/rank_train.is_heldout) are never read. The training queries are split by the
+prior folds; for each setting and fold, the learned lists are trained without the fold and searched
+for its queries exactly as serving searches them (tools/retrieve.learned_queries, db.search), then
+fused with the four unlearned lists (fetched once, with the default filter, 300 deep). Prints R@10,
+R@150 and R@300 per label source for every setting, the number of settings tried, and the winner:
+the best mean over sources of R@150 (the candidates the reranker gets), R@10 breaking near-ties.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from loracle.evals.first_stage_train import Example, MapSettings, load_card_vectors, train_lists
+from loracle.evals.metrics import recall_at
+from loracle.evals.queries import load_queries
+from loracle.evals.rank_train import BATCH, PRIOR_FOLDS, is_heldout, labelled_rows, prior_fold, query_source
+from loracle.tools.learned_lists import LearnedLists
+from loracle.tools.retrieve import FUSED_LISTS, FUSION_DEPTH, SearchFilters, first_stage, learned_queries, rrf
+
+KS = (10, 150, 300)
+BASE = MapSettings()
+# The settings tried: the adapted list alone per kind of card vector, the neighbours list alone per count,
+# both together at several fusion weights (weight 0 leaves a list out).
+GRID: tuple[MapSettings, ...] = (
+    *(replace(BASE, kind=kind, neighbours_weight=0.0) for kind in ("head", "full+refined", "prompt")),
+    *(replace(BASE, neighbours=n, adapted_weight=0.0) for n in (20, 50, 100)),
+    *(replace(BASE, adapted_weight=a, neighbours_weight=n) for a, n in ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0), (1.0, 0.5), (2.0, 2.0))),
+)
+MAP_FIELDS = ("kind", "penalty", "temperature", "steps", "learning_rate", "dev_weight", "random_negatives", "hard_negatives", "seed")
+
+
+def cross_validate(db, embedder, files: list[Path], grid: tuple[MapSettings, ...] = GRID, *, exclude_tags: list[str],
+                   ef_search: int, log=print) -> list[dict]:
+    filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True)
+    labelled = [(q, rel) for q, rel in labelled_rows(db, [q for f in files for q in load_queries(f)]) if not is_heldout(q.id)]
+    vectors = embedder.encode([q.prompt for q, _ in labelled])
+    texts = [q.prompt for q, _ in labelled]
+    with db.connections(2) as (conn, *spare):
+        base = [hits for start in tqdm(range(0, len(texts), BATCH), desc="unlearned lists", leave=False)
+                for hits in first_stage(conn, embedder, texts[start : start + BATCH], vectors[start : start + BATCH], "fused",
+                                        FUSION_DEPTH, filters, ef_search, spare=spare)]
+        cards = {kind: load_card_vectors(conn, embedder.name, kind) for kind in dict.fromkeys(s.kind for s in grid)}
+        keys = dict(conn.execute("SELECT id, source || ':' || external_id FROM adapters").fetchall())
+    base_lists = [_lists_of(hits) for hits in base]
+    examples = [Example(v, tuple(sorted(rel)), tuple(keys[i] for i in sorted(rel)), query_source(q.id)) for (q, rel), v in zip(labelled, vectors)]
+    folds = np.array([prior_fold(q.id) for q, _ in labelled])
+    maps: dict[tuple, list[LearnedLists]] = {}
+    rows = []
+    for settings in grid:
+        started = time.perf_counter()
+        map_key = tuple(getattr(settings, name) for name in MAP_FIELDS)
+        if map_key not in maps:
+            maps[map_key] = [train_lists([e for e, f in zip(examples, folds) if f != fold], cards[settings.kind], settings)
+                             for fold in range(PRIOR_FOLDS)]
+        recalls: dict[str, list[list[float]]] = {"dev": [], "civitai": []}
+        for fold, trained in enumerate(maps[map_key]):
+            lists = LearnedLists(trained.query_map, trained.neighbours, settings.kind, settings.neighbours,
+                                 {"adapted": settings.adapted_weight, "neighbours": settings.neighbours_weight})
+            members = np.flatnonzero(folds == fold)
+            learned = _search_learned(db, embedder, lists, vectors[members], filters, ef_search)
+            for i, extra in zip(members, learned):
+                fused = [a for a, _, _ in rrf({**base_lists[i], **extra}, {**dict(FUSED_LISTS), **lists.weights})]
+                recalls[query_source(labelled[i][0].id)].append([recall_at(fused, labelled[i][1], k) for k in KS])
+        row = {"settings": settings, "seconds": time.perf_counter() - started,
+               **{source: dict(zip((f"R@{k}" for k in KS), np.mean(r, axis=0))) for source, r in recalls.items() if r}}
+        rows.append(row)
+        log(format_row(row))
+    return rows
+
+
+def _lists_of(hits: list) -> dict[str, list[tuple[int, float]]]:
+    """The fused lists back from the hits' ranks (every item of every list is among the fused hits)."""
+    lists: dict[str, list[tuple[int, int]]] = {name: [] for name, _ in FUSED_LISTS}
+    for hit in hits:
+        for name, rank in hit.evidence["ranks"].items():
+            lists[name].append((rank, hit.adapter_id))
+    return {name: [(adapter_id, 0.0) for _, adapter_id in sorted(items)] for name, items in lists.items()}
+
+
+def _search_learned(db, embedder, lists: LearnedLists, vectors: np.ndarray, filters: SearchFilters, ef_search: int) -> list[dict]:
+    from loracle.db.search import search_lists
+
+    wanted = [learned_queries(lists, v, FUSION_DEPTH, refined=True) for v in vectors]
+    with db.connections(2) as (conn, *spare):
+        fetched = iter(search_lists(conn, embedder.name, [q for w in wanted for q in w.values()], filters, ef_search=ef_search,
+                                    spare=spare))
+    return [{name: next(fetched) for name in w} for w in wanted]
+
+
+def objective(row: dict) -> tuple[float, float]:
+    sources = [s for s in ("dev", "civitai") if s in row]
+    return (round(float(np.mean([row[s]["R@150"] for s in sources])), 3), float(np.mean([row[s]["R@10"] for s in sources])))
+
+
+def format_row(row: dict) -> str:
+    s = row["settings"]
+    name = (f"{s.kind if s.adapted_weight else '-':<13} adapted x{s.adapted_weight:<4} neighbours "
+            f"{s.neighbours if s.neighbours_weight else '-':>3} x{s.neighbours_weight:<4}")
+    cells = "".join(f"  {source} " + " ".join(f"{row[source][f'R@{k}']:.3f}" for k in KS) for source in ("dev", "civitai") if source in row)
+    return f"{name}{cells}  ({row['seconds']:.0f} s)"
