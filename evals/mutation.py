@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "generation/skipping.py": ((), ["tests/unit/generation/test_generation_units.py", "-k", "skip",
                                     "tests/unit/generation/test_skip_rule.py"]),
-    "generation/guidance.py": ((), ["tests/unit/generation/test_generation_units.py", "-k", "guid"]),
+    "generation/guidance.py": ((), ["tests/unit/generation/test_generation_units.py", "-k", "guid",
+                                    "tests/unit/generation/test_guidance_math.py"]),
     "generation/output.py": ((), ["tests/unit/generation/test_generation_engine.py::test_png_parameters",
                                   "tests/unit/generation/test_png_output.py"]),
     "generation/prompt_tags.py": ((), ["tests/unit/generation/test_generation_units.py", "-k", "tags"]),
