@@ -21,6 +21,7 @@ import importlib.abc
 import importlib.util
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -74,6 +75,8 @@ _SWAP_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
 _SWAP_BIN = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
              ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult}
 
+_SQL_FILTER = re.compile(r"[\w.]+ (= %s|= ANY\(%s\)|IS NULL)")
+
 
 def _skipped_nodes(tree: ast.Module, functions: tuple[str, ...]) -> set[int]:
     """ids of nodes never mutated: docstrings, annotations, imports, and code outside `functions`."""
@@ -114,13 +117,15 @@ def _variants(node: ast.AST, parent: ast.AST | None) -> list[tuple[str, object]]
         out.append(("and/or", None))
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
         out.append(("drop unary", None))
-    elif isinstance(node, ast.Constant) and not isinstance(parent, ast.JoinedStr):
+    elif isinstance(node, ast.Constant) and not isinstance(parent, ast.JoinedStr) and not isinstance(node.value, str):
         if isinstance(node.value, bool):
             out.append(("constant", not node.value))
         elif isinstance(node.value, int):
             out.append(("constant", node.value + 1))
         elif isinstance(node.value, float):
             out.append(("constant", node.value * 2 if node.value else 1.0))
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "WHERE" in node.value:
+        out += [("sql filter", i) for i, _ in enumerate(_SQL_FILTER.finditer(node.value))]
     elif isinstance(node, (ast.If, ast.IfExp, ast.While)):
         out.append(("negate condition", None))
     elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
@@ -144,6 +149,9 @@ def _apply(node: ast.AST, kind: str, payload: object) -> ast.AST:
         return node.operand
     elif kind == "constant":
         node.value = payload
+    elif kind == "sql filter":  # the condition stays (same placeholders) but no longer filters
+        match = list(_SQL_FILTER.finditer(node.value))[payload]
+        node.value = node.value[:match.start()] + f"({match.group(0)} OR TRUE)" + node.value[match.end():]
     elif kind == "negate condition":
         node.test = ast.UnaryOp(ast.Not(), node.test)
     elif kind == "drop call":
@@ -258,7 +266,9 @@ def run_tests(module: str, source: str, tests: list[str], timeout: float) -> tup
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             code = os.waitstatus_to_exitcode(status)
-            return ("survived" if code == 0 else "killed" if code in (1, 99) or code < 0 else f"error {code}",
+            # 1: a test failed; 2: collection failed (the unmutated module collects, so the mutant broke it);
+            # 99 or a signal: the mutant crashed the run. Other codes are the harness's own problems.
+            return ("survived" if code == 0 else "killed" if code in (1, 2, 99) or code < 0 else f"error {code}",
                     time.monotonic() - start)
         if time.monotonic() > deadline:
             os.killpg(pid, signal.SIGKILL)
@@ -299,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every result here")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the embedded server's exit hook still runs
     modules = args.module or list(TARGETS)
     if args.list:
         for module in modules:
@@ -324,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         survivors = []
         found = mutants(module, functions)
         print(f"{module}: {len(found)} mutants, tests take {seconds:.1f} s", flush=True)
-        for m in found:
+        for done, m in enumerate(found):
+            if done and done % 10 == 0:
+                print(f"  {done}/{len(found)} run, {counts['survived']} survived", flush=True)
             kind, payload = _parse_kind(m.kind)
             outcome, _ = run_tests(module, mutated_source(module, m.index, kind, payload), tests, timeout)
             if outcome == "survived" and (module, m.description) in EQUIVALENT:

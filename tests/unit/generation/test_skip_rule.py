@@ -112,3 +112,13 @@ def test_forecast_extrapolates_in_log_sigma_with_unequal_spacing():
     state.forget()
     stale = torch.full_like(got, 7.0)
     assert torch.equal(state.fill(stale, no, -0.5), stale), "after forget, nothing to extrapolate from"
+
+
+def test_defaults_are_the_agents_documented_ones():
+    """Callers without settings (tools.sample) skip as the agent does by default (README: 0.01, 4), forecasting."""
+    from loracle.agent.settings import Settings
+
+    fields = Settings.model_fields
+    default = SkipSettings()
+    assert (default.threshold, default.max_skip) == (fields["skip_threshold"].default, fields["max_skip"].default)
+    assert default.forecast and default.per_sample
