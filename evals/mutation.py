@@ -60,6 +60,7 @@ class Mutant:
     module: str
     index: int  # position of the node in ast.walk order
     kind: str
+    payload: object  # which comparison, constant or part, for kinds with several
     line: int
     column: int
     before: str
@@ -67,7 +68,7 @@ class Mutant:
 
     @property
     def description(self) -> str:
-        return f"L{self.line}:{self.column} {self.kind.split(':')[0]}: {self.before}  ->  {self.after}"
+        return f"L{self.line}:{self.column} {self.kind}: {self.before}  ->  {self.after}"
 
 
 _SWAP_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
@@ -192,20 +193,18 @@ def mutants(module: str, functions: tuple[str, ...]) -> list[Mutant]:
             continue
         parent = parents.get(id(node), (None,))[0]
         for kind, payload in _variants(node, parent):
-            mutated = mutated_source(module, index, kind, payload, want_node=True)
-            found.append(Mutant(module, index, f"{kind}:{payload}" if payload is not None else kind,
-                                getattr(node, "lineno", 0), getattr(node, "col_offset", 0), _segment(node), mutated))
+            after = _segment(_apply(copy.deepcopy(node), kind, payload))
+            found.append(Mutant(module, index, kind, payload, getattr(node, "lineno", 0),
+                                getattr(node, "col_offset", 0), _segment(node), after))
     return found
 
 
-def mutated_source(module: str, index: int, kind: str, payload: object, want_node: bool = False) -> str:
-    """The module's source with one mutation (or, with want_node, the mutated node's own text)."""
-    tree = ast.parse((ROOT / module).read_text())
+def mutated_source(m: Mutant) -> str:
+    """The module's source with the mutant's one change."""
+    tree = ast.parse((ROOT / m.module).read_text())
     parents = _parents(tree)
-    node = list(ast.walk(tree))[index]
-    new = _apply(copy.deepcopy(node) if want_node else node, kind, payload)
-    if want_node:
-        return _segment(new)
+    node = list(ast.walk(tree))[m.index]
+    new = _apply(node, m.kind, m.payload)
     if new is not node:
         parent, field, i = parents[id(node)]
         if i is None:
@@ -213,13 +212,6 @@ def mutated_source(module: str, index: int, kind: str, payload: object, want_nod
         else:
             getattr(parent, field)[i] = new
     return ast.unparse(ast.fix_missing_locations(tree))
-
-
-def _parse_kind(kind: str) -> tuple[str, object]:
-    name, _, raw = kind.partition(":")
-    if not raw:
-        return name, None
-    return name, ast.literal_eval(raw) if raw not in ("True", "False") else raw == "True"
 
 
 class _Replace(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -338,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         for done, m in enumerate(found):
             if done and done % 10 == 0:
                 print(f"  {done}/{len(found)} run, {counts['survived']} survived", flush=True)
-            kind, payload = _parse_kind(m.kind)
-            outcome, _ = run_tests(module, mutated_source(module, m.index, kind, payload), tests, timeout)
+            outcome, _ = run_tests(module, mutated_source(m), tests, timeout)
             if outcome == "survived" and (module, m.description) in EQUIVALENT:
                 outcome = "equivalent"
             counts[outcome if outcome in counts else "error"] += 1

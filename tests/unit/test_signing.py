@@ -41,3 +41,11 @@ def test_existing_secret_file_is_read_not_replaced(tmp_path):
     (tmp_path / "api_secret").write_text("abc\n")
     assert Signer.from_home(tmp_path).sign("x") == Signer(b"abc").sign("x")
     assert (tmp_path / "api_secret").read_text() == "abc\n"
+
+
+def test_home_created_at_any_depth_or_reused(tmp_path):
+    """LORACLE_HOME may not exist yet (nested) or exist without a secret in it."""
+    deep = Signer.from_home(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b" / "api_secret").exists()
+    existing = Signer.from_home(tmp_path)
+    assert (tmp_path / "api_secret").exists() and existing.sign("x") != deep.sign("x")
