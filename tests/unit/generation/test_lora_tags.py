@@ -31,3 +31,6 @@ def test_other_networks_keep_their_case_and_place():
 def test_bad_weight_named():
     with pytest.raises(ValueError, match=r"Bad weight 'strong' in LoRA tag '<lora:a:unet=strong>'"):
         parse_lora_tags("<lora:a:unet=strong>")
+    # A fourth field (A1111's dynamic rank) is not read: refused by name rather than silently dropped.
+    with pytest.raises(ValueError, match=r"Bad weight '0.7:16' in LoRA tag '<lora:a:0.5:0.7:16>'"):
+        parse_lora_tags("<lora:a:0.5:0.7:16>")
