@@ -254,8 +254,10 @@ def run_tests(module: str, source: str, tests: list[str], timeout: float) -> tup
             # The targeted tests need no third-party plugin, and loading them (schemathesis, langsmith) took
             # most of each run; gc.collect after every test (unraisableexception) took the rest under torch's heap.
             os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+            basetemp = tempfile.mkdtemp(prefix="loracle-mutant-")  # never shared with another pytest run
             code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "--no-header",
-                                *tests])
+                                f"--basetemp={basetemp}", *tests])
+            shutil.rmtree(basetemp, ignore_errors=True)
         except BaseException:
             code = 99
         os._exit(int(code))
@@ -342,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             if done and done % 10 == 0:
                 print(f"  {done}/{len(found)} run, {counts['survived']} survived", flush=True)
             outcome, _ = run_tests(module, mutated_source(m), tests, timeout)
+            if outcome == "survived":  # a second run rules out a pass by chance on a busy machine
+                outcome, _ = run_tests(module, mutated_source(m), tests, timeout)
             if outcome == "survived" and (module, m.description) in EQUIVALENT:
                 outcome = "equivalent"
             counts[outcome if outcome in counts else "error"] += 1
