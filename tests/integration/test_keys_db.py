@@ -21,10 +21,13 @@ def test_key_lifecycle(db):
         assert any_active_key(conn)
         assert find_key(conn, secret).id == key.id
         assert find_key(conn, secret + "x") is None
+        _, other = create_key(conn, "nightly")
         assert revoke_key(conn, "ci") is True
+        assert find_key(conn, other) is not None, "revoking one key revoked another"
+        revoke_key(conn, "nightly")
         assert revoke_key(conn, "ci") is False, "nothing active left to revoke"
         assert find_key(conn, secret) is None and not any_active_key(conn)
-        assert list_keys(conn) == [] and [k.name for k in list_keys(conn, include_revoked=True)] == ["ci"]
+        assert list_keys(conn) == [] and [k.name for k in list_keys(conn, include_revoked=True)] == ["ci", "nightly"]
 
 
 def test_tenant_defaults_to_the_name_and_names_are_unique_while_active(db):

@@ -39,8 +39,18 @@ def test_two_tenants_one_thread_id(db):
         assert get_image(conn, str(image_a))["tenant"] == "alice"
         assert get_image(conn, str(uuid.uuid4())) is None and get_image(conn, "../x") is None
 
+        ensure_thread(conn, "alice", "t3")
+        run_a3 = start_run(conn, "t3", "a heron", tenant="alice")
+        add_image(conn, run_a3, image("cc.png"), tenant="alice")
+        assert get_thread(conn, "alice", "nope") is None
+        assert [r["prompt"] for r in thread_runs(conn, "alice", "t1")] == ["a fox"], "another thread's runs"
+
         assert delete_thread(conn, "alice", "t1") == ["aa.png"], "bob's row still uses shared.png"
         assert get_thread(conn, "alice", "t1") is None and thread_runs(conn, "alice", "t1") == []
+        assert get_thread(conn, "bob", "t1") is not None, "deleting alice's t1 deleted bob's"
+        assert get_thread(conn, "alice", "t3") is not None, "deleting t1 deleted alice's other thread"
+        assert [(r["prompt"], [i["path"] for i in r["images"]]) for r in thread_runs(conn, "alice", "t3")] == \
+            [("a heron", ["cc.png"])]
         assert [r["prompt"] for r in thread_runs(conn, "bob", "t1")] == ["a whale"]
         assert sorted(i["path"] for i in thread_runs(conn, "bob", "t1")[0]["images"]) == ["bb.png", "shared.png"]
         assert delete_thread(conn, "bob", "t1") == ["bb.png", "shared.png"]

@@ -12,25 +12,6 @@ from loracle.generation.output import format_parameters, lora_tag, png_bytes, re
 from loracle.generation.skipping import SkipSettings
 
 
-def test_png_nfe_with_skipping_is_the_counted_one(tiny, lora_dir, tmp_path):
-    """The NFE written into the PNG is the number of noise predictions the UNet really made for the image
-    (counted here from its forward calls), below the nominal steps x branches once steps are skipped."""
-    engine = Engine(tiny, [lora_dir], max_loaded=4)
-    rows = []
-    hook = tiny.unet.register_forward_pre_hook(lambda module, args, kwargs: rows.append(args[0].shape[0]),
-                                               with_kwargs=True)
-    try:
-        r = engine.generate(GenerationRequest("a red fox", steps=12, scheduler="ddim", seeds=[5],
-                                              skipping=SkipSettings(threshold=10.0, max_skip=2)))
-    finally:
-        hook.remove()
-    text = read_parameters(r.save(tmp_path)[0])
-    nfe = int(re.search(r"NFE: (\d+)", text).group(1))
-    assert nfe == sum(rows) == r.nfe[0]
-    assert nfe < 12 * 2, "skipping saved no call, so this test proves nothing"
-    assert "Steps: 12" in text
-
-
 def test_parameters_layout():
     text = format_parameters(prompt="a fox, at dusk", negative_prompt="", steps=20, sampler="dpmpp_2m_karras",
                              cfg_scale=6.0, seed=7, width=64, height=48, model="m", mix={"b/x.safetensors": 0.5, "a": 1.25},
@@ -57,3 +38,22 @@ def test_png_round_trip(tmp_path):
     with Image.open(path) as back:
         assert back.size == (4, 3) and back.getpixel((0, 0)) == (10, 20, 30)
     assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["x.png"], "no temp file left behind"
+
+
+def test_png_nfe_with_skipping_is_the_counted_one(tiny, tmp_path):
+    """The NFE written into the PNG is the number of noise predictions the UNet really made for the image
+    (counted here from its forward calls), below the nominal steps x branches once steps are skipped."""
+    engine = Engine(tiny, [tmp_path / "adapters"])
+    rows = []
+    hook = tiny.unet.register_forward_pre_hook(lambda module, args, kwargs: rows.append(args[0].shape[0]),
+                                               with_kwargs=True)
+    try:
+        r = engine.generate(GenerationRequest("a red fox", steps=12, scheduler="ddim", seeds=[5],
+                                              skipping=SkipSettings(threshold=10.0, max_skip=2)))
+    finally:
+        hook.remove()
+    text = read_parameters(r.save(tmp_path)[0])
+    nfe = int(re.search(r"NFE: (\d+)", text).group(1))
+    assert nfe == sum(rows) == r.nfe[0]
+    assert nfe < 12 * 2, "skipping saved no call, so this test proves nothing"
+    assert "Steps: 12" in text
