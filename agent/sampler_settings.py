@@ -36,3 +36,8 @@ def sample_settings(ctx: AgentContext, engine: ImageEngine) -> SampleSettings:
 def image_seeds(seed: int, n_images: int) -> list[int]:
     """One seed per image, the same on every attempt of a turn, so a retry changes the mixes only."""
     return [seed * 16 + i for i in range(n_images)]
+
+
+def turn_seed_of(image_seed: int) -> int:
+    """The turn seed whose images include this image's seed (`image_seeds` the other way round)."""
+    return image_seed // 16

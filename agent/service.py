@@ -24,6 +24,7 @@ from loracle.tools.compatibility import catalog_bases, engine_family
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
+    from loracle.agent.plan import Edits
     from loracle.agent.state import AgentContext
     from loracle.agent.threads import Threads
     from loracle.tools.catalog_import import ImportReport
@@ -108,15 +109,16 @@ class Agent:
     def run_turn(self, thread_id: str, message: str, *, tenant: str = LOCAL_TENANT, n_images: int | None = None,
                  seed: int | None = None, steps: int | None = None, on_event: Callable[[Event], None] | None = None,
                  cancel: threading.Event | None = None, input_image: str | None = None, input_mask: str | None = None,
-                 strength: float | None = None) -> dict[str, Any]:
+                 strength: float | None = None, edits: Edits | None = None) -> dict[str, Any]:
         """One turn of a thread to the end (recorded as a run); the final state, with `run_id`.
 
-        `steps` overrides the sampling steps for this turn; setting `cancel` stops it (Cancelled)."""
+        `steps` overrides the sampling steps for this turn; setting `cancel` stops it (Cancelled); `edits`:
+        adapter edits made by hand (`hand_edits`), kept for the thread's later turns too."""
         settings = self.settings if steps is None else self.settings.model_copy(update={"steps": steps})
         with agent_errors():
             ctx = dataclasses.replace(self.context, tenant=tenant, cancel=cancel or threading.Event(), settings=settings)
             return self.threads.run_turn(ctx, thread_id, message, n_images=n_images, seed=seed, on_event=on_event,
-                                         input_image=input_image, input_mask=input_mask, strength=strength)
+                                         input_image=input_image, input_mask=input_mask, strength=strength, edits=edits)
 
     def thread_state(self, tenant: str, thread_id: str) -> dict[str, Any]:
         """The thread's checkpointed state (history, plan, picks...); empty for a thread this tenant never ran."""

@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool
 from pydantic_core import to_jsonable_python
 
 from loracle.agent.graph import build_graph
+from loracle.agent.plan import Edits
 from loracle.agent.state import AgentContext, AgentState, state_models
 from loracle.db import Database
 from loracle.db.runs import finish_run, start_run
@@ -80,9 +81,11 @@ class Threads:
         input_image: str | None = None,
         input_mask: str | None = None,
         strength: float | None = None,
+        edits: Edits | None = None,
     ) -> dict[str, Any]:
         """Run one turn of a thread to the end; returns the final state (with `run_id`). `input_image`
-        (and `input_mask`, white = repaint) are PNG paths this turn edits, at `strength` (0..1)."""
+        (and `input_mask`, white = repaint) are PNG paths this turn edits, at `strength` (0..1); `edits`:
+        adapter edits made by hand, applied from this turn on."""
         if not message or not message.strip():
             raise ValueError("the message is empty")
         with ctx.db.connection() as conn:
@@ -91,10 +94,12 @@ class Threads:
         if n_images is not None:
             turn["n_images"] = n_images
         if seed is not None:
-            turn["seed"] = seed
+            turn["requested_seed"] = seed
         for key, value in (("input_image", input_image), ("input_mask", input_mask), ("strength", strength)):
             if value is not None:
                 turn[key] = str(value) if key != "strength" else float(value)
+        if edits is not None:
+            turn["edits"] = edits
         config = self.config(ctx.tenant, thread_id)
         emit = on_event or (lambda event: None)
         emit({"event": "run", "run_id": str(run_id), "thread_id": thread_id})

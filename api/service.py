@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loracle.agent.errors import Cancelled
+from loracle.agent.plan import Edits
 from loracle.agent.service import Agent
 from loracle.api.config import ApiConfig
 from loracle.api.metrics import Metrics
@@ -100,8 +101,10 @@ class Service:
         threading.Thread(target=check, name="loracle-pool-check", daemon=True).start()
 
     def start_run(self, principal: Principal, thread_id: str, message: str, *, n_images: int | None = None,
-                  seed: int | None = None, steps: int | None = None, edit: EditInput | None = None) -> RunHandle:
-        """Queue a turn (QueueFull when there is no room) and return its handle at once; `edit`: an image to edit."""
+                  seed: int | None = None, steps: int | None = None, edit: EditInput | None = None,
+                  edits: Edits | None = None) -> RunHandle:
+        """Queue a turn (QueueFull when there is no room) and return its handle at once; `edit`: an image to edit,
+        `edits`: adapter edits made by hand."""
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         events: asyncio.Queue = asyncio.Queue()
@@ -111,7 +114,7 @@ class Service:
 
         def run() -> dict[str, Any]:
             return self.agent.run_turn(thread_id, message, tenant=principal.tenant, n_images=n_images, seed=seed,
-                                       steps=steps, on_event=push, cancel=cancel, **(edit.turn() if edit else {}))
+                                       steps=steps, on_event=push, cancel=cancel, edits=edits, **(edit.turn() if edit else {}))
 
         future = self.queue.submit(principal.tenant, run, cancel)
         self.metrics.runs_started.inc()
