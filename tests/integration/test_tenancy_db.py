@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from loracle.db import tenancy
 from loracle.db.runs import add_image, start_run
 from loracle.db.tenancy import delete_thread, ensure_thread, get_image, get_run_for, get_thread, thread_runs, thread_tenants
 
@@ -26,7 +27,7 @@ def test_two_tenants_one_thread_id(db):
         image_a = add_image(conn, run_a, image("aa.png"), tenant="alice")
         add_image(conn, run_b, image("bb.png"), tenant="bob")
         add_image(conn, run_b, image("shared.png"), tenant="bob")
-        add_image(conn, run_a, image("shared.png"), tenant="alice")
+        newest_a = add_image(conn, run_a, image("shared.png"), tenant="alice")
         assert thread_tenants(conn, "t1") == ["alice", "bob"]
         assert thread_tenants(conn, "t2") == ["carol"], "a thread run from the command line has its tenant too"
         runs = thread_runs(conn, "alice", "t1")
@@ -44,6 +45,17 @@ def test_two_tenants_one_thread_id(db):
         add_image(conn, run_a3, image("cc.png"), tenant="alice")
         assert get_thread(conn, "alice", "nope") is None
         assert [r["prompt"] for r in thread_runs(conn, "alice", "t1")] == ["a fox"], "another thread's runs"
+
+        listed = tenancy.list_threads(conn, "alice", 10)
+        assert [(t["id"], t["title"], t["turns"], t["images"]) for t in listed] == [("t3", "a heron", 1, 1),
+                                                                                  ("t1", "a fox", 1, 2)]
+        assert listed[1]["cover"] == newest_a, "the newest image of the thread"
+        assert [t["id"] for t in tenancy.list_threads(conn, "alice", 1, offset=1)] == ["t1"]
+        assert [t["id"] for t in tenancy.list_threads(conn, "bob", 10)] == ["t1"]
+        record = tenancy.get_image_record(conn, "alice", str(image_a))
+        assert (record["thread_id"], record["prompt"], record["path"]) == ("t1", "a fox", "aa.png")
+        assert tenancy.get_image_record(conn, "bob", str(image_a)) is None, "bob reads alice's image"
+        assert tenancy.get_image_record(conn, "alice", "not-a-uuid") is None
 
         assert delete_thread(conn, "alice", "t1") == ["aa.png"], "bob's row still uses shared.png"
         assert get_thread(conn, "alice", "t1") is None and thread_runs(conn, "alice", "t1") == []
