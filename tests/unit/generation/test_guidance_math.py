@@ -72,3 +72,14 @@ def test_guide_spec_needs_what_its_kind_names():
     assert hash(GuideSpec("mix", mix={"a": 0.5, "b": 1.0})) == hash(GuideSpec("mix", mix={"b": 1.0, "a": 0.5}))
     assert hash(GuideSpec("mix", mix={"a": 0.5})) != hash(GuideSpec("mix", mix={"a": 0.6}))
     assert GuidanceSettings().kind == "cfg" and GuidanceSettings().scale == 7.5 and GuidanceSettings().a == 0.5
+
+
+def test_settings_are_immutable_values():
+    """Requests carry these and caches key on them: hashable, equal by value, never changed in place."""
+    import dataclasses
+
+    assert hash(GuidanceSettings("cfg", 3.0)) == hash(GuidanceSettings("cfg", 3.0))
+    assert hash(GuideSpec("model", model="x")) == hash(GuideSpec("model", model="x"))
+    for value, field in ((GuidanceSettings(), "scale"), (GuideSpec(), "kind")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, field, None)
