@@ -7,6 +7,7 @@ import re
 import pytest
 from PIL import Image
 
+from loracle.generation.base_models import build_tiny_model
 from loracle.generation.engine import Engine, GenerationRequest
 from loracle.generation.output import format_parameters, lora_tag, png_bytes, read_parameters, save_png
 from loracle.generation.skipping import SkipSettings
@@ -40,12 +41,13 @@ def test_png_round_trip(tmp_path):
     assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["x.png"], "no temp file left behind"
 
 
-def test_png_nfe_with_skipping_is_the_counted_one(tiny, tmp_path):
+def test_png_nfe_with_skipping_is_the_counted_one(tmp_path):
     """The NFE written into the PNG is the number of noise predictions the UNet really made for the image
     (counted here from its forward calls), below the nominal steps x branches once steps are skipped."""
-    engine = Engine(tiny, [tmp_path / "adapters"])
+    model = build_tiny_model("sd15", seed=0)  # its own: the shared one's adapter manager has other folders
+    engine = Engine(model, [tmp_path / "adapters"])
     rows = []
-    hook = tiny.unet.register_forward_pre_hook(lambda module, args, kwargs: rows.append(args[0].shape[0]),
+    hook = model.unet.register_forward_pre_hook(lambda module, args, kwargs: rows.append(args[0].shape[0]),
                                                with_kwargs=True)
     try:
         r = engine.generate(GenerationRequest("a red fox", steps=12, scheduler="ddim", seeds=[5],
