@@ -12,7 +12,7 @@ import torch
 from loracle.generation.skipping import SkipSettings, SkipState
 
 
-def masks_for(positions: list[float] | list[list[float]], settings: SkipSettings) -> list[list[bool]]:
+def masks_for(positions: list[float] | list[list[float]], settings: SkipSettings | None) -> list[list[bool]]:
     """The compute mask at every step for latents at `positions` (x_-1, x_0, ...; one list per sample)."""
     rows = [positions] if not isinstance(positions[0], list) else positions
     xs = torch.tensor(rows, dtype=torch.float32).T  # (steps + 1, batch)
@@ -56,6 +56,7 @@ def test_cubic_trajectory_calls_the_model():
     ((1.0, 1.0, 1.22), False),  # 0.11 > 0.1 (but <= 0.1 * d_i = 0.122)
     ((1.0, 1.2, 1.0), False),   # |1.0 - 1.2| = 0.2 > 0.12, though d_i == d_(i-2)
     ((1.0, 1.0, 1.5), True),    # 0.25 <= 0.25 * 1.0: the bound itself skips (exact in binary)
+    ((2.0, 2.0, 1.64), True),   # |1.82 - 2| = 0.18 <= 0.1 * 2 (a threshold divided by d_(i-1) gives 0.05)
 ])
 def test_the_rule_scales_by_the_middle_difference(diffs, skip):
     """One decision (for step 3) after three differences, near the threshold, where scaling by d_i or d_(i-2)
@@ -122,3 +123,51 @@ def test_defaults_are_the_agents_documented_ones():
     default = SkipSettings()
     assert (default.threshold, default.max_skip) == (fields["skip_threshold"].default, fields["max_skip"].default)
     assert default.forecast and default.per_sample
+
+
+def test_decisions_follow_the_latest_three_differences():
+    """A trajectory that is curved at first and straight later: skipping starts once the last three differences
+    agree, whatever the first three said."""
+    increments = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0]
+    positions = [0.0]
+    for inc in increments:
+        positions.append(positions[-1] + inc)
+    got = [m[0] for m in masks_for(positions, SkipSettings(threshold=0.01, max_skip=2))]
+    assert got[:6] == [True] * 6, "curved: every step calls the model"
+    assert got[6:] == [False, False, True, False, True], "straight: skips, forced calls, the last step"
+
+
+def test_no_settings_means_no_skipping():
+    positions = [float(i) for i in range(10)]
+    assert all(m[0] for m in masks_for(positions, None))
+
+
+def test_settings_are_immutable_values():
+    import dataclasses
+
+    assert hash(SkipSettings(threshold=0.02)) == hash(SkipSettings(threshold=0.02))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SkipSettings().threshold = 0.5
+
+
+def test_forecast_needs_two_computed_predictions():
+    """One computed prediction is not a line: the next skipped step reuses it, after a forget() too."""
+    yes, no = torch.tensor([True]), torch.tensor([False])
+    for forget in (False, True):
+        state = SkipState(SkipSettings(threshold=0.01), 1, 6)
+        if forget:
+            state.fill(torch.full((1, 1, 2, 2), 9.0), yes, 3.0)
+            state.fill(torch.full((1, 1, 2, 2), 8.0), yes, 2.5)
+            state.forget()
+        state.fill(torch.full((1, 1, 2, 2), 4.0), yes, 2.0)
+        cached = torch.full((1, 1, 2, 2), 4.0)
+        assert torch.equal(state.fill(cached, no, 1.5), cached), forget
+
+
+def test_forecast_from_two_predictions_at_one_noise_level_stays_finite():
+    """Karras spacing can repeat a sigma: two computed predictions at the same log sigma must not divide by zero."""
+    state = SkipState(SkipSettings(threshold=0.01), 1, 6)
+    yes, no = torch.tensor([True]), torch.tensor([False])
+    state.fill(torch.full((1, 1, 2, 2), 1.0), yes, 1.0)
+    state.fill(torch.full((1, 1, 2, 2), 2.0), yes, 1.0)
+    assert torch.isfinite(state.fill(torch.zeros(1, 1, 2, 2), no, 0.5)).all()
