@@ -9,18 +9,18 @@ from PIL import Image
 
 from loracle.generation.base_models import build_tiny_model
 from loracle.generation.engine import Engine, GenerationRequest
-from loracle.generation.output import format_parameters, lora_tag, png_bytes, read_parameters, save_png
+from loracle.generation.output import format_parameters, lora_tag, png_bytes, read_parameters, save_png, write_atomic
 from loracle.generation.skipping import SkipSettings
 
 
 def test_parameters_layout():
     text = format_parameters(prompt="a fox, at dusk", negative_prompt="", steps=20, sampler="dpmpp_2m_karras",
                              cfg_scale=6.0, seed=7, width=64, height=48, model="m", mix={"b/x.safetensors": 0.5, "a": 1.25},
-                             nfe=31, extra={"Note": "a: b, c"})
+                             nfe=31, extra={"Note": "a: b, c", "Time": "12:30", "List": "a,b"})
     lines = text.splitlines()
     assert lines == ["a fox, at dusk <lora:a:1.25> <lora:x:0.5>",
                      'Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 6, Seed: 7, Size: 64x48, Model: m, NFE: 31, '
-                     'Note: "a: b, c"']
+                     'Note: "a: b, c", Time: "12:30", List: "a,b"']
     assert format_parameters(prompt="p", negative_prompt="", steps=1, sampler="new_one", cfg_scale=1.5, seed=0,
                              width=8, height=8, model="m", mix={}, nfe=1).startswith("p\nSteps: 1, Sampler: new_one, CFG scale: 1.5")
 
@@ -29,6 +29,13 @@ def test_parameters_layout():
                                       ("ink.v2", "<lora:ink.v2:0.7>")])
 def test_lora_tag_names(ref, tag):
     assert lora_tag(ref, 1.0 if tag.endswith(":1>") else 0.7) == tag
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path):
+    (tmp_path / "taken").mkdir()  # a folder where the file should go: the final rename fails
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "taken", b"data")
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
 
 
 def test_png_round_trip(tmp_path):
