@@ -68,6 +68,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("db/keys.py", "L37:44 constant"): "a 33-byte secret instead of 32: as unguessable, nothing reads its length",
     ("generation/skipping.py", "L112:72 constant"): "the count of known predictions is only compared with >= 2",
     ("generation/output.py", "L19:39 and/or"): "os.sep is '/' on the POSIX systems this runs on",
+    ("generation/output.py", "L63:36 constant"): "the temp file exists whenever the handler runs (the rename failed)",
 }
 
 

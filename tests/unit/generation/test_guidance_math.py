@@ -27,6 +27,9 @@ def test_cfg_and_guide_weights():
     settings = GuidanceSettings.cfg_and_guide(3.0, 2.0, spec)
     assert (settings.kind, settings.scale, settings.a, settings.guide) == ("both", 4.0, 1 / 3, spec)
     assert torch.allclose(combine(settings, PREDS), M + 2.0 * (M - U) + 1.0 * (M - G))
+    only_guide = GuidanceSettings.cfg_and_guide(1.0, 1.5, spec)  # w = 1.5: all of it autoguidance
+    assert (only_guide.scale, only_guide.a) == (1.5, 1.0)
+    assert torch.allclose(combine(only_guide, PREDS), 1.5 * M - 0.5 * G)
     off = GuidanceSettings.cfg_and_guide(1.0, 1.0, spec)
     assert (off.scale, off.a) == (1.0, 0.0) and torch.equal(combine(off, PREDS), M)
     with pytest.raises(ValueError, match="must be >= 1"):
