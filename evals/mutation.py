@@ -259,6 +259,7 @@ class _Replace(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def run_tests(module: str, source: str, tests: list[str], timeout: float) -> tuple[str, float]:
     """'killed', 'survived' or 'timeout' for the module replaced by `source`, and seconds taken."""
     start = time.monotonic()
+    basetemp = tempfile.mkdtemp(prefix="loracle-mutant-")  # never shared with another pytest run
     pid = os.fork()
     if pid == 0:  # child: fresh loracle imports, the mutated module from memory, pytest in-process
         try:
@@ -275,26 +276,29 @@ def run_tests(module: str, source: str, tests: list[str], timeout: float) -> tup
             # The targeted tests need no third-party plugin, and loading them (schemathesis, langsmith) took
             # most of each run; gc.collect after every test (unraisableexception) took the rest under torch's heap.
             os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-            basetemp = tempfile.mkdtemp(prefix="loracle-mutant-")  # never shared with another pytest run
             code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "--no-header",
                                 f"--basetemp={basetemp}", *tests])
-            shutil.rmtree(basetemp, ignore_errors=True)
         except BaseException:
             code = 99
         os._exit(int(code))
-    deadline = start + timeout
+    try:
+        return _wait(pid, start + timeout), time.monotonic() - start
+    finally:
+        shutil.rmtree(basetemp, ignore_errors=True)
+
+
+def _wait(pid: int, deadline: float) -> str:
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             code = os.waitstatus_to_exitcode(status)
             # 1: a test failed; 2: collection failed (the unmutated module collects, so the mutant broke it);
             # 99 or a signal: the mutant crashed the run. Other codes are the harness's own problems.
-            return ("survived" if code == 0 else "killed" if code in (1, 2, 99) or code < 0 else f"error {code}",
-                    time.monotonic() - start)
+            return "survived" if code == 0 else "killed" if code in (1, 2, 99) or code < 0 else f"error {code}"
         if time.monotonic() > deadline:
             os.killpg(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            return "timeout", time.monotonic() - start
+            return "timeout"
         time.sleep(0.05)
 
 
@@ -369,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 outcome, _ = run_tests(module, mutated_source(m), tests, timeout)
             if outcome == "survived" and (module, m.key) in EQUIVALENT:
                 outcome = "equivalent"
+                print(f"  equivalent  {m.description}  ({EQUIVALENT[module, m.key]})", flush=True)
             counts[outcome if outcome in counts else "error"] += 1
             if outcome == "survived":
                 survivors.append(m.description)
