@@ -188,9 +188,13 @@ def test_request_validation(bad, msg):
 
 
 def test_all_schedulers_and_sdxl_run(engine, tiny_xl, lora_dir):
-    for name in ("dpmpp_2m", "dpmpp_2m_karras", "euler", "euler_a"):
-        r = gen(engine, scheduler=name, steps=5)
-        assert np.asarray(r.images[0]).std() > 1
+    """Every sampler solves the same equation as DDIM: at 5 steps the deterministic ones land close to its image
+    (PSNR 30-62 dB measured), Euler a as close as its added noise allows (24 dB). Euler reading the model's output
+    with the wrong prediction type gives 18 dB, with as much contrast (std ~43), so contrast proves nothing."""
+    ddim = gen(engine, scheduler="ddim", steps=5, seeds=[3]).images[0]
+    for name, least in (("dpmpp_2m", 27), ("dpmpp_2m_karras", 25), ("euler", 40), ("euler_a", 20)):
+        r = gen(engine, scheduler=name, steps=5, seeds=[3])
+        assert psnr(r.images[0], ddim) > least, name
     xl = Engine(tiny_xl, [lora_dir], max_loaded=4).generate(GenerationRequest("a fox <lora:xl_style:1>", steps=5, skipping=OFF))
     assert xl.images[0].size == (32, 32) and xl.nfe == [10]
 
