@@ -9,6 +9,7 @@ from loracle.tools.compose import DEFAULT_WEIGHT
 def write_answer(state: AgentState) -> str:
     plan = state.plan
     dropped = set(state.dropped)
+    skipped = {i for f in state.skipped for i in f.blamed}
     lines = [f"Planner: {state.planner}. Tasks: " + "; ".join(t.phrase for t in plan.tasks) + "."]
     if plan.edit is not None:
         what = "the uploaded image" if plan.edit.source == "upload" else "the previous result"
@@ -16,13 +17,16 @@ def write_answer(state: AgentState) -> str:
         lines.append(f"Edit: {how} {what} at strength {plan.edit.strength:g}.")
     for task, picks in state.picks.items():
         for pick in picks:
-            status = " (dropped after inspection)" if pick.adapter_id in dropped else ("" if pick.file else " (file not available locally)")
+            status = (" (skipped)" if pick.adapter_id in skipped else " (dropped after inspection)" if pick.adapter_id in dropped
+                      else "" if pick.file else " (file not available locally)")
             lines.append(f"- {task}: {pick.name} [{pick.ref}] weight {pick.weight or DEFAULT_WEIGHT:g}{status}")
     if not any(state.picks.values()):
         lines.append("- no adapter fit the prompt well enough; used the base model alone")
     if state.attempts:
         lines.append(f"Retried {len(state.attempts)} time(s): " + "; ".join(
             f.message for a in state.attempts for f in a.findings)[:500])
+    if state.skipped:
+        lines.append("Skipped: " + "; ".join(f.message for f in state.skipped)[:500])
     unresolved = [f.message for f in state.findings]
     if unresolved:
         lines.append("Still flagged: " + "; ".join(unresolved)[:300])

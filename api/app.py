@@ -21,26 +21,29 @@ from loracle.api.service import Service
 
 log = logging.getLogger("loracle.api")
 LOCAL_MODE_BANNER = (
-    "LOCAL SINGLE-USER MODE: no API key exists, so every request on this loopback address is served without "
-    "authentication as tenant 'local' (admin). Create a key with `loracle keys create --name NAME` to require keys."
+    "LOCAL SINGLE-USER MODE: no API key was ever created, so every request on this loopback address is served "
+    "without authentication as tenant 'local' (admin), whatever key it sends. Create a key with "
+    "`loracle keys create --name NAME` to require keys (for good: revoking it does not bring this mode back)."
 )
 
 
 def open_service(settings: Settings, config: ApiConfig, *, allow_local: bool, metrics: Metrics,
                  llm: BaseChatModel | None) -> Service:
-    """Connect, migrate, import the bundled world's catalog if it is the base, and build the run context."""
-    from loracle.agent.access import any_active_key
+    """Connect, migrate, import the bundled world's catalog if it is the base, build the run context, and settle
+    what a crash or an outage left (runs marked interrupted, image files without rows removed)."""
+    from loracle.agent.access import any_key_created
     from loracle.agent.service import Agent
 
     settings.images_dir.mkdir(parents=True, exist_ok=True)
     agent = Agent.open(settings, max_size=config.workers * 2 + 8, llm=llm, threads_pool=config.workers + 2)
     try:
         agent.prepare()
+        agent.recover()
         # Fail fast during an outage and recover fast after it: a request waits `db_wait_s` for a connection
         # (then 503), and the pools stop backing off after as long, so the first request once the database
         # is back opens a fresh connection instead of waiting out an exponential backoff.
         agent.set_database_wait(config.db_wait_s)
-        if allow_local and not any_active_key(agent):
+        if allow_local and not any_key_created(agent):
             log.warning(LOCAL_MODE_BANNER)
     except BaseException:
         agent.close()

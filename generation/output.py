@@ -15,8 +15,13 @@ SAMPLER_NAMES = {"ddim": "DDIM", "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_karras": "DPM
                  "euler": "Euler", "euler_a": "Euler a"}
 
 
+ADAPTER_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
 def lora_tag(ref: str, weight: float) -> str:
-    return f"<lora:{Path(ref).stem if ('/' in ref or os.sep in ref) else ref}:{weight:g}>"
+    """A1111's tag: the adapter's file stem (a mix names files by their path in an adapter folder)."""
+    name = Path(ref).stem if ("/" in ref or os.sep in ref or ref.lower().endswith(ADAPTER_SUFFIXES)) else ref
+    return f"<lora:{name}:{weight:g}>"
 
 
 def format_parameters(

@@ -1,7 +1,8 @@
-"""The sampler tool: run the engine on a composition and store the images under the data directory.
+"""The sampler tool: run the engine on a composition and stage the images under the data directory.
 
 Images are named by the sha256 of their PNG bytes and written atomically, so a crash never leaves a
-half-written file and the same image is stored once.
+half-written file and the same image is stored once. A run's images are staged (tools/image_store.py) and
+published under their final names only once their rows exist.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from loracle.generation.loop import Progress
 from loracle.generation.masks import Composition
 from loracle.generation.output import png_bytes, write_atomic
 from loracle.generation.skipping import SkipSettings
+from loracle.tools.image_store import stage_png
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class SampleSettings:
 
 @dataclass
 class StoredImage:
-    path: str  # relative to the images folder
+    path: str  # relative to the images folder (its final name)
+    staged: str  # where it is until its row exists (tools/image_store.py)
     sha256: str
     seed: int
     mix: dict[str, float]
@@ -67,8 +70,10 @@ def sample(
     mask: Image.Image | None = None,
     strength: float = 0.8,
     mask_feather: int = 0,
+    owner: int | None = None,
 ) -> tuple[GenerationResult, list[StoredImage]]:
-    """`image` (and `mask`, white = repaint): image-to-image / inpainting at `strength`; else text-to-image."""
+    """`image` (and `mask`, white = repaint): image-to-image / inpainting at `strength`; else text-to-image.
+    The images come back staged under `owner`'s name; the caller publishes them once their rows exist."""
     request = GenerationRequest(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -92,6 +97,6 @@ def sample(
     for image, seed, mix, nfe, parameters, used_prompt in zip(
         result.images, result.seeds, result.mixes, result.nfe, result.parameters, result.prompts
     ):
-        path, digest = store_png(image, parameters, images_dir)
-        stored.append(StoredImage(path, digest, seed, mix, nfe, parameters, used_prompt))
+        file = stage_png(image, parameters, images_dir, owner)
+        stored.append(StoredImage(file.path, file.staged, file.sha256, seed, mix, nfe, parameters, used_prompt))
     return result, stored

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from loracle.agent.access import find_image
-from loracle.api import dispatch, uploads
+from loracle.api import dispatch, markdown, uploads
 from loracle.api.deps import CallerDep, ServiceDep
 from loracle.api.errors import ApiError, error_body
 from loracle.api.schemas import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, ErrorResponse, Usage
@@ -56,7 +56,7 @@ def n_images(body: ChatCompletionRequest) -> int | None:
     raw = (body.metadata or {}).get("n_images")
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not re.fullmatch(r"[0-9]{1,6}", raw):  # ASCII digits only: str.isdigit() also takes '²', which int() refuses
         raise ApiError(400, "metadata.n_images must be a whole number", code="invalid_n", param="metadata.n_images")
     return int(raw)
 
@@ -106,7 +106,12 @@ def chat_edit(service: Service, request: Request, caller: Principal, body: ChatC
 
 
 def describe(event: dict[str, Any]) -> str | None:
-    """A progress event as a line of chat text (None: not worth a line)."""
+    """A progress event as a line of chat text, Markdown-escaped (None: not worth a line)."""
+    line = _describe(event)
+    return None if line is None else markdown.escape(line)
+
+
+def _describe(event: dict[str, Any]) -> str | None:
     kind = event.get("event")
     if kind == "plan":
         return ("Refining the plan: " if event.get("follow_up") else "Planning: ") + "; ".join(event["tasks"])
@@ -127,7 +132,7 @@ def describe(event: dict[str, Any]) -> str | None:
 
 def answer_text(service: Service, request: Request, state: dict[str, Any], thread_id: str) -> str:
     links = [f"![image {i + 1}]({dispatch.image_url(service, request, image['id'])})" for i, image in enumerate(state["images"])]
-    return "\n\n".join([state["answer"], "\n".join(links), f"thread: `{thread_id}`"])
+    return "\n\n".join([markdown.escape(state["answer"]), "\n".join(links), f"thread: `{thread_id}`"])
 
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=ERRORS,
@@ -150,7 +155,7 @@ async def chat_completions(
     edit = await run_in_threadpool(chat_edit, service, request, caller, body)
     handle = await dispatch.start(service, caller, thread_id, last.text(), n=n_images(body), seed=body.seed, edit=edit)
     created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
-    headers = {"X-Loracle-Thread": thread_id}
+    headers = {"X-Loracle-Thread": thread_id, "X-Loracle-Run": handle.run_id}
     if not body.stream:
         state = await dispatch.wait(service, handle, request)
         content = answer_text(service, request, state, thread_id)

@@ -8,13 +8,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from loracle.agent import access
 from loracle.agent.errors import NotFound
 from loracle.api import dispatch
 from loracle.api.deps import CallerDep, ServiceDep
-from loracle.api.errors import ApiError, error_body
+from loracle.api.errors import ApiError, error_body, hide_paths
 from loracle.api.routes.chat import ERRORS
 from loracle.api.schemas import RunOut, RunRequest, RunResult, ThreadCreate, ThreadOut, ThreadState
 from loracle.api.service import Service
@@ -28,7 +29,8 @@ SSE_DOC = {200: {"content": {"text/event-stream": {}, "application/json": {"sche
 
 
 def _run_out(service: Service, request: Request, run: dict[str, Any]) -> RunOut:
-    return RunOut(**{**run, "id": str(run["id"]), "images": [dispatch.image_out(service, request, i) for i in run["images"]]})
+    return RunOut(**{**run, "id": str(run["id"]), "error": hide_paths(run["error"]) if run.get("error") else None,
+                     "images": [dispatch.image_out(service, request, i) for i in run["images"]]})
 
 
 @contextmanager
@@ -85,8 +87,9 @@ async def create_run(thread_id: str, body: RunRequest, request: Request, service
                          plan=state.get("plan"), picks=state.get("picks"), nfe=state.get("nfe", 0),
                          images=[dispatch.image_out(service, request, i) for i in state["images"]])
 
+    headers = {"X-Loracle-Thread": thread_id, "X-Loracle-Run": handle.run_id}
     if not body.stream:
-        return result(await dispatch.wait(service, handle, request))
+        return JSONResponse(result(await dispatch.wait(service, handle, request)).model_dump(mode="json"), headers=headers)
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -105,4 +108,4 @@ async def create_run(thread_id: str, body: RunRequest, request: Request, service
         finally:
             handle.cancel.set()
 
-    return sse_response(events(), {"X-Loracle-Thread": thread_id})
+    return sse_response(events(), headers)
