@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from loracle.agent.answer import write_answer
 from loracle.agent.candidates import find_candidates
 from loracle.agent.checks import apply_findings, image_findings, mix_findings, remember_conflicts
-from loracle.agent.edits import read_follow_up, turn_seed
+from loracle.agent.edits import merge_edits, read_follow_up, turn_seed
 from loracle.agent.image_input import edit_images, turn_image_edit
 from loracle.agent.image_records import record_images
 from loracle.agent.picks import choose_adapters
@@ -46,14 +46,18 @@ def plan(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     follow_up = state.plan is not None and bool(state.history)
     new_plan = read_follow_up(message, state.plan) if follow_up else plan_prompt(message)
     new_plan.edit = turn_image_edit(state, ctx.settings, ctx.images_dir, follow_up)
+    if state.edits is not None:
+        new_plan.edits = merge_edits(new_plan.edits, state.edits)
     _emit(runtime, "plan", tasks=[t.phrase for t in new_plan.tasks], follow_up=follow_up,
           edit=new_plan.edit.model_dump() if new_plan.edit else None)
+    # A seed the turn asked for is used as given (reusing an image's seed); otherwise the plan decides.
+    seed = state.requested_seed if state.requested_seed is not None else turn_seed(state.seed, new_plan, follow_up)
     return {
-        "plan": new_plan, "history": [*state.history, message], "seed": turn_seed(state.seed, new_plan, follow_up),
+        "plan": new_plan, "history": [*state.history, message], "seed": seed, "requested_seed": None,
         "attempt": 0, "dropped": [], "downweighted": {}, "attempts": [], "findings": [], "skipped": [], "images": [],
         "nfe": 0, "timings": {},
         # this turn's image inputs now live in the plan; cleared so the next turn does not inherit them
-        "input_image": None, "input_mask": None, "strength": None,
+        "input_image": None, "input_mask": None, "strength": None, "edits": None,
     }
 
 
@@ -69,7 +73,9 @@ def select(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     """Choose 0-3 adapters per task: the LLM in one round trip, or the offline planner."""
     started = time.perf_counter()
     choice = choose_adapters(runtime.context, state.plan, state.candidates, state.history[:-1])
-    _emit(runtime, "picks", planner=choice.planner, picks={t: [p.name for p in ps] for t, ps in choice.picks.items()})
+    _emit(runtime, "picks", planner=choice.planner, picks={t: [p.name for p in ps] for t, ps in choice.picks.items()},
+          adapters={t: [{"name": p.name, "ref": p.ref, "weight": p.weight, "reason": p.reason} for p in ps]
+                    for t, ps in choice.picks.items()})
     return {"plan": choice.plan, "picks": choice.picks, "planner": choice.planner, "candidates": choice.candidates,
             "llm_calls": state.llm_calls + choice.llm_calls, "timings": _add_time(state.timings, "select_s", started)}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from loracle.agent.settings import Settings
 from loracle.agent.state import AgentContext
+from loracle.generation.composition import CompositionMethod
 from loracle.generation.engine import ImageEngine
 from loracle.generation.guidance import GuidanceSettings, GuideSpec
 from loracle.generation.masks import ComposerSettings
@@ -28,6 +29,7 @@ def sample_settings(ctx: AgentContext, engine: ImageEngine) -> SampleSettings:
         steps=settings.steps, scheduler=settings.scheduler,
         guidance=GuidanceSettings(kind=settings.guidance, scale=scale, guide=guide),
         skipping=SkipSettings(threshold=settings.skip_threshold, max_skip=settings.max_skip),
+        composition_method=CompositionMethod(settings.composition_method, settings.switch_every),
     )
 
 

@@ -27,6 +27,7 @@ from loracle.tools.compatibility import catalog_bases, engine_family
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
+    from loracle.agent.plan import Edits
     from loracle.agent.state import AgentContext
     from loracle.agent.threads import Threads
     from loracle.tools.catalog_import import ImportReport
@@ -124,17 +125,18 @@ class Agent:
     def run_turn(self, thread_id: str, message: str, *, tenant: str = LOCAL_TENANT, n_images: int | None = None,
                  seed: int | None = None, steps: int | None = None, on_event: Callable[[Event], None] | None = None,
                  cancel: threading.Event | None = None, input_image: str | None = None, input_mask: str | None = None,
-                 strength: float | None = None, run_id: str | None = None) -> dict[str, Any]:
+                 strength: float | None = None, edits: Edits | None = None, run_id: str | None = None) -> dict[str, Any]:
         """One turn of a thread to the end (recorded as a run); the final state, with `run_id`.
 
         `run_id`: the run `queue_run` recorded (None: recorded now). `steps` overrides the sampling steps for
-        this turn; setting `cancel` stops it (Cancelled)."""
+        this turn; setting `cancel` stops it (Cancelled); `edits`: adapter edits made by hand (`hand_edits`),
+        kept for the thread's later turns too."""
         settings = self.settings if steps is None else self.settings.model_copy(update={"steps": steps})
         with agent_errors():
             ctx = dataclasses.replace(self.context, tenant=tenant, cancel=cancel or threading.Event(), settings=settings)
             return self.threads.run_turn(ctx, thread_id, message, run_id=run_id, n_images=n_images, seed=seed,
                                          on_event=on_event, input_image=input_image, input_mask=input_mask,
-                                         strength=strength)
+                                         strength=strength, edits=edits)
 
     def recover(self) -> tuple[int, SweepReport]:
         """Settle what a crash or an outage left: runs nobody will finish marked interrupted, image files

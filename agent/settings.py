@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loracle.db.search import DEFAULT_EF_SEARCH
+from loracle.generation.composition import CompositionKind
 
 
 def _default_home() -> Path:
@@ -58,6 +59,11 @@ class Settings(BaseSettings):
     guidance_scale: float | None = Field(default=None, ge=0, le=30, description="Unset: the base model's own default.")
     skip_threshold: float = Field(default=0.01, ge=0, le=1, description="Adaptive step skipping; 0 turns it off.")
     max_skip: int = Field(default=4, ge=0, le=20)
+    composition_method: CompositionKind = Field(
+        default="merge",
+        description="How the adapters of an image act together: merge (all, every step), switch (one task's "
+                    "adapters per step, cycling), composite (one guided prediction per task, averaged; costs more).")
+    switch_every: int = Field(default=5, ge=1, le=100, description="Steps one task's adapters stay active under switch.")
     # Image edits (image-to-image, inpainting)
     edit_strength: float = Field(default=0.6, ge=0, le=1, description="Image-to-image strength for an uploaded image or a 'make it more X' refinement of a previous result.")
     inpaint_strength: float = Field(default=1.0, ge=0, le=1, description="Strength when a mask is given (1: the masked region is drawn afresh).")

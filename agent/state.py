@@ -16,7 +16,7 @@ from typing import Any, TypedDict
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
-from loracle.agent.plan import Candidate, Pick, Plan
+from loracle.agent.plan import Candidate, Edits, Pick, Plan
 from loracle.agent.settings import Settings
 from loracle.db import Database
 from loracle.generation.engine import ImageEngine
@@ -29,11 +29,12 @@ class TurnInput(TypedDict, total=False):
 
     message: str
     n_images: int
-    seed: int
+    requested_seed: int  # this turn's seed, asked for explicitly: used on a follow-up turn too
     run_id: str
     input_image: str  # path of a PNG to edit (image-to-image / inpainting); absent: text-to-image
     input_mask: str  # path of a PNG mask, white = repaint, black = keep; absent: edit the whole image
     strength: float  # how far to move from the input image, 0 (unchanged) .. 1 (text-to-image)
+    edits: Edits  # adapter edits made by hand (pin, exclude, weights), merged into the plan's
 
 
 class GeneratedImage(BaseModel):
@@ -65,11 +66,13 @@ class AgentState(BaseModel):
     message: str = ""
     run_id: str = ""
     n_images: int | None = None
-    seed: int | None = None
+    requested_seed: int | None = None
     input_image: str | None = None
     input_mask: str | None = None
     strength: float | None = None
+    edits: Edits | None = None
     # carried across turns (checkpointed)
+    seed: int | None = None  # the seed the last turn sampled with
     history: list[str] = Field(default_factory=list)
     plan: Plan | None = None
     planner: str = "offline"

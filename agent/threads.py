@@ -36,6 +36,7 @@ from pydantic_core import to_jsonable_python
 
 from loracle.agent.errors import Cancelled
 from loracle.agent.graph import build_graph
+from loracle.agent.plan import Edits
 from loracle.agent.state import AgentContext, AgentState, state_models
 from loracle.db import Database
 from loracle.db.owners import OwnerLease, alive_owners
@@ -208,10 +209,11 @@ class Threads:
         input_image: str | None = None,
         input_mask: str | None = None,
         strength: float | None = None,
+        edits: Edits | None = None,
     ) -> dict[str, Any]:
         """Run one turn of a thread to the end; returns the final state (with `run_id`). `run_id`: the run
         `queue` recorded for it (None: recorded now). `input_image` (and `input_mask`, white = repaint) are PNG
-        paths this turn edits, at `strength` (0..1)."""
+        paths this turn edits, at `strength` (0..1); `edits`: adapter edits made by hand, applied from this turn on."""
         if not message or not message.strip():
             raise ValueError("the message is empty")
         run_id = uuid.UUID(str(run_id)) if run_id is not None else self.queue(ctx.tenant, thread_id, message, ctx.cancel)
@@ -222,8 +224,8 @@ class Threads:
                     ctx.cancel.set()
                 live.cancel, live.running = ctx.cancel, True
         try:
-            return self._run(ctx, run_id, thread_id, message, on_event, n_images=n_images, seed=seed,
-                             input_image=input_image, input_mask=input_mask, strength=strength)
+            return self._run(ctx, run_id, thread_id, message, on_event, n_images=n_images, requested_seed=seed,
+                             input_image=input_image, input_mask=input_mask, strength=strength, edits=edits)
         finally:
             self._over(run_id)
 

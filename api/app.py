@@ -16,6 +16,7 @@ from loracle.api.config import ApiConfig
 from loracle.api.errors import install_handlers
 from loracle.api.metrics import Metrics
 from loracle.api.middleware import BodyLimit, RecordMetrics
+from loracle.api.page import install_page
 from loracle.api.routes import adapters, chat, health, images, models, threads
 from loracle.api.service import Service
 
@@ -73,9 +74,10 @@ def create_app(settings: Settings, config: ApiConfig | None = None, *, allow_loc
     install_handlers(app, on_database_error=lambda: app.state.service.repair_pools())
     for module in (chat, images, models, threads, adapters, health):
         app.include_router(module.router)
+    install_page(app)
     # An image route's body may hold an image and a mask (base64 in chat adds a third); each is checked on its own.
     with_images = config.max_body_bytes + 3 * config.max_upload_bytes
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes,
-                       per_path={"/v1/images/edits": with_images, "/v1/chat/completions": with_images})
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, per_path={
+        "/v1/images/edits": with_images, "/v1/chat/completions": with_images, "/threads/[^/]+/runs": with_images})
     app.add_middleware(RecordMetrics, metrics=metrics)
     return app

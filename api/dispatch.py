@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from loracle.agent.access import claim_thread
 from loracle.agent.errors import AgentError, DatabaseUnavailable
+from loracle.agent.plan import Edits
 from loracle.api.errors import ApiError, from_agent
 from loracle.api.queue import QueueFull
 from loracle.api.schemas import ImageOut
@@ -43,14 +45,16 @@ def check_engine(service: Service) -> None:
 
 
 async def start(service: Service, caller: Principal, thread_id: str, message: str, *, n: int | None = None,
-                seed: int | None = None, steps: int | None = None, edit: EditInput | None = None) -> RunHandle:
+                seed: int | None = None, steps: int | None = None, edit: EditInput | None = None,
+                edits: Edits | None = None) -> RunHandle:
     """Validate, make sure the thread is the caller's, and queue the run (429 when there is no room)."""
     check_limits(service, message, n, steps)
     check_engine(service)
 
     await run_in_threadpool(claim_thread, service.agent, caller.tenant, thread_id)
     try:
-        return await service.start_run(caller, thread_id, message, n_images=n, seed=seed, steps=steps, edit=edit)
+        return await service.start_run(caller, thread_id, message, n_images=n, seed=seed, steps=steps, edit=edit,
+                                       edits=edits)
     except QueueFull as exc:
         service.metrics.rejected.inc()
         raise ApiError(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None
@@ -94,7 +98,22 @@ def image_url(service: Service, request: Request, image_id: str) -> str:
 
 
 def image_out(service: Service, request: Request, image: dict[str, Any]) -> ImageOut:
-    # a mix names adapter files by their name in an adapter folder (runs recorded before that named full paths)
-    mix = {(k.rsplit("/", 1)[-1] if k.startswith("/") else k): w for k, w in (image.get("mix") or {}).items()}
+    mix = {Path(file).stem: weight for file, weight in (image.get("mix") or {}).items()}  # as <lora:NAME:W> names it
     return ImageOut(id=str(image["id"]), url=image_url(service, request, str(image["id"])), seed=image["seed"],
                     sha256=image["sha256"], attempt=image.get("attempt", 0), mix=mix)
+
+
+def public_picks(picks: dict[str, list[dict[str, Any]]] | None) -> dict[str, Any] | None:
+    """Picks as a client sees them: an adapter's file by its name, never its path on the server."""
+    if not picks:
+        return picks
+    return {task: [{**p, "file": Path(p["file"]).name if p.get("file") else None} for p in items] for task, items in picks.items()}
+
+
+def public_plan(plan: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A plan as a client sees it: the input image and mask of an edit by their file names."""
+    edit = (plan or {}).get("edit")
+    if not edit:
+        return plan
+    names = {key: Path(edit[key]).name for key in ("image", "mask") if edit.get(key)}
+    return {**plan, "edit": {**edit, **names}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,16 +20,21 @@ class BodyLimit:
     """413 for bodies over `max_bytes`, by Content-Length up front or by counting a chunked body.
 
     `per_path` raises the limit for routes that take images (uploads, data URLs); those routes check
-    each image's own size and say which one is too large.
+    each image's own size and say which one is too large. Its keys are regular expressions a whole path
+    must match (a plain path matches itself).
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
-        self.app, self.max_bytes, self.per_path = app, max_bytes, per_path or {}
+        self.app, self.max_bytes = app, max_bytes
+        self.per_path = [(re.compile(pattern), limit) for pattern, limit in (per_path or {}).items()]
+
+    def limit(self, path: str) -> int:
+        return next((limit for pattern, limit in self.per_path if pattern.fullmatch(path)), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
+        limit = self.limit(scope.get("path", ""))
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):

@@ -7,11 +7,13 @@ clients work unchanged; loracle's additions (`thread_id`, `seed`, `steps`) are o
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Seed = Field(default=None, ge=0, le=2**31 - 1)
+AdapterRef = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+AdapterWeight = Annotated[float, Field(ge=-4, le=4)]
 
 
 class ErrorDetail(BaseModel):
@@ -190,6 +192,18 @@ class RunRequest(BaseModel):
     seed: int | None = Seed
     steps: int | None = Field(default=None, ge=1, description="Sampling steps (default from settings).")
     stream: bool = Field(default=True, description="Server-sent events as the run goes; false waits for the result.")
+    pin: list[AdapterRef] = Field(default_factory=list, max_length=32,
+                                  description="Adapter refs (source:id, as picks show them) to use from this turn on.")
+    exclude: list[AdapterRef] = Field(default_factory=list, max_length=32,
+                                      description="Adapter refs never to use again in this thread.")
+    weights: dict[AdapterRef, AdapterWeight] = Field(default_factory=dict, max_length=32,
+                                                     description="Adapter ref -> the weight to give it from this turn on.")
+    image: str | None = Field(default=None, description=(
+        "An image to edit: a data URL (data:image/png;base64,...) or a link to one of your own images."))
+    mask: str | None = Field(default=None, description=(
+        "Where to repaint, the image's size, as a data URL: white on black, or transparent = repaint. Unset: the whole image."))
+    strength: float | None = Field(default=None, ge=0, le=1, description=(
+        "How far to move from the image, 0 (unchanged) to 1 (drawn anew); default from settings."))
 
 
 class RunResult(BaseModel):
@@ -201,6 +215,46 @@ class RunResult(BaseModel):
     picks: dict[str, Any] | None = None
     nfe: int = 0
     images: list[ImageOut]
+
+
+class ThreadSummary(ThreadOut):
+    updated_at: datetime = Field(description="When its last turn started (its creation, before any).")
+    title: str | None = Field(default=None, description="The first turn's prompt.")
+    turns: int
+    images: int
+    cover_url: str | None = Field(default=None, description="A signed link to its newest image.")
+
+
+class ThreadPage(BaseModel):
+    threads: list[ThreadSummary]
+    next_offset: int | None = Field(default=None, description="Pass as offset for the next page; null on the last one.")
+
+
+class ImageAdapterOut(BaseModel):
+    name: str
+    weight: float = Field(description="The weight this image used it at.")
+    ref: str | None = Field(default=None, description="Catalog reference (source:id), to pin or exclude it.")
+    task: str | None = Field(default=None, description="The part of the prompt it served ('pinned' when pinned by hand).")
+    reason: str | None = None
+    trigger_words: list[str] = []
+    page: str | None = Field(default=None, description="The adapter's public page, when its catalog has one.")
+
+
+class ImageDetailsOut(BaseModel):
+    id: str
+    url: str = Field(description="A signed link to the PNG file itself (its A1111 parameters intact).")
+    run_id: str
+    thread_id: str
+    prompt: str
+    seed: int
+    turn_seed: int = Field(description="Send as a run's seed to draw this image's batch again (same adapters, same masks).")
+    nfe: int
+    attempt: int
+    sha256: str
+    parameters: str = Field(description="The A1111 `parameters` text stored in the PNG.")
+    created_at: datetime
+    adapters: list[ImageAdapterOut]
+    edit: dict[str, Any] | None = Field(default=None, description="mode, strength and source when the turn edited an image.")
 
 
 class AdapterHit(BaseModel):

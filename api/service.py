@@ -17,6 +17,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from loracle.agent.errors import Cancelled
+from loracle.agent.plan import Edits
 from loracle.agent.service import Agent
 from loracle.api.config import ApiConfig
 from loracle.api.metrics import Metrics
@@ -105,9 +106,11 @@ class Service:
         threading.Thread(target=check, name="loracle-pool-check", daemon=True).start()
 
     async def start_run(self, principal: Principal, thread_id: str, message: str, *, n_images: int | None = None,
-                        seed: int | None = None, steps: int | None = None, edit: EditInput | None = None) -> RunHandle:
+                        seed: int | None = None, steps: int | None = None, edit: EditInput | None = None,
+                        edits: Edits | None = None) -> RunHandle:
         """Accept a turn: a place in the queue (QueueFull when there is none), then its run recorded as queued, so
-        an accepted request always has a run to look up; its handle, at once. `edit`: an image to edit."""
+        an accepted request always has a run to look up; its handle, at once. `edit`: an image to edit, `edits`:
+        adapter edits made by hand."""
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         events: asyncio.Queue = asyncio.Queue()
@@ -126,7 +129,7 @@ class Service:
 
         def run() -> dict[str, Any]:
             return self.agent.run_turn(thread_id, message, tenant=principal.tenant, n_images=n_images, seed=seed,
-                                       steps=steps, on_event=push, cancel=cancel, run_id=run_id,
+                                       steps=steps, on_event=push, cancel=cancel, edits=edits, run_id=run_id,
                                        **(edit.turn() if edit else {}))
 
         events.put_nowait({"event": "run", "run_id": run_id, "thread_id": thread_id, "status": "queued"})

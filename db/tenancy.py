@@ -83,3 +83,37 @@ def get_run_for(conn: psycopg.Connection, tenant: str, run_id: str) -> dict[str,
         if run:
             run["images"] = cur.execute(_RESULT_IMAGES, ([key],)).fetchall()
     return run
+
+
+def list_threads(conn: psycopg.Connection, tenant: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+    """The tenant's threads, most recently active first: first prompt, turns, images and the newest image's id."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT t.id, t.created_at, coalesce(r.updated_at, t.created_at) AS updated_at, coalesce(r.turns, 0) AS turns, "
+            "r.title, coalesce(i.images, 0) AS images, i.cover "
+            "FROM api_threads t "
+            "LEFT JOIN LATERAL (SELECT max(created_at) AS updated_at, count(*) AS turns, "
+            "  (array_agg(prompt ORDER BY created_at))[1] AS title FROM runs "
+            "  WHERE tenant = t.tenant AND thread_id = t.id) r ON true "
+            "LEFT JOIN LATERAL (SELECT count(*) AS images, (array_agg(images.id ORDER BY images.created_at DESC))[1] AS cover "
+            "  FROM images JOIN runs ON runs.id = images.run_id "
+            "  WHERE runs.tenant = t.tenant AND runs.thread_id = t.id) i ON true "
+            "WHERE t.tenant = %s ORDER BY updated_at DESC, t.id LIMIT %s OFFSET %s",
+            (tenant, limit, offset)).fetchall()
+
+
+def get_image_record(conn: psycopg.Connection, tenant: str, image_id: str) -> dict[str, Any] | None:
+    """The tenant's image row with its run's thread, prompt, plan and picks; None for another tenant's,
+    an unknown or a malformed id."""
+    try:
+        key = uuid.UUID(image_id)
+    except ValueError:
+        return None
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT i.id, i.run_id, i.attempt, i.path, i.sha256, i.seed, i.mix, i.nfe, i.parameters, i.created_at, "
+            "r.thread_id, r.prompt, r.plan, r.picks, "
+            # image k of a turn seeded s is seeded s + k (agent/sampler_settings.py): the batch's lowest is the turn's
+            "(SELECT min(j.seed) FROM images j WHERE j.run_id = i.run_id AND j.attempt = i.attempt) AS turn_seed "
+            "FROM images i JOIN runs r ON r.id = i.run_id "
+            "WHERE i.id = %s AND i.tenant = %s", (key, tenant)).fetchone()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -25,12 +25,14 @@ from PIL import Image
 
 from loracle.generation.adapters import AdapterManager
 from loracle.generation.base_models import BaseModel
-from loracle.generation.edit import check_edit_inputs, prepare_edit
+from loracle.generation.composition import CompositionMethod, adapter_state
+from loracle.generation.edit import check_edit_inputs, edit_steps, prepare_edit
 from loracle.generation.guidance import GuidanceSettings
-from loracle.generation.loop import SCHEDULERS, Branch, LoopOutput, Progress, decode, denoise, encode_prompts, initial_latents
+from loracle.generation.loop import Branch, LoopOutput, Progress, decode, denoise, encode_prompts, initial_latents
 from loracle.generation.masks import Composition, Mix, group_mixes
 from loracle.generation.output import format_parameters, save_png
 from loracle.generation.prompt_tags import parse_lora_tags
+from loracle.generation.schedulers import SCHEDULERS
 from loracle.generation.skipping import SkipSettings
 
 
@@ -49,6 +51,7 @@ class GenerationRequest:
     scheduler: str = "dpmpp_2m"
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
     skipping: SkipSettings | None = field(default_factory=SkipSettings)  # None: every step calls the model
+    composition_method: CompositionMethod = field(default_factory=CompositionMethod)  # merge / switch / composite
     height: int | None = None
     width: int | None = None
     max_batch: int = 8
@@ -87,6 +90,8 @@ class GenerationRequest:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if not isinstance(self.composition_method, CompositionMethod):
+            raise ValueError(f"composition_method must be a CompositionMethod, got {type(self.composition_method).__name__}")
         check_edit_inputs(self.image, self.mask, self.strength, self.mask_feather, self.n_images)
         if self.mixes is not None and not isinstance(self.mixes, Composition):
             for i, mix in enumerate(self.mixes):
@@ -161,16 +166,19 @@ def generate_grouped(
     sample: Callable[[Mix, str, list[int], list[int]], Sampled],
     decode_images: Callable[[Sampled], list[Image.Image]],
     parameters: dict[str, Any],
+    steps: int,
     guide_refs: frozenset[str] = frozenset(),
 ) -> GenerationResult:
-    """The run every engine shares: apply the prompt's `<lora:...>` tags, check every adapter before sampling
-    anything, then one `sample(mix, prompt, indices, seeds)` + `decode_images` call per distinct mix and
-    `max_batch` chunk, under the adapters' lock. `parameters`: the `format_parameters` fields every image of
-    the request shares (sampler, steps, size, model, ...); `guide_refs`: adapters a guide branch loads too."""
+    """The run every engine shares: apply the prompt's `<lora:...>` tags, check every mix (its composition
+    method over the `steps` each image runs, every adapter) before sampling anything, then one
+    `sample(mix, prompt, indices, seeds)` + `decode_images` call per distinct mix and `max_batch` chunk, under
+    the adapters' lock. `parameters`: the `format_parameters` fields every image of the request shares
+    (sampler, steps, size, model, ...); `guide_refs`: adapters a guide branch loads too."""
     started = time.perf_counter()
     prompt, tag_picks = parse_lora_tags(req.prompt)
-    mixes = [Mix.from_dict({**m.as_dict(), **tag_picks}, m.triggers) for m in req.image_mixes()]
+    mixes = [m.with_adapters(tag_picks) for m in req.image_mixes()]
     for mix in set(mixes):
+        req.composition_method.check(mix, steps)
         refs = set(mix.as_dict()) | guide_refs
         if len(refs) > adapters.max_loaded:
             raise ValueError(f"A mix plus its guide mix needs {len(refs)} adapters loaded at once; "
@@ -257,20 +265,21 @@ class Engine:
         def sample(mix: Mix, prompt: str, indices: list[int], seeds: list[int]) -> LoopOutput:
             branches = self._branches(req, mix, prompt, len(seeds), height, width)
             return denoise(branches, initial_latents(self.base, seeds, height, width),
-                           scheduler_name=req.scheduler, steps=req.steps, guidance=g,
-                           skipping=req.skipping, seeds=seeds, callback=req.callback, cancel=req.cancel,
-                           edit=edit.rows(indices) if edit is not None else None)
+                           scheduler_name=req.scheduler, steps=req.steps, guidance=g, skipping=req.skipping,
+                           composition=req.composition_method, seeds=seeds, callback=req.callback,
+                           cancel=req.cancel, edit=edit.rows(indices) if edit is not None else None)
 
         parameters = dict(negative_prompt=req.negative_prompt, steps=req.steps, sampler=req.scheduler,
                           cfg_scale=g.scale if g.kind != "none" else 1.0, width=width, height=height,
                           model=self.base.name, extra=self._extra(req))
+        steps_run = edit_steps(req.strength, req.steps) if req.image is not None else req.steps
         return generate_grouped(req, self.adapters, sample=sample, decode_images=lambda out: decode(self.base, out.latents),
-                                parameters=parameters, guide_refs=guide_refs)
+                                parameters=parameters, steps=steps_run, guide_refs=guide_refs)
 
     @staticmethod
     def _extra(req: GenerationRequest) -> dict[str, object]:
         g, s = req.guidance, req.skipping
-        extra: dict[str, object] = {"Guidance": g.kind}
+        extra: dict[str, object] = {"Guidance": g.kind, **req.composition_method.parameters()}
         if g.kind in ("auto", "both"):
             extra["Guide"] = g.guide.model or g.guide.kind
         if g.kind == "both":
@@ -285,31 +294,26 @@ class Engine:
         return extra
 
     def _branches(self, req: GenerationRequest, mix: Mix, prompt: str, n: int, h: int, w: int) -> list[Branch]:
-        """Encode each branch's text under the adapter state that branch samples with (TE LoRAs matter)."""
+        """Encode each branch's text under the adapter state that branch samples with (TE LoRAs matter):
+        uncond and cond once per adapter group, the guide once, shared by every group."""
         base, g = self.base, req.guidance
         branches: list[Branch] = []
-        if "uncond" in g.branches:
-            branches.append(Branch("uncond", base, encode_prompts(base, [req.negative_prompt] * n, h, w)))
-        branches.append(Branch("cond", base, encode_prompts(base, [prompt] * n, h, w)))
+        for group, weights in enumerate(req.composition_method.adapter_states(mix)):
+            state = adapter_state(self.adapters, weights) if weights is not None else None
+            with state() if state else nullcontext():
+                if "uncond" in g.branches:
+                    branches.append(Branch("uncond", base, encode_prompts(base, [req.negative_prompt] * n, h, w),
+                                           state, group))
+                branches.append(Branch("cond", base, encode_prompts(base, [prompt] * n, h, w), state, group))
         if "guide" in g.branches:
             spec = g.guide
             if spec.kind == "model":
                 guide = self.guide_models[spec.model]
-                branches.append(Branch("guide", guide, encode_prompts(guide, [prompt] * n, h, w)))
+                branches.append(Branch("guide", guide, encode_prompts(guide, [prompt] * n, h, w), group=None))
             else:
-                state = self.adapters.disabled if spec.kind == "no_adapters" else self._mix_state(spec.mix, mix)
+                state = (self.adapters.disabled if spec.kind == "no_adapters"
+                         else adapter_state(self.adapters, spec.mix, restore=mix))
                 with state():
                     cond = encode_prompts(base, [prompt] * n, h, w)
-                branches.append(Branch("guide", base, cond, state))
+                branches.append(Branch("guide", base, cond, state, group=None))
         return branches
-
-    def _mix_state(self, guide_mix: dict[str, float], main_mix: Mix):
-        @contextmanager
-        def state():
-            self.adapters.activate(guide_mix)
-            try:
-                yield
-            finally:
-                self.adapters.activate(main_mix.as_dict())
-
-        return state

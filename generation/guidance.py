@@ -59,6 +59,16 @@ class GuidanceSettings:
         if not (0.0 <= self.a <= 1.0):
             raise ValueError(f"guidance a must be in [0, 1], got {self.a}")
 
+    @classmethod
+    def cfg_and_guide(cls, cfg: float, guide_w: float, guide: GuideSpec) -> GuidanceSettings:
+        """CFG at `cfg` plus guidance by `guide` at `guide_w` (each 1 = off), as kind "both": w_u = cfg, w_c =
+        guide_w, so w = cfg + guide_w - 1 and a = (guide_w - 1) / (w - 1). With the `no_adapters` guide this is
+        adapter guidance alongside CFG."""
+        if cfg < 1 or guide_w < 1:
+            raise ValueError(f"cfg and guide weights must be >= 1, got {cfg} and {guide_w}")
+        w = cfg + guide_w - 1
+        return cls("both", w, a=(guide_w - 1) / (w - 1) if w > 1 else 0.0, guide=guide)
+
     @property
     def branches(self) -> tuple[str, ...]:
         return {"none": ("cond",), "cfg": ("uncond", "cond"), "auto": ("cond", "guide"),
@@ -78,3 +88,13 @@ def combine(settings: GuidanceSettings, preds: dict[str, torch.Tensor]) -> torch
     w_u = (1 - settings.a) * (w - 1) + 1
     w_c = settings.a * (w - 1) + 1
     return m + (w_u - 1) * (m - preds["uncond"]) + (w_c - 1) * (m - preds["guide"])
+
+
+def combine_groups(settings: GuidanceSettings, preds: dict[tuple[str, int | None], torch.Tensor],
+                   groups: list[int]) -> torch.Tensor:
+    """The mean over adapter `groups` of each group's guided prediction. `preds` is keyed by (branch, group);
+    a branch of group None (a guide) joins every group (LoRA Composite averages; one group is plain `combine`)."""
+    shared = {name: pred for (name, g), pred in preds.items() if g is None}
+    guided = [combine(settings, {**shared, **{name: pred for (name, g), pred in preds.items() if g == group}})
+              for group in groups]
+    return guided[0] if len(guided) == 1 else torch.stack(guided).mean(0)

@@ -1,4 +1,5 @@
-"""The composer tool: picked adapters per task -> one adapter mix per image (Stylus's binary masks)."""
+"""The composer tool: picked adapters per task -> one adapter mix per image (binary masks over each task's picks,
+every task served in every image), each mix with its task groups for the switch and composite methods."""
 
 from __future__ import annotations
 

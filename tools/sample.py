@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from loracle.generation.composition import CompositionMethod
 from loracle.generation.engine import GenerationRequest, GenerationResult, ImageEngine
 from loracle.generation.guidance import GuidanceSettings
 from loracle.generation.loop import Progress
@@ -31,6 +32,7 @@ class SampleSettings:
     guidance: GuidanceSettings = GuidanceSettings()
     skipping: SkipSettings = SkipSettings()
     size: int | None = None
+    composition_method: CompositionMethod = CompositionMethod()  # how a mix's task groups act: merge/switch/composite
 
 
 @dataclass
@@ -83,6 +85,7 @@ def sample(
         scheduler=settings.scheduler,
         guidance=settings.guidance,
         skipping=settings.skipping,
+        composition_method=settings.composition_method,
         height=settings.size,
         width=settings.size,
         callback=on_progress,

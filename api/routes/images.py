@@ -13,11 +13,13 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from loracle.agent.access import find_image
+from loracle.agent.errors import NotFound
+from loracle.agent.gallery import image_details
 from loracle.api import dispatch, uploads
 from loracle.api.deps import CallerDep, OptionalCallerDep, ServiceDep
 from loracle.api.errors import ApiError
 from loracle.api.routes.chat import ERRORS, model_ids
-from loracle.api.schemas import ImageData, ImageGenerationRequest, ImagesResponse
+from loracle.api.schemas import ImageAdapterOut, ImageData, ImageDetailsOut, ImageGenerationRequest, ImagesResponse
 from loracle.api.service import Service
 
 router = APIRouter(tags=["openai"])
@@ -139,3 +141,15 @@ def image_file(
     return FileResponse(image.path, media_type="image/png", headers={
         "Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{image.sha256}"',
         "X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/images/{image_id}", response_model=ImageDetailsOut, tags=["images"], responses=ERRORS,
+            summary="How one of your images was made: its parameters, seed, NFE and the adapters in its mix")
+def read_image(image_id: str, request: Request, service: ServiceDep, caller: CallerDep) -> ImageDetailsOut:
+    try:
+        details = image_details(service.agent, caller.tenant, image_id)
+    except NotFound:
+        raise ApiError(404, f"no image {image_id!r}", code="image_not_found") from None
+    fields = {k: v for k, v in vars(details).items() if k != "adapters"}
+    return ImageDetailsOut(**fields, url=dispatch.image_url(service, request, details.id),
+                           adapters=[ImageAdapterOut(**{**vars(a), "trigger_words": list(a.trigger_words)}) for a in details.adapters])

@@ -55,12 +55,13 @@ def sampling(ctx: RunContext) -> dict:
     """Digits world, per scheduler: NFE, wall time, PSNR against that scheduler's full-step run, adherence and FD
     for fewer steps and for step skipping at two thresholds."""
     from loracle.evals.world.bench import _cfg, psnr
+    from loracle.generation.schedulers import SCHEDULERS
     from loracle.generation.skipping import SkipSettings
 
     world = _world(ctx)
     n = ctx.options.get("samples") or (20 if ctx.quick else 200)
     full = 50
-    schedulers = ("ddim", "dpmpp_2m", "euler") if ctx.quick else ("ddim", "dpmpp_2m", "euler", "euler_a")
+    schedulers = ("ddim", "dpmpp_2m", "euler") if ctx.quick else SCHEDULERS
     settings = [(sch, steps, thr) for sch in schedulers for steps, thr in ((full, 0.0), (20, 0.0), (full, 0.02), (full, 0.05))]
     rows, grids, refs = [], {}, {}
     for scheduler, steps, thr in ctx.progress(settings, desc="sampling"):

@@ -14,7 +14,8 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,3 +157,17 @@ class MARAdapters:
                 for n in present:
                     layer.set_scale(n, weights[n])
             self.active = weights
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Run the base MAR without adapters (adapter guidance's guide), then switch them back on (peft's
+        per-layer flag, as `generation.adapters.AdapterManager.disabled`)."""
+        with self.lock:
+            layers = self._layers()
+            for layer in layers:
+                layer._disable_adapters = True
+            try:
+                yield
+            finally:
+                for layer in layers:
+                    layer._disable_adapters = False

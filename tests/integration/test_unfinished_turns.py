@@ -18,8 +18,8 @@ def test_a_cancelled_turn_does_not_leak_into_the_next(world, db) -> None:
 
     cancelling = build_context(settings, db)
 
-    def stop_when_sampling(event: dict) -> None:
-        if event["event"] == "progress":
+    def stop_when_sampling(event: dict) -> None:  # planned and composed (checkpointed), then stopped
+        if event["event"] == "mixes":
             cancelling.cancel.set()
 
     with pytest.raises((GenerationCancelled, Cancelled)):

@@ -44,7 +44,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     top_level = {name.split("/")[0] for name in names if not name.startswith("loracle-")}
     assert top_level == {"loracle"}, f"the wheel installs other top-level names: {top_level}"
     for needed in ("loracle/db/migrations/001_catalog.sql", "loracle/generation/world/artifacts/base/unet/config.json",
-                   "loracle/generation/world/artifacts/judge/judge.safetensors", "loracle/tools/artifacts/ranker.json"):
+                   "loracle/generation/world/artifacts/judge/judge.safetensors", "loracle/tools/artifacts/ranker.json",
+                   "loracle/api/static/index.html", "loracle/api/static/studio.css", "loracle/api/static/js/app.js"):
         assert needed in names, f"{needed} is missing from the wheel"
     env_dir = root / "venv"
     venv.create(env_dir, with_pip=False)
@@ -93,6 +94,9 @@ def test_the_installed_server_becomes_ready(installed: Path, tmp_path: Path) -> 
                 break
             time.sleep(1)
         assert status == 200, server.stderr.read()[-3000:] if server.poll() is not None else f"last /readyz: {status}"
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert page.status_code == 200 and 'src="/static/js/app.js"' in page.text, "the studio's page"
+        assert httpx.get(f"http://127.0.0.1:{port}/static/js/app.js", timeout=5).status_code == 200
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)

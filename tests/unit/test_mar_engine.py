@@ -12,13 +12,14 @@ from loracle.evals.world.data import vocabulary_words
 from loracle.evals.world.modelio import save_mar_lora
 from loracle.evals.world.nets import NetSize, build_text_encoder
 from loracle.evals.world.tokenizer import MAX_LENGTH, build_tokenizer
+from loracle.generation.composition import CompositionMethod
 from loracle.generation.engine import GenerationRequest
-from loracle.generation.guidance import GuidanceSettings
+from loracle.generation.guidance import GuidanceSettings, GuideSpec
 from loracle.generation.mar import MAR, MARConfig
 from loracle.generation.mar.adapters import read_mar_lora
 from loracle.generation.mar.engine import MAREngine
 from loracle.generation.mar.io import load_mar, save_mar
-from loracle.generation.masks import Candidate, ComposerSettings, Task, compose
+from loracle.generation.masks import Candidate, ComposerSettings, Composition, Mix, Task, compose
 
 TINY = MARConfig(cond="text", text_dim=16, buffer_size=MAX_LENGTH, encoder_embed_dim=32, decoder_embed_dim=32,
                  diffloss_w=32, diffloss_d=2, num_sampling_steps=5)
@@ -99,8 +100,9 @@ def test_clear_refusals(folders, tmp_path: Path):
 
     mar, loras = folders
     engine = MAREngine(load_mar(mar), [loras])
-    with pytest.raises(ValueError, match="autoguidance"):
-        engine.generate(GenerationRequest(prompt="x", steps=2, guidance=GuidanceSettings(kind="auto", scale=2.0)))
+    with pytest.raises(ValueError, match="no guide models"):
+        engine.generate(GenerationRequest(prompt="x", steps=2, guidance=GuidanceSettings(
+            kind="auto", scale=2.0, guide=GuideSpec("model", model="guide"))))
     with pytest.raises(ValueError, match="16x16"):
         engine.generate(GenerationRequest(prompt="x", steps=2, height=32, width=32))
     with pytest.raises(AdapterError, match="not found"):
@@ -128,3 +130,56 @@ def test_the_engine_contract(folders):
     engine: ImageEngine = MAREngine(load_mar(mar), [loras])
     assert engine.native_size == 16 and engine.guide_names == frozenset()
     assert not hasattr(engine, "base") and not hasattr(engine, "guide_models"), "nothing faked to look like a diffusion engine"
+
+
+def _generate(engine: MAREngine, mix: Mix, method: str = "merge", guidance: GuidanceSettings | None = None, **kw):
+    return engine.generate(GenerationRequest(
+        prompt="a handwritten seven", mixes=Composition([mix]), seeds=[3], steps=kw.pop("steps", 4),
+        guidance=guidance or GuidanceSettings(kind="cfg", scale=2.0),
+        composition_method=CompositionMethod(method, kw.pop("every", 1)), **kw))
+
+
+def test_composition_methods_on_mar(folders, monkeypatch):
+    """switch: one group per AR step; composite: every group's guided head prediction, averaged (NFE counts it)."""
+    mar, loras = folders
+    engine = MAREngine(load_mar(mar), [loras])
+    both = Mix.from_dict({"a": 1.0, "b": 1.0}, groups={"x": {"a": 1.0}, "y": {"b": 1.0}})
+    seen = []
+    encoder = engine.bundle.model.forward_mae_encoder
+
+    def record(*args):  # the adapters active at each transformer call
+        seen.append(frozenset(engine.adapters.active))
+        return encoder(*args)
+
+    monkeypatch.setattr(engine.bundle.model, "forward_mae_encoder", record)
+    switch = _generate(engine, both, "switch")
+    switched, seen[:] = list(seen), []
+    composite = _generate(engine, both, "composite")
+    composited = list(seen)
+    a, b = (frozenset({engine.adapters.peft_name(engine.adapters.get(r).path)}) for r in "ab")
+    assert switched == [a, b, a, b] and switch.nfe == [8]
+    assert composited == [a, b] * 4 and composite.nfe == [16]
+    merge = _generate(engine, both)
+    assert len({r.images[0].tobytes() for r in (switch, composite, merge)}) == 3
+    twice = Mix.from_dict({"a": 1.2}, groups={"x": {"a": 0.6}, "y": {"a": 0.6}})
+    averaged = _generate(engine, twice, "composite")
+    at_w = _generate(engine, Mix.from_dict({"a": 0.6}))
+    diff = (torch.tensor(list(averaged.images[0].getdata())) - torch.tensor(list(at_w.images[0].getdata()))).abs()
+    assert int(diff.max()) <= 1, "composite averages the groups' predictions"
+    assert "Composition: composite" in composite.parameters[0]
+    with pytest.raises(ValueError, match="every group gets a turn"):
+        _generate(engine, both, "switch", every=4)
+
+
+def test_adapter_guidance_on_mar(folders):
+    mar, loras = folders
+    engine = MAREngine(load_mar(mar), [loras])
+    mix = Mix.from_dict({"a": 1.0})
+    plain = _generate(engine, mix, guidance=GuidanceSettings(kind="none"))
+    w1 = _generate(engine, mix, guidance=GuidanceSettings(kind="auto", scale=1.0, guide=GuideSpec("no_adapters")))
+    strong = _generate(engine, mix, guidance=GuidanceSettings(kind="auto", scale=3.0, guide=GuideSpec("no_adapters")))
+    assert w1.images[0].tobytes() == plain.images[0].tobytes() and w1.nfe == [8]  # the guide ran, at w 1 inert
+    assert strong.images[0].tobytes() != plain.images[0].tobytes()
+    with_cfg = _generate(engine, mix, guidance=GuidanceSettings(kind="both", scale=3.0, guide=GuideSpec("no_adapters")))
+    assert with_cfg.nfe == [12] and "Guide: no_adapters" in with_cfg.parameters[0]
+    assert engine.adapters.active and all(not layer._disable_adapters for layer in engine.adapters._layers())

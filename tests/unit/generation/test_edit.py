@@ -11,7 +11,8 @@ from loracle.generation.base_models import build_tiny_model
 from loracle.generation.edit import edit_steps, encode_image, image_to_tensor, is_inpainting_unet, mask_to_tensor, to_latent_mask
 from loracle.generation.engine import Engine, GenerationRequest
 from loracle.generation.guidance import GuidanceSettings
-from loracle.generation.loop import SCHEDULERS, decode
+from loracle.generation.loop import decode
+from loracle.generation.schedulers import SCHEDULERS
 from loracle.generation.skipping import SkipSettings
 from loracle.generation.synthetic import write_synthetic_lora
 

@@ -10,8 +10,8 @@ import torch
 from loracle.agent.planner import strip_prompt_syntax
 from loracle.generation.adapters import AdapterIncompatibleError, AdapterManager, AdapterPathError, PickleRefusedError
 from loracle.generation.base_models import build_tiny_model, load_base_model, pick_device, save_base_model
-from loracle.generation.guidance import GuidanceSettings, combine
-from loracle.generation.masks import Candidate, ComposerSettings, Task, compose, group_mixes
+from loracle.generation.guidance import GuidanceSettings, GuideSpec, combine
+from loracle.generation.masks import Candidate, ComposerSettings, Mix, Task, compose, group_mixes
 from loracle.generation.prompt_tags import parse_lora_tags
 from loracle.generation.skipping import SkipSettings, SkipState
 from loracle.generation.synthetic import write_synthetic_lora
@@ -54,6 +54,24 @@ def test_skip_rule_per_sample_and_off():
         SkipSettings(threshold=-1)
 
 
+def test_skipped_steps_forecast_linearly_in_log_sigma():
+    """Predictions linear in log sigma are forecast exactly on skipped steps; reuse keeps the last; per sample."""
+    log_sigmas = [2.0, 1.5, 1.2, 0.7, 0.1]
+    truth = [torch.stack([torch.full((1, 2, 2), 3 * k + 1.0), torch.full((1, 2, 2), -k)]) for k in log_sigmas]
+    computed = [(True, True), (True, True), (False, True), (False, False), (True, False)]
+    on, off = (SkipState(SkipSettings(threshold=0.01, forecast=f), 2, 5) for f in (True, False))
+    stale = truth[0]
+    for k, pred, c in zip(log_sigmas, truth, computed):
+        mask = torch.tensor(c)
+        given = torch.where(mask.view(-1, 1, 1, 1), pred, stale)  # skipped rows: the loop's stale cache
+        stale = given
+        got, reused = on.fill(given, mask, k), off.fill(given, mask, k)
+        assert torch.allclose(got, pred, atol=1e-5), k  # computed rows as given, skipped rows forecast
+        assert torch.equal(reused, given)
+    on.forget()
+    assert torch.equal(on.fill(truth[0], torch.tensor([False, False]), 3.0), truth[0])  # nothing known: reuse
+
+
 def test_guidance_formulas():
     g = torch.Generator().manual_seed(0)
     p = {k: torch.randn(2, 4, generator=g) for k in ("cond", "uncond", "guide")}
@@ -66,27 +84,50 @@ def test_guidance_formulas():
     assert torch.allclose(combine(GuidanceSettings("auto", 3.3), same), p["cond"], atol=1e-6)
     with pytest.raises(ValueError, match="kind"):
         GuidanceSettings("pag")
+    m, u, g = p["cond"], p["uncond"], p["guide"]
+    both = GuidanceSettings.cfg_and_guide(1.5, 2.0, GuideSpec("no_adapters"))  # CFG 1.5 plus adapter guidance 2
+    assert torch.allclose(combine(both, p), u + 1.5 * (m - u) + (2.0 - 1) * (m - g), atol=1e-6)
+    assert torch.allclose(combine(GuidanceSettings.cfg_and_guide(4.0, 1.0, GuideSpec()), p), cfg, atol=1e-6)
 
 
 def test_composer_weights_and_settings():
-    tasks = [Task("subject", (Candidate("a", 1.0, ("trig_a",)), Candidate("b", 0.5))), Task("bg", (Candidate("c"),))]
+    tasks = [Task("subject", (Candidate("a", 1.0, ("trig_a",)), Candidate("b", 0.5))), Task("bg", (Candidate("c"),)),
+             Task("unmatched", ())]
     comp = compose(tasks, 6, ComposerSettings(append_triggers=True), seed=3)
     assert comp.mixes == compose(tasks, 6, ComposerSettings(append_triggers=True), seed=3).mixes
-    assert len(set(comp.mixes)) == 6  # distinct: 8 masks, 6 images, no repeats
+    # masks vary which candidates serve a task, never whether it is served: subject {a}, {b} or {a, b}, bg {c}
+    assert len(set(comp.mixes)) == 3 and all(comp.masks.count(m) == 2 for m in comp.masks)
     for mix, mask in zip(comp.mixes, comp.masks):
+        assert any(mask["subject"]) and mask["bg"] == (True,) and mask["unmatched"] == ()
         w = mix.as_dict()
         n_on = sum(mask["subject"])
         if mask["subject"][0]:
             assert w["a"] == pytest.approx(1.0 * 0.8 / n_on)
             assert "trig_a" in mix.triggers
-        if mask["bg"][0]:
-            assert w["c"] == pytest.approx(0.8 * 0.8)
-    strict = compose(tasks, 20, ComposerSettings(max_active=1, allow_all_off=False, distinct=False), seed=0)
+        assert w["c"] == pytest.approx(0.8 * 0.8)
+        # the mix records its task groups (switch and composite act on them)
+        assert [name for name, _ in mix.groups] == ["subject", "bg"]
+        assert mix.adapter_groups()[1] == {"c": pytest.approx(0.64)}
+        assert set(mix.adapter_groups()[0]) == {c.ref for c, on in zip(tasks[0].candidates, mask["subject"]) if on}
+    stylus = compose(tasks, 6, ComposerSettings(allow_all_off=True), seed=3)  # Stylus: 8 masks, a task may go off
+    assert len(set(stylus.mixes)) == 6
+    assert any(not any(m["subject"]) or not any(m["bg"]) for m in compose(tasks, 8, ComposerSettings(allow_all_off=True)).masks)
+    strict = compose(tasks, 20, ComposerSettings(max_active=1, distinct=False), seed=0)
     for mask in strict.masks:
-        assert sum(mask["subject"]) <= 1 and (any(mask["subject"]) or any(mask["bg"]))
+        assert sum(mask["subject"]) == 1 and mask["bg"] == (True,)
     assert "trig" not in compose(tasks, 4, seed=1).mixes[0].apply_to_prompt("p")
     groups = group_mixes(strict.mixes)
-    assert sum(len(v) for v in groups.values()) == 20 and len(groups) <= 5
+    assert sum(len(v) for v in groups.values()) == 20 and len(groups) == 2
+    assert compose([Task("none", ())], 3).mixes == [Mix()] * 3
+
+
+def test_explicit_adapters_join_a_mix_as_their_own_groups():
+    mix = Mix.from_dict({"a": 0.4, "b": 0.4}, groups={"style": {"a": 0.4, "b": 0.4}})
+    tagged = mix.with_adapters({"b": 1.0, "t": 0.7})
+    assert tagged.as_dict() == {"a": 0.4, "b": 1.0, "t": 0.7}
+    assert tagged.adapter_groups() == [{"a": 0.4}, {"b": 1.0}, {"t": 0.7}]
+    assert Mix.from_dict({"x": 1.0, "y": 0.5}).adapter_groups() == [{"x": 1.0}, {"y": 0.5}]
+    assert mix != Mix.from_dict({"a": 0.4, "b": 0.4})  # the grouping is part of a mix's identity
 
 
 def test_parse_lora_tags():
