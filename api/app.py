@@ -80,4 +80,25 @@ def create_app(settings: Settings, config: ApiConfig | None = None, *, allow_loc
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, per_path={
         "/v1/images/edits": with_images, "/v1/chat/completions": with_images, "/threads/[^/]+/runs": with_images})
     app.add_middleware(RecordMetrics, metrics=metrics)
+    build_schema = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            state_limits(build_schema(), config)
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
+
+
+def state_limits(schema: dict, config: ApiConfig) -> None:
+    """Write this server's limits on `n` and `steps` (configured, checked in api/dispatch.py) into every request
+    body of its OpenAPI schema, so a client, or a fuzzer, knows them before it is refused."""
+    limits = {"n": config.max_n, "steps": config.max_steps}
+    for component in schema.get("components", {}).get("schemas", {}).values():
+        for name, prop in component.get("properties", {}).items():
+            for branch in prop.get("anyOf", [prop]) if name in limits else []:
+                if branch.get("type") == "integer":
+                    branch["maximum"] = min(branch.get("maximum", limits[name]), limits[name])
+            if "n_images" in prop.get("properties", {}) and config.max_n <= 9:  # chat's metadata.n_images, a string
+                prop["properties"]["n_images"]["pattern"] = f"^[1-{config.max_n}]$"

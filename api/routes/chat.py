@@ -135,11 +135,12 @@ def answer_text(service: Service, request: Request, state: dict[str, Any], threa
     return "\n\n".join([markdown.escape(state["answer"]), "\n".join(links), f"thread: `{thread_id}`"])
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses=ERRORS,
+@router.post("/chat/completions", response_model=ChatCompletion,
+             responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
              summary="Chat with the agent (stream: SSE chat.completion.chunk frames ending in [DONE])")
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, service: ServiceDep, caller: CallerDep,
-    x_loracle_thread: Annotated[str | None, Header(description="Continue this thread.")] = None,
+    x_loracle_thread: Annotated[str | None, Header(pattern=THREAD_ID.pattern, description="Continue this thread.")] = None,
 ):
     if body.model not in model_ids(service):
         raise ApiError(404, f"unknown model {body.model!r}; available: {', '.join(model_ids(service))}",

@@ -77,7 +77,7 @@ def not_found_as(code: str) -> Iterator[None]:
         raise ApiError(404, str(exc), code=code) from None
 
 
-@router.post("/threads", response_model=ThreadOut, status_code=201, responses=ERRORS)
+@router.post("/threads", response_model=ThreadOut, status_code=201, responses={**ERRORS, 409: ERRORS[400]})
 def create_thread(body: ThreadCreate, service: ServiceDep, caller: CallerDep) -> ThreadOut:
     thread_id = body.id or uuid.uuid4().hex[:16]
     if not access.claim_thread(service.agent, caller.tenant, thread_id):
