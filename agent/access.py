@@ -44,11 +44,19 @@ def revoke_key(agent: Agent, name: str) -> None:
 
 
 def any_active_key(agent: Agent) -> bool:
-    """Whether any key exists: without one, a loopback server runs in local single-user mode."""
+    """Whether a key that is not revoked exists: a server off loopback is of no use without one."""
     from loracle.db.keys import any_active_key as any_key
 
     with agent_errors(), agent.db.connection() as conn:
         return any_key(conn)
+
+
+def any_key_created(agent: Agent) -> bool:
+    """Whether a key was ever created (revoked ones count): local single-user mode ends for good with the first."""
+    from loracle.db.keys import any_key_created as created
+
+    with agent_errors(), agent.db.connection() as conn:
+        return created(conn)
 
 
 def find_key(agent: Agent, secret: str) -> ApiKey | None:
@@ -95,10 +103,13 @@ def thread_tenants(agent: Agent, thread_id: str) -> list[str]:
 
 
 def delete_thread(agent: Agent, tenant: str, thread_id: str) -> None:
-    """Delete the tenant's thread: its runs, image rows, checkpoints, and image files no other run shares."""
+    """Delete the tenant's thread: its runs (stopped first: a run still sampling would find no row for its
+    images), image rows, checkpoints, and image files no other run shares."""
     from loracle.db.tenancy import delete_thread as delete
 
     get_thread(agent, tenant, thread_id)
+    with agent_errors():
+        agent.threads.cancel_thread(tenant, thread_id, "cancelled: the thread was deleted")
     with agent_errors(), agent.db.connection() as conn:
         orphans = delete(conn, tenant, thread_id)
     with agent_errors():

@@ -49,6 +49,7 @@ def unserved_tasks(state: AgentState, ctx: AgentContext | None) -> list[str]:
 def write_answer(state: AgentState, ctx: AgentContext | None = None) -> str:
     plan = state.plan
     dropped = set(state.dropped)
+    skipped = {i for f in state.skipped for i in f.blamed}
     lines = [f"Planner: {state.planner}. Tasks: " + "; ".join(t.phrase for t in plan.tasks) + "."]
     lines += plan.notes
     if plan.edit is not None:
@@ -57,7 +58,8 @@ def write_answer(state: AgentState, ctx: AgentContext | None = None) -> str:
         lines.append(f"Edit: {how} {what} at strength {plan.edit.strength:g}.")
     for task, picks in state.picks.items():
         for pick in picks:
-            status = " (dropped after inspection)" if pick.adapter_id in dropped else ("" if pick.file else " (file not available locally)")
+            status = (" (skipped)" if pick.adapter_id in skipped else " (dropped after inspection)" if pick.adapter_id in dropped
+                      else "" if pick.file else " (file not available locally)")
             lines.append(f"- {task}: {pick.name} [{pick.ref}] weight {pick.weight or DEFAULT_WEIGHT:g}{status}")
     unserved = unserved_tasks(state, ctx)
     lines += unserved
@@ -67,6 +69,8 @@ def write_answer(state: AgentState, ctx: AgentContext | None = None) -> str:
         lines.append(f"Retried {len(state.attempts)} time(s): " + "; ".join(
             f.message for a in state.attempts for f in a.findings)[:500])
     lines += [f"Repair: {step}." for step in state.repair.steps]
+    if state.skipped:
+        lines.append("Skipped: " + "; ".join(f.message for f in state.skipped)[:500])
     unresolved = [f.message for f in state.findings]
     if unresolved:
         lines.append("Still flagged: " + "; ".join(unresolved)[:300])

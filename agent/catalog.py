@@ -33,16 +33,18 @@ def search_catalog(db: Database, embedder: Embedder, settings: Settings, texts: 
     """Ranked adapters for each text (keyed by the stripped text; empty texts are left out).
 
     Filtered as every caller must: to `base_models` (the engine's; None: any), without the tags in
-    `settings.exclude_tags` and blocklisted adapters unless `include_all`, and without `exclude_ids`.
+    `settings.exclude_tags`, blocklisted and quarantined adapters unless `include_all`, and without `exclude_ids`.
     The ranked lists are spread over `settings.search_connections` connections.
     """
+    from loracle.db.quarantine import quarantined_ids
     from loracle.tools.retrieve import STRATEGIES, SearchFilters, retrieve_for_tasks
 
     if strategy not in STRATEGIES:
         raise InvalidInput(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}", field="strategy")
-    filters = SearchFilters(base_models=base_models, exclude_tags=[] if include_all else settings.exclude_tags,
-                            exclude_blocklisted=not include_all, exclude_ids=list(exclude_ids))
     with agent_errors(), db.connections(settings.search_connections) as (conn, *spare):
+        excluded = list(exclude_ids) + ([] if include_all else quarantined_ids(conn))
+        filters = SearchFilters(base_models=base_models, exclude_tags=[] if include_all else settings.exclude_tags,
+                                exclude_blocklisted=not include_all, exclude_ids=excluded)
         return retrieve_for_tasks(conn, embedder, list(texts), strategy=strategy, k=k, filters=filters,
                                   ef_search=settings.hnsw_ef_search, spare=spare)
 
@@ -123,6 +125,41 @@ def import_records(agent: Agent, records: list[dict[str, Any]]) -> ImportReport:
     # the temporary file's path means nothing to the caller
     report.rejected = [dataclasses.replace(r, location=r.location.replace(str(path), "records")) for r in report.rejected]
     return report
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An adapter left out of retrieval, and why (its catalog record or its file needs fixing)."""
+
+    id: int
+    ref: str
+    name: str
+    reason: str
+
+
+def check_catalog(agent: Agent) -> tuple[int, list[Quarantined]]:
+    """Check again the files of quarantined adapters: the quarantine of those now fixed (and of records changed
+    since) is lifted. How many were lifted, and the adapters still quarantined."""
+    from loracle.db.quarantine import lift, list_quarantined
+    from loracle.tools.adapter_files import locate_adapter
+
+    dirs = _adapter_dirs(agent)
+    with agent_errors(), agent.db.connection() as conn:
+        rows = list_quarantined(conn)
+        fixed = [r["id"] for r in rows if locate_adapter(r["local_path"], r["file_name"], dirs).file is not None
+                 and not r["reason"].startswith("it shares its file")]
+        lifted = lift(conn, fixed)
+        left = [Quarantined(r["id"], f"{r['source']}:{r['external_id']}", r["name"], r["reason"])
+                for r in list_quarantined(conn)]
+    return lifted, left
+
+
+def _adapter_dirs(agent: Agent) -> list[Path]:
+    """The adapter folders the configured base model reads (its bundled ones first), without loading it."""
+    from loracle.agent.runtime import resolve_base
+
+    with agent_errors():
+        return resolve_base(agent.settings).adapter_dirs
 
 
 def embed_pending(agent: Agent, *, progress: bool = False) -> int:

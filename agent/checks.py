@@ -68,7 +68,7 @@ def image_findings(ctx: AgentContext, images: list[GeneratedImage], edit: ImageE
     findings = inspect_images(pixels, [r.adapters for r in images], [r.prompt for r in images], ctx.judge,
                               check_duplicates=edit is None, triggers=triggers)
     if edit is not None and edit.mask:
-        source, mask = edit_images(edit)
+        source, mask = edit_images(edit, ctx.images_dir)
         findings += check_kept_region(pixels, source, mask, ctx.settings.inpaint_keep_error, ctx.settings.mask_feather)
     return findings
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import psycopg
 
 from loracle.db import DatabaseUnavailable as DatabaseDown
+from loracle.db.server import first_line
 
 
 class AgentError(Exception):
@@ -70,7 +71,7 @@ def as_agent_error(exc: BaseException) -> AgentError | None:
     # also an error raised while a lost connection was being handled (a run that could not record its failure)
     for cause in (exc, exc.__context__):
         if isinstance(cause, (DatabaseDown, psycopg.OperationalError, psycopg.InterfaceError)):
-            return DatabaseUnavailable(str(cause))
+            return DatabaseUnavailable(first_line(cause))
     if isinstance(exc, ValueError):  # the layers below say "bad input" with ValueError and a precise message
         return InvalidInput(str(exc))
     return None

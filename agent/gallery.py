@@ -91,7 +91,7 @@ def image_details(agent: Agent, tenant: str, image_id: str) -> ImageDetails:
     edit = (row["plan"] or {}).get("edit")
     return ImageDetails(
         id=str(row["id"]), run_id=str(row["run_id"]), thread_id=row["thread_id"], prompt=row["prompt"], seed=row["seed"],
-        turn_seed=row["batch_seed"], nfe=row["nfe"], attempt=row["attempt"], sha256=row["sha256"], parameters=row["parameters"],
+        turn_seed=row["turn_seed"], nfe=row["nfe"], attempt=row["attempt"], sha256=row["sha256"], parameters=row["parameters"],
         created_at=row["created_at"], adapters=image_adapters(row["mix"] or {}, row["picks"] or {}),
         edit=None if edit is None else {"mode": "inpaint" if edit.get("mask") else "img2img", "strength": edit.get("strength"),
                                         "source": edit.get("source"), "image_id": edit.get("image_id")},

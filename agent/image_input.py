@@ -16,11 +16,12 @@ from loracle.generation.edit import check_edit_inputs, load_image
 
 def turn_image_edit(state: AgentState, settings: Settings, images_dir: Path, follow_up: bool) -> ImageEdit | None:
     """This turn's input image: an upload (with an optional mask) at the strength asked for or the settings'
-    default, or the previous turn's first image (or the one the message names) at the edit strength."""
+    default, or the previous turn's first image (or the one the message names) at the edit strength. Paths are
+    kept as given (relative to the images folder for the API's uploads), so no server folder reaches the plan."""
     strength = state.strength
     if state.input_image:
-        image = load_image(state.input_image, "input image")
-        mask = load_image(state.input_mask, "input mask") if state.input_mask else None
+        image = load_image(images_dir / state.input_image, "input image")
+        mask = load_image(images_dir / state.input_mask, "input mask") if state.input_mask else None
         default = settings.inpaint_strength if mask is not None else settings.edit_strength
         strength = default if strength is None else strength
         check_edit_inputs(image, mask, strength, settings.mask_feather)
@@ -31,11 +32,12 @@ def turn_image_edit(state: AgentState, settings: Settings, images_dir: Path, fol
     strength = settings.edit_strength if strength is None else strength
     check_edit_inputs(None, None, strength, settings.mask_feather)
     previous = state.images[index]
-    return ImageEdit(image=str(images_dir / previous.path), strength=strength, source="previous", image_id=previous.id)
+    return ImageEdit(image=previous.path, strength=strength, source="previous", image_id=previous.id)
 
 
-def edit_images(edit: ImageEdit | None) -> tuple[Image.Image | None, Image.Image | None]:
-    """The input image and mask an edit names (None where it has none)."""
+def edit_images(edit: ImageEdit | None, images_dir: Path) -> tuple[Image.Image | None, Image.Image | None]:
+    """The input image and mask an edit names (None where it has none); relative paths are in the images folder."""
     if edit is None:
         return None, None
-    return load_image(edit.image, "input image"), load_image(edit.mask, "input mask") if edit.mask else None
+    mask = load_image(images_dir / edit.mask, "input mask") if edit.mask else None
+    return load_image(images_dir / edit.image, "input image"), mask

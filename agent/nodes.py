@@ -23,10 +23,13 @@ from loracle.agent.lora_tags import resolve_tags
 from loracle.agent.picks import choose_adapters
 from loracle.agent.plan import Plan
 from loracle.agent.planner import plan_prompt, strip_prompt_syntax
+from loracle.agent.quarantine import quarantine_pick, usable_picks
 from loracle.agent.sampler_settings import composer_settings, image_seeds, sample_settings
 from loracle.agent.state import AgentContext, AgentState, Attempt, Repair
+from loracle.generation.adapters import AdapterError
 from loracle.generation.masks import Composition, Mix
 from loracle.tools.compose import compose_mixes
+from loracle.tools.inspection import Finding
 from loracle.tools.sample import sample as sample_images
 
 
@@ -54,9 +57,8 @@ def plan(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     seed = state.requested_seed if state.requested_seed is not None else turn_seed(state.seed, new_plan, follow_up)
     return {
         "plan": new_plan, "history": [*state.history, message], "seed": seed, "requested_seed": None,
-        "attempt": 0, "dropped": [], "downweighted": {}, "repair": Repair(), "attempts": [], "findings": [], "images": [],
-        "nfe": 0,
-        "timings": {},
+        "attempt": 0, "dropped": [], "downweighted": {}, "repair": Repair(), "attempts": [], "findings": [],
+        "skipped": [], "images": [], "nfe": 0, "timings": {},
         # this turn's image inputs now live in the plan; cleared so the next turn does not inherit them
         "input_image": None, "input_mask": None, "strength": None, "edits": None,
     }
@@ -92,9 +94,13 @@ def select(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
 
 
 def compose(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
-    """One mix per image from binary masks over each task's picks (seeded; new masks on each attempt)."""
+    """One mix per image from binary masks over each task's picks (seeded; new masks on each attempt). Picks whose
+    files cannot be used are skipped and quarantined first (agent/quarantine.py)."""
     ctx = runtime.context
     picks = {t: [p for p in ps if p.adapter_id not in state.dropped] for t, ps in state.picks.items()}
+    picks, skipped = usable_picks(ctx, picks)
+    if skipped:
+        _emit(runtime, "inspection", stage="catalog", findings=[f.message for f in skipped])
     scale = {p.ref: state.downweighted.get(str(p.adapter_id), 1.0) * state.repair.boost.get(str(p.adapter_id), 1.0)
              for ps in picks.values() for p in ps}
     composition = compose_mixes(picks, state.n_images or ctx.settings.n_images, composer_settings(ctx.settings),
@@ -103,7 +109,12 @@ def compose(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     mixes = [m.as_dict() for m in composition.mixes]
     _emit(runtime, "mixes", distinct=len({tuple(sorted(m.items())) for m in mixes}), images=len(mixes))
     return {"mixes": mixes, "mix_adapters": [sorted(by_file[f] for f in mix) for mix in mixes],
-            "triggers": [list(m.triggers) for m in composition.mixes]}
+            "triggers": [list(m.triggers) for m in composition.mixes], "skipped": merge_findings(state.skipped, skipped),
+            "dropped": [*state.dropped, *(i for f in skipped for i in f.blamed)]}
+
+
+def merge_findings(old: list[Finding], new: list[Finding]) -> list[Finding]:
+    return old + [f for f in new if f not in old]
 
 
 def check_mix(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
@@ -117,26 +128,46 @@ def check_mix(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
 
 
 def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
-    """Generate the images (one pipeline call per distinct mix) and record them."""
+    """Generate the images (one pipeline call per distinct mix) and record them. An adapter the engine cannot
+    load is skipped and quarantined, and the images are made without it."""
     ctx, edit = runtime.context, state.plan.edit
     started = time.perf_counter()
     engine = ctx.engine_factory()
-    composition = Composition([Mix.from_dict(m, tuple(t)) for m, t in zip(state.mixes, state.triggers)])
-    image, mask = edit_images(edit)
+    mixes, triggers, skipped = state.mixes, state.triggers, []
+    picks = {p.file: p for ps in state.picks.values() for p in ps if p.file}
+    image, mask = edit_images(edit, ctx.images_dir)
     negative = ", ".join(n for n in (ctx.sampling.negative_prompt, state.plan.negative) if n)
-    result, stored = sample_images(
-        engine, state.plan.prompt, composition, image_seeds(state.seed, len(state.mixes)),
-        sample_settings(ctx, engine, state.repair), ctx.images_dir, negative_prompt=negative, cancel=ctx.cancel,
-        on_progress=lambda p: _emit(runtime, "progress", step=p.step, steps=p.steps),
-        image=image, mask=mask, strength=edit.strength if edit else 0.8, mask_feather=ctx.settings.mask_feather,
-        output_size=ctx.sampling.output_size,
-    )
-    images = record_images(ctx, state.run_id, state.attempt, stored, state.mix_adapters)
+    while True:
+        composition = Composition([Mix.from_dict(m, tuple(t)) for m, t in zip(mixes, triggers)])
+        try:
+            result, stored = sample_images(
+                engine, state.plan.prompt, composition, image_seeds(state.seed, len(mixes)),
+                sample_settings(ctx, engine, state.repair), ctx.images_dir, negative_prompt=negative, cancel=ctx.cancel,
+                on_progress=lambda p: _emit(runtime, "progress", step=p.step, steps=p.steps),
+                image=image, mask=mask, strength=edit.strength if edit else 0.8, mask_feather=ctx.settings.mask_feather,
+                output_size=ctx.sampling.output_size, owner=ctx.owner,
+            )
+            break
+        except AdapterError as exc:
+            bad = picks.pop(exc.ref, None) if exc.ref else None
+            if bad is None:  # not a catalog pick (a <lora:> tag in the prompt): the request's own problem
+                raise
+            skipped.append(quarantine_pick(ctx, bad, f"the engine could not load it ({exc})"))
+            _emit(runtime, "inspection", stage="catalog", findings=[skipped[-1].message])
+            mixes = [{f: w for f, w in m.items() if f != exc.ref} for m in mixes]
+            triggers = [[t for t in ts if t not in bad.trigger_words] for ts in triggers]
+    mix_adapters = [sorted(picks[f].adapter_id for f in m) for m in mixes] if skipped else state.mix_adapters
+    images = record_images(ctx, state.run_id, state.attempt, stored, mix_adapters)
     _emit(runtime, "images", paths=[i.path for i in images], nfe=sum(result.nfe))
     timings = _add_time(state.timings, "sample_s", started)
     if "sampler_retries" in result.timings:  # on Ray: a sampler replica died and another one finished the request
         timings["sampler_retries"] = timings.get("sampler_retries", 0.0) + result.timings["sampler_retries"]
-    return {"images": images, "nfe": state.nfe + sum(result.nfe), "timings": timings}
+    update = {"images": images, "nfe": state.nfe + sum(result.nfe), "timings": timings}
+    if skipped:
+        update.update(mixes=mixes, triggers=triggers, mix_adapters=mix_adapters,
+                      skipped=merge_findings(state.skipped, skipped),
+                      dropped=[*state.dropped, *(i for f in skipped for i in f.blamed)])
+    return update
 
 
 def inspect(state: AgentState, runtime: Runtime[AgentContext]) -> dict:

@@ -30,7 +30,7 @@ class ImageEdit(BaseModel):
     """The image a turn starts from: an upload (image-to-image, or inpainting with a mask) or a previous
     result being refined. Recorded in the plan so later turns, the run record and the API can see it."""
 
-    image: str = Field(description="Path of the input image.")
+    image: str = Field(description="Path of the input image (relative: in the images folder).")
     mask: str | None = Field(default=None, description="Path of the mask (white = repaint); None: the whole image.")
     strength: float = Field(ge=0, le=1, description="0 = the input unchanged, 1 = drawn afresh.")
     source: str = Field(default="upload", description="'upload' or 'previous' (a refinement of an earlier result).")

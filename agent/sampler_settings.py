@@ -38,7 +38,10 @@ def sample_settings(ctx: AgentContext, engine: ImageEngine, repair: Repair | Non
     )
 
 
+MAX_SEED = 2**31 - 1  # the API's bound: every seed the product writes into a PNG can be sent back
+
+
 def image_seeds(seed: int, n_images: int) -> list[int]:
-    """One seed per image, the same on every attempt of a turn, so a retry changes the mixes only. Image i
-    gets seed + i, as in A1111: a client that sends back an image's reported seed draws that image again."""
-    return [seed + i for i in range(n_images)]
+    """One seed per image, the same on every attempt of a turn, so a retry changes the mixes only. The first
+    image's seed is the turn's, so a one-image turn sent back with the seed its PNG records makes the same image."""
+    return [(seed + i) % (MAX_SEED + 1) for i in range(n_images)]

@@ -20,6 +20,9 @@ from loracle.agent.errors import agent_errors
 from loracle.agent.options import SamplingOptions
 from loracle.agent.settings import Settings
 from loracle.db import Database, connect
+from loracle.db.owners import alive_owners
+from loracle.db.runs import image_paths_in_use
+from loracle.db.server import embedded_alive, restart_embedded
 from loracle.tools.compatibility import catalog_bases, engine_family
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from loracle.agent.threads import Threads
     from loracle.tools.catalog_import import ImportReport
     from loracle.tools.embedder import Embedder
+    from loracle.tools.image_store import SweepReport
 
 log = logging.getLogger(__name__)
 Event = dict[str, Any]
@@ -107,24 +111,83 @@ class Agent:
         self.context
         self.threads
 
+    def queue_run(self, thread_id: str, message: str, *, tenant: str = LOCAL_TENANT,
+                  cancel: threading.Event | None = None) -> str:
+        """Record an accepted turn (status queued) before a worker takes it; its run id, for `run_turn`.
+        Setting `cancel` stops it, queued or running."""
+        with agent_errors():
+            return str(self.threads.queue(tenant, thread_id, message, cancel))
+
+    def abandon_run(self, run_id: str, reason: str) -> None:
+        """A queued turn that will never run: recorded cancelled with the reason."""
+        with agent_errors():
+            self.threads.abandon(run_id, reason)
+
     def run_turn(self, thread_id: str, message: str, *, tenant: str = LOCAL_TENANT, n_images: int | None = None,
                  seed: int | None = None, steps: int | None = None, on_event: Callable[[Event], None] | None = None,
                  cancel: threading.Event | None = None, input_image: str | None = None, input_mask: str | None = None,
-                 strength: float | None = None, sampling: SamplingOptions | None = None,
-                 edits: Edits | None = None) -> dict[str, Any]:
+                 strength: float | None = None, sampling: SamplingOptions | None = None, edits: Edits | None = None,
+                 run_id: str | None = None) -> dict[str, Any]:
         """One turn of a thread to the end (recorded as a run); the final state, with `run_id`.
 
-        `steps` (or `sampling.steps`) overrides the sampling steps for this turn, `sampling` the scheduler, guidance
-        scale, negative prompt and output size; setting `cancel` stops it (Cancelled); `edits`: adapter edits made
-        by hand (`hand_edits`), kept for the thread's later turns too."""
+        `run_id`: the run `queue_run` recorded (None: recorded now). `steps` (or `sampling.steps`) overrides the
+        sampling steps for this turn, `sampling` the scheduler, guidance scale, negative prompt and output size;
+        setting `cancel` stops it (Cancelled); `edits`: adapter edits made by hand (`hand_edits`), kept for the
+        thread's later turns too."""
         sampling = sampling or SamplingOptions()
         update = {"steps": sampling.steps or steps, "scheduler": sampling.scheduler, "guidance_scale": sampling.guidance_scale}
         settings = self.settings.model_copy(update={k: v for k, v in update.items() if v is not None})
         with agent_errors():
             ctx = dataclasses.replace(self.context, tenant=tenant, cancel=cancel or threading.Event(), settings=settings,
                                       sampling=sampling)
-            return self.threads.run_turn(ctx, thread_id, message, n_images=n_images, seed=seed, on_event=on_event,
-                                         input_image=input_image, input_mask=input_mask, strength=strength, edits=edits)
+            return self.threads.run_turn(ctx, thread_id, message, run_id=run_id, n_images=n_images, seed=seed,
+                                         on_event=on_event, input_image=input_image, input_mask=input_mask,
+                                         strength=strength, edits=edits)
+
+    def recover(self) -> tuple[int, SweepReport]:
+        """Settle what a crash or an outage left: runs nobody will finish marked interrupted, image files
+        without a row removed (or published, when the row exists); how many runs, and the files' report."""
+        from loracle.tools.image_store import sweep
+
+        with agent_errors():
+            interrupted = self.threads.interrupt_orphans()
+            with self.db.connection() as conn:
+                alive = set(alive_owners(conn))
+
+            def in_use(paths: list[str]) -> set[str]:
+                with self.db.connection() as conn:
+                    return image_paths_in_use(conn, paths)
+
+            files = sweep(self.settings.images_dir, in_use, alive)
+        if interrupted or files:
+            log.warning("recovered: %d unfinished runs marked interrupted; image files: %s", interrupted, files)
+        return interrupted, files
+
+    def watch_database(self, interval_s: float = 0.5, max_backoff_s: float = 10.0) -> Callable[[], None]:
+        """Keep the database usable from a background thread: restart the embedded server when it dies (with
+        backoff), and when the database is back after an outage, refresh the pools and run `recover`. Returns
+        the function that stops watching."""
+        stop = threading.Event()
+
+        def watch() -> None:
+            backoff = interval_s
+            while not stop.wait(interval_s):
+                try:
+                    if self.db.embedded is not None and not embedded_alive(self.db.embedded):
+                        log.warning("the embedded PostgreSQL is not running; restarting it")
+                        restart_embedded(self.db.embedded)
+                        log.warning("the embedded PostgreSQL was restarted")
+                    if self.threads.lease.ensure():  # the database came back: this process's lease was retaken
+                        self.check_pools()
+                        self.recover()
+                    backoff = interval_s
+                except Exception as exc:  # still down: try again, less often
+                    log.warning("the database is unavailable (%s); next try in %.1f s", exc, backoff)
+                    stop.wait(backoff)
+                    backoff = min(max_backoff_s, backoff * 2)
+
+        threading.Thread(target=watch, name="loracle-db-watch", daemon=True).start()
+        return stop.set
 
     def thread_state(self, tenant: str, thread_id: str) -> dict[str, Any]:
         """The thread's checkpointed state (history, plan, picks...); empty for a thread this tenant never ran."""

@@ -99,6 +99,7 @@ class AgentState(BaseModel):
     mix_adapters: list[list[int]] = Field(default_factory=list)  # per image: adapter ids
     triggers: list[list[str]] = Field(default_factory=list)  # per image: trigger words appended to the prompt
     findings: list[Finding] = Field(default_factory=list)
+    skipped: list[Finding] = Field(default_factory=list)  # adapters left out because their files cannot be used
     attempts: list[Attempt] = Field(default_factory=list)
     images: list[GeneratedImage] = Field(default_factory=list)
     nfe: int = 0
@@ -152,6 +153,7 @@ class AgentContext:
     guidance_scale: float = 7.5  # the base model's default when settings give none
     base_models: list[str] | None = None  # retrieval filter: catalog base models the engine can use
     tenant: str = "local"
+    owner: int | None = None  # the process's owner key (db/owners.py): its staged image files carry it
     cancel: threading.Event = field(default_factory=threading.Event)
     static_conflicts: list[tuple[str, str, str]] = field(default_factory=list)  # (ref, ref, reason)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)

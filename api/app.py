@@ -23,26 +23,29 @@ from loracle.api.webui_jobs import WebuiJobs
 
 log = logging.getLogger("loracle.api")
 LOCAL_MODE_BANNER = (
-    "LOCAL SINGLE-USER MODE: no API key exists, so every request on this loopback address is served without "
-    "authentication as tenant 'local' (admin). Create a key with `loracle keys create --name NAME` to require keys."
+    "LOCAL SINGLE-USER MODE: no API key was ever created, so every request on this loopback address is served "
+    "without authentication as tenant 'local' (admin), whatever key it sends. Create a key with "
+    "`loracle keys create --name NAME` to require keys (for good: revoking it does not bring this mode back)."
 )
 
 
 def open_service(settings: Settings, config: ApiConfig, *, allow_local: bool, metrics: Metrics,
                  llm: BaseChatModel | None) -> Service:
-    """Connect, migrate, import the bundled world's catalog if it is the base, and build the run context."""
-    from loracle.agent.access import any_active_key
+    """Connect, migrate, import the bundled world's catalog if it is the base, build the run context, and settle
+    what a crash or an outage left (runs marked interrupted, image files without rows removed)."""
+    from loracle.agent.access import any_key_created
     from loracle.agent.service import Agent
 
     settings.images_dir.mkdir(parents=True, exist_ok=True)
     agent = Agent.open(settings, max_size=config.workers * 2 + 8, llm=llm, threads_pool=config.workers + 2)
     try:
         agent.prepare()
+        agent.recover()
         # Fail fast during an outage and recover fast after it: a request waits `db_wait_s` for a connection
         # (then 503), and the pools stop backing off after as long, so the first request once the database
         # is back opens a fresh connection instead of waiting out an exponential backoff.
         agent.set_database_wait(config.db_wait_s)
-        if allow_local and not any_active_key(agent):
+        if allow_local and not any_key_created(agent):
             log.warning(LOCAL_MODE_BANNER)
     except BaseException:
         agent.close()
@@ -80,4 +83,25 @@ def create_app(settings: Settings, config: ApiConfig | None = None, *, allow_loc
         "/v1/images/edits": with_images, "/v1/chat/completions": with_images, "/threads/[^/]+/runs": with_images,
         "/sdapi/v1/img2img": with_images, "/sdapi/v1/png-info": with_images})
     app.add_middleware(RecordMetrics, metrics=metrics)
+    build_schema = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            state_limits(build_schema(), config)
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
+
+
+def state_limits(schema: dict, config: ApiConfig) -> None:
+    """Write this server's limits on `n` and `steps` (configured, checked in api/dispatch.py) into every request
+    body of its OpenAPI schema, so a client, or a fuzzer, knows them before it is refused."""
+    limits = {"n": config.max_n, "steps": config.max_steps}
+    for component in schema.get("components", {}).get("schemas", {}).values():
+        for name, prop in component.get("properties", {}).items():
+            for branch in prop.get("anyOf", [prop]) if name in limits else []:
+                if branch.get("type") == "integer":
+                    branch["maximum"] = min(branch.get("maximum", limits[name]), limits[name])
+            if "n_images" in prop.get("properties", {}) and config.max_n <= 9:  # chat's metadata.n_images, a string
+                prop["properties"]["n_images"]["pattern"] = f"^[1-{config.max_n}]$"

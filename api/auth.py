@@ -1,25 +1,38 @@
-"""API-key authentication: a key names its tenant; no key at all is the local single-user mode, allowed
-only when the server is bound to loopback and no key has been created. A key comes as a bearer token, an
-X-API-Key header, or HTTP Basic (name:key) for A1111 clients."""
+"""API-key authentication: a key names its tenant (a bearer token, an X-API-Key header, or HTTP Basic
+name:key for A1111 clients). Without keys the service runs in local single-user mode,
+only while it is bound to loopback and no key was ever created on its database: revoking every key leaves it
+requiring keys (it fails closed). In local mode any bearer value is accepted, as local OpenAI-compatible servers
+do, so clients that must send a key (the official `openai` client) work with any."""
 
 from __future__ import annotations
 
-from loracle.agent.access import LOCAL_TENANT, any_active_key, find_key
+from loracle.agent.access import LOCAL_TENANT, any_key_created, find_key
 from loracle.api.errors import ApiError
 from loracle.api.service import Principal, Service
 
 LOCAL = Principal(tenant=LOCAL_TENANT, key_name="local", admin=True)
 
 
+def local_mode(service: Service) -> bool:
+    """Whether requests are served without keys: a loopback bind, and no key created yet (once one has been,
+    the answer stays no for the life of the process without asking the database again)."""
+    if not service.allow_local or service.keys_created:
+        return False
+    if any_key_created(service.agent):
+        service.keys_created = True
+        return False
+    return True
+
+
 def authenticate(service: Service, secret: str | None) -> Principal:
     """The caller for this secret, or 401 with what to do about it."""
+    if local_mode(service):
+        return LOCAL
     if secret:
         key = find_key(service.agent, secret)
         if key is None:
             raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
         return Principal(tenant=key.tenant, key_name=key.name, admin=key.admin)
-    if service.allow_local and not any_active_key(service.agent):
-        return LOCAL
     raise ApiError(401, "an API key is required: send 'Authorization: Bearer KEY' (create one with "
                         "`loracle keys create --name NAME`)", code="missing_api_key")
 

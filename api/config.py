@@ -25,5 +25,6 @@ class ApiConfig(BaseSettings):
     per_tenant: int = Field(default=4, ge=1, description="Runs one tenant may have queued or running at once.")
     public_url: str | None = Field(default=None, description="Base URL for image links; unset = the request's own.")
     secret: str | None = Field(default=None, description="Signs image links; unset = a random one kept in LORACLE_HOME.")
+    link_ttl_s: int = Field(default=7 * 86400, ge=60, description="Seconds a signed image link stays valid.")
     db_wait_s: float = Field(default=5.0, gt=0, description="How long a request waits for a database connection before 503.")
     heartbeat_s: float = Field(default=5.0, gt=0, description="SSE keep-alive comment interval.")

@@ -54,8 +54,8 @@ async def start(service: Service, caller: Principal, thread_id: str, message: st
 
     await run_in_threadpool(claim_thread, service.agent, caller.tenant, thread_id)
     try:
-        return service.start_run(caller, thread_id, message, n_images=n, seed=seed, steps=steps, edit=edit,
-                                 sampling=sampling, edits=edits)
+        return await service.start_run(caller, thread_id, message, n_images=n, seed=seed, steps=steps, edit=edit,
+                                       sampling=sampling, edits=edits)
     except QueueFull as exc:
         service.metrics.rejected.inc()
         raise ApiError(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None
@@ -70,7 +70,7 @@ def as_api_error(service: Service, exc: BaseException) -> ApiError:
             service.repair_pools()
         return from_agent(exc, invalid_code="invalid_request")
     log.error("run failed", exc_info=exc)
-    return ApiError(500, f"the run failed ({type(exc).__name__}: {exc})"[:500], code="run_failed")
+    return ApiError(500, f"the run failed ({type(exc).__name__}); see the server log", code="run_failed")
 
 
 async def wait(service: Service, handle: RunHandle, request: Request, poll_s: float = 0.25) -> dict[str, Any]:
@@ -93,7 +93,9 @@ def base_url(service: Service, request: Request) -> str:
 
 
 def image_url(service: Service, request: Request, image_id: str) -> str:
-    return f"{base_url(service, request)}/v1/images/files/{image_id}.png?sig={service.signer.sign(str(image_id))}"
+    """A link anyone may fetch the image with until it expires (`LORACLE_API_LINK_TTL_S`)."""
+    expires, signature = service.signer.link(str(image_id), service.config.link_ttl_s)
+    return f"{base_url(service, request)}/v1/images/files/{image_id}.png?exp={expires}&sig={signature}"
 
 
 def image_out(service: Service, request: Request, image: dict[str, Any]) -> ImageOut:

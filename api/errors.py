@@ -6,6 +6,8 @@ The official `openai` client turns these into its exception classes, and native 
 from __future__ import annotations
 
 import logging
+import os
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,8 +32,22 @@ class ApiError(Exception):
         self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers or {}
 
 
+_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\"`<>|,;()\[\]{}]+")
+
+
+def hide_paths(text: str) -> str:
+    """The text with absolute paths of this machine (their first folder exists here) as '<path>': the last guard,
+    since a message should not hold one in the first place. API routes (/v1/...) are not folders here."""
+    def hide(match: re.Match) -> str:
+        first = match.group(0).split("/")[1]
+        return "<path>" if first and os.path.isdir("/" + first) else match.group(0)
+
+    return _PATH.sub(hide, text)
+
+
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": TYPES.get(status, "server_error"), "param": param, "code": code}}
+    return {"error": {"message": hide_paths(message), "type": TYPES.get(status, "server_error"), "param": param,
+                      "code": code}}
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None,

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from loracle.agent.errors import Cancelled
-
 
 class QueueFull(Exception):
     def __init__(self, message: str, retry_after: int) -> None:
@@ -47,7 +45,8 @@ class RunQueue:
         waiting = max(self._in_flight - self.workers + 1, 1)
         return max(1, math.ceil(mean * waiting / self.workers))
 
-    def _admit(self, tenant: str) -> None:
+    def reserve(self, tenant: str) -> None:
+        """Take a place for one of this tenant's runs, or raise QueueFull; `run` or `release` it after."""
         with self._lock:
             if self._tenants[tenant] >= self.per_tenant:
                 raise QueueFull(f"this tenant already has {self.per_tenant} runs queued or running; "
@@ -58,35 +57,33 @@ class RunQueue:
             self._tenants[tenant] += 1
             self._in_flight += 1
 
-    def _release(self, tenant: str) -> None:
+    def release(self, tenant: str) -> None:
+        """Give back a place `reserve` took (the run never went to a worker, or it finished)."""
         with self._lock:
             self._tenants[tenant] -= 1
             if self._tenants[tenant] <= 0:
                 del self._tenants[tenant]
             self._in_flight -= 1
 
-    def submit(self, tenant: str, fn: Callable[[], Any], cancel: threading.Event) -> asyncio.Future:
-        """Admit (or raise QueueFull) and schedule `fn` on a worker; a cancelled run never starts."""
-        self._admit(tenant)
+    def run(self, tenant: str, fn: Callable[[], Any]) -> asyncio.Future:
+        """Schedule `fn` on a worker in the place `reserve` took for this tenant (given back when it ends)."""
 
         def work() -> Any:
             with self._lock:
                 self._running += 1
             started = time.perf_counter()
             try:
-                if cancel.is_set():
-                    raise Cancelled("cancelled before it started")
                 return fn()
             finally:
                 with self._lock:
                     self._running -= 1
                     self._durations.append(time.perf_counter() - started)
-                self._release(tenant)
+                self.release(tenant)
 
         try:
             return asyncio.get_running_loop().run_in_executor(self.executor, work)
         except BaseException:
-            self._release(tenant)
+            self.release(tenant)
             raise
 
     def shutdown(self) -> None:

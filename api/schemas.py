@@ -72,7 +72,11 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256)
     metadata: dict[str, str] | None = Field(
         default=None, description="`thread_id` continues a thread; `n_images` sets how many images to make; "
-                                  "`strength` (0-1) how far to move from an image in the last user message.")
+                                  "`strength` (0-1) how far to move from an image in the last user message.",
+        json_schema_extra={"properties": {
+            "thread_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            "n_images": {"type": "string", "pattern": "^[1-9][0-9]{0,5}$"},
+            "strength": {"type": "string", "pattern": "^(0(\\.[0-9]{1,6})?|1(\\.0{1,6})?)$"}}})
 
 
 class AssistantMessage(BaseModel):

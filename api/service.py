@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from loracle.agent.errors import Cancelled
 from loracle.agent.options import SamplingOptions
 from loracle.agent.plan import Edits
@@ -46,6 +48,7 @@ class RunHandle:
     """One run in flight: its events as they come, its final state, and the switch that cancels it."""
 
     thread_id: str
+    run_id: str
     cancel: threading.Event
     result: asyncio.Future
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -72,6 +75,7 @@ class Service:
     def __init__(self, agent: Agent, config: ApiConfig, *, allow_local: bool, metrics: Metrics) -> None:
         self.agent, self.config = agent, config
         self.allow_local = allow_local
+        self.keys_created = False  # set once a key is seen: local mode never comes back (api/auth.py)
         self.started_at = int(time.time())
         self.metrics = metrics
         self.queue = RunQueue(config.workers, config.queue_size, config.per_tenant)
@@ -79,6 +83,7 @@ class Service:
         self.engine_ready = threading.Event()
         self.engine_error: str | None = None
         self._repair = threading.Lock()
+        self.stop_watching = agent.watch_database()
 
     @property
     def settings(self) -> Settings:
@@ -110,14 +115,24 @@ class Service:
 
         threading.Thread(target=check, name="loracle-pool-check", daemon=True).start()
 
-    def start_run(self, principal: Principal, thread_id: str, message: str, *, n_images: int | None = None,
-                  seed: int | None = None, steps: int | None = None, edit: EditInput | None = None,
-                  sampling: SamplingOptions | None = None, edits: Edits | None = None) -> RunHandle:
-        """Queue a turn (QueueFull when there is no room) and return its handle at once; `edit`: an image to edit,
+    async def start_run(self, principal: Principal, thread_id: str, message: str, *, n_images: int | None = None,
+                        seed: int | None = None, steps: int | None = None, edit: EditInput | None = None,
+                        sampling: SamplingOptions | None = None, edits: Edits | None = None) -> RunHandle:
+        """Accept a turn: a place in the queue (QueueFull when there is none), then its run recorded as queued, so
+        an accepted request always has a run to look up; its handle, at once. `edit`: an image to edit,
         `sampling`: the request's own sampler options, `edits`: adapter edits made by hand."""
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         events: asyncio.Queue = asyncio.Queue()
+        self.queue.reserve(principal.tenant)
+        recording = asyncio.ensure_future(run_in_threadpool(self.agent.queue_run, thread_id, message,
+                                                            tenant=principal.tenant, cancel=cancel))
+        try:
+            run_id = await asyncio.shield(recording)
+        except BaseException:
+            self.queue.release(principal.tenant)
+            recording.add_done_callback(self._abandon_if_recorded)
+            raise
 
         last_progress = 0.0
 
@@ -132,9 +147,11 @@ class Service:
         def run() -> dict[str, Any]:
             return self.agent.run_turn(thread_id, message, tenant=principal.tenant, n_images=n_images, seed=seed,
                                        steps=steps, on_event=push, cancel=cancel, sampling=sampling, edits=edits,
+                                       run_id=run_id,
                                        **(edit.turn() if edit else {}))
 
-        future = self.queue.submit(principal.tenant, run, cancel)
+        events.put_nowait({"event": "run", "run_id": run_id, "thread_id": thread_id, "status": "queued"})
+        future = self.queue.run(principal.tenant, run)
         self.metrics.runs_started.inc()
 
         def finished(fut: asyncio.Future) -> None:
@@ -144,8 +161,15 @@ class Service:
             self.metrics.runs_finished.labels(status).inc()
 
         future.add_done_callback(finished)
-        return RunHandle(thread_id=thread_id, cancel=cancel, result=future, events=events)
+        return RunHandle(thread_id=thread_id, run_id=run_id, cancel=cancel, result=future, events=events)
+
+    def _abandon_if_recorded(self, recording: asyncio.Future) -> None:
+        """The request went away while its run was being recorded: that run will never start."""
+        if not recording.cancelled() and recording.exception() is None:
+            threading.Thread(target=self.agent.abandon_run, args=(recording.result(), "the client disconnected"),
+                             daemon=True).start()
 
     def close(self) -> None:
+        self.stop_watching()
         self.queue.shutdown()
         self.agent.close()

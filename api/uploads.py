@@ -117,7 +117,9 @@ def prepare(image_data: bytes, mask_data: bytes | None, strength: float | None, 
         mask = mask.resize((native, native), Image.Resampling.NEAREST) if mask is not None else None
     image_path = store_upload(images_dir, tenant, rgb, "loracle input image")
     mask_path = None if mask is None else store_upload(images_dir, tenant, mask, "loracle input mask (white = repaint)")
-    return EditInput(str(image_path), None if mask_path is None else str(mask_path), strength)
+    # relative to the images folder: the paths end up in the plan, which clients read
+    return EditInput(str(image_path.relative_to(images_dir)),
+                     None if mask_path is None else str(mask_path.relative_to(images_dir)), strength)
 
 
 def data_url_bytes(url: str, config: ApiConfig, param: str) -> bytes:

@@ -74,3 +74,18 @@ def fetch_command(refs: list[str] = typer.Argument(..., metavar="ID...", help="A
                 failures += 1
     if failures:
         raise typer.Exit(1)
+
+
+@app.command("check")
+def check_command() -> None:
+    """List quarantined adapters (left out of retrieval because their file is missing, unsafe, outside the adapter
+    folders, shared with another entry or unreadable), after checking their files again: fixed ones are released."""
+    from loracle.agent.catalog import check_catalog
+
+    with open_agent() as agent:
+        lifted, left = check_catalog(agent)
+    if lifted:
+        typer.echo(f"released {lifted} adapter(s) whose file or record was fixed")
+    for item in left:
+        typer.echo(f"quarantined {item.ref} {item.name}: {item.reason}")
+    typer.echo(f"{len(left)} adapter(s) quarantined")

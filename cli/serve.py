@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
+import sys
 
 import typer
 
@@ -34,19 +36,22 @@ def serve(
     """Serve the agent over HTTP until interrupted (on one process, or on a Ray cluster with --ray)."""
     import uvicorn
 
-    from loracle.agent.access import any_active_key
+    from loracle.agent.access import any_active_key, any_key_created
     from loracle.api.app import LOCAL_MODE_BANNER, create_app
     from loracle.api.config import ApiConfig
 
     settings = get_settings()
     local = is_loopback(host)
     with open_agent(settings) as agent:
-        keys = any_active_key(agent)
+        keys, created = any_active_key(agent), any_key_created(agent)
     if not keys and not local:
         raise fail(f"refusing to serve on {host} without API keys: create one with "
                    "`loracle keys create --name NAME`, or bind to 127.0.0.1")
-    if not keys:
+    if not created:
         typer.secho(f"WARNING: {LOCAL_MODE_BANNER}", fg=typer.colors.YELLOW, bold=True, err=True)
+    elif not keys:
+        typer.secho("WARNING: every API key is revoked, so every request will be refused; create one with "
+                    "`loracle keys create --name NAME`", fg=typer.colors.YELLOW, bold=True, err=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if ray:
         from loracle.cli.serve_ray import serve_on_ray
@@ -55,4 +60,8 @@ def serve(
                             sampler_replicas=sampler_replicas, adapters_per_replica=adapters_per_replica,
                             sampler_gpus=sampler_gpus)
     app = create_app(settings, ApiConfig(), allow_local=local)
+    # uvicorn shuts down gracefully on SIGTERM (systemd, Docker, Kubernetes) and then raises the signal again with
+    # the handler it found: the default one would end the process at once, skipping the exit handlers that stop
+    # the embedded PostgreSQL. This one ends it as SIGINT does, through them.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

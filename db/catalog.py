@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MAX_DESCRIPTION_CHARS = 20_000
 MAX_PROMPT_CHARS = 2_000
 MAX_LIST_ITEMS = 200
+MAX_NAME_CHARS = 200  # names are pasted into chat answers; the shared Civitai catalog's longest is 177
+_LINE_BREAKS = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
 
 WeightSource = Literal["card", "examples", "llm", "default", "metadata"]
 
@@ -23,6 +27,22 @@ WeightSource = Literal["card", "examples", "llm", "default", "metadata"]
 def _clean_text(value: str) -> str:
     # PostgreSQL text cannot hold NUL; everything else is kept as written.
     return value.replace("\x00", "").strip()
+
+
+def escapes_folder(name: str) -> bool:
+    """Whether a file name could reach outside the folder it is looked up in (absolute, a drive, or '..')."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    return path.is_absolute() or ".." in path.parts or name[1:2] == ":"
+
+
+def _one_line(value: str) -> str:
+    """A short field shown in answers: tabs and line breaks become spaces, any other control character is refused
+    (it would garble a terminal or a chat answer)."""
+    value = value.translate(_LINE_BREAKS)
+    bad = next((c for c in value if unicodedata.category(c) == "Cc" and c != "\x00"), None)
+    if bad is not None:
+        raise ValueError(f"holds the control character U+{ord(bad):04X}")
+    return value
 
 
 class AdapterRecord(BaseModel):
@@ -33,7 +53,7 @@ class AdapterRecord(BaseModel):
     source: str = Field(min_length=1, max_length=200)
     external_id: str = Field(min_length=1, max_length=200)
     version_id: str | None = None
-    name: str = Field(min_length=1, max_length=500)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     base_model: str | None = Field(default=None, max_length=100)
     tags: list[str] = Field(default_factory=list)
     trigger_words: list[str] = Field(default_factory=list)
@@ -61,6 +81,19 @@ class AdapterRecord(BaseModel):
     def _text(cls, value: Any) -> Any:
         return _clean_text(value) if isinstance(value, str) else value
 
+    @field_validator("source", "external_id", "name", "base_model", "category", "file_name", "local_path",
+                     mode="before")
+    @classmethod
+    def _short_text(cls, value: Any) -> Any:
+        return _one_line(value) if isinstance(value, str) else value
+
+    @field_validator("file_name", "local_path")
+    @classmethod
+    def _plain_file_name(cls, value: str | None) -> str | None:
+        if value and escapes_folder(value):
+            raise ValueError("must name a file inside the adapter folders (no absolute path, no '..')")
+        return value
+
     @field_validator("description")
     @classmethod
     def _cap_description(cls, value: str) -> str:
@@ -68,7 +101,7 @@ class AdapterRecord(BaseModel):
 
     @field_validator("tags", "trigger_words", "example_prompts", mode="before")
     @classmethod
-    def _text_list(cls, value: Any) -> Any:
+    def _text_list(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             return []
         if not isinstance(value, list):
@@ -78,6 +111,7 @@ class AdapterRecord(BaseModel):
             if not isinstance(item, str):
                 raise ValueError(f"must be a list of strings, found {type(item).__name__}")
             text = _clean_text(item)[:MAX_PROMPT_CHARS]
+            text = text if info.field_name == "example_prompts" else _one_line(text).strip()
             if text and text not in cleaned:
                 cleaned.append(text)
         return cleaned[:MAX_LIST_ITEMS]

@@ -74,3 +74,8 @@ def revoke_key(conn: psycopg.Connection, name: str) -> bool:
 
 def any_active_key(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)").fetchone()[0]
+
+
+def any_key_created(conn: psycopg.Connection) -> bool:
+    """Whether a key was ever created here (revoked ones count): once one was, the API never runs key-less again."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM api_keys)").fetchone()[0]

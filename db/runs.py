@@ -11,23 +11,62 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 
-def start_run(conn: psycopg.Connection, thread_id: str, prompt: str, tenant: str = "local") -> uuid.UUID:
-    run_id = uuid.uuid4()
-    conn.execute(
-        "INSERT INTO runs (id, thread_id, tenant, prompt) VALUES (%s, %s, %s, %s)", (run_id, thread_id, tenant, prompt)
-    )
+def queue_run(conn: psycopg.Connection, thread_id: str, prompt: str, tenant: str = "local", *, owner: int | None = None,
+              run_id: uuid.UUID | None = None) -> uuid.UUID:
+    """Record an accepted run (status queued) owned by `owner` (db/owners.py); its id."""
+    run_id = run_id or uuid.uuid4()
+    conn.execute("INSERT INTO runs (id, thread_id, tenant, prompt, status, owner) VALUES (%s, %s, %s, %s, 'queued', %s)",
+                 (run_id, thread_id, tenant, prompt, owner))
     return run_id
 
 
-def finish_run(conn: psycopg.Connection, run_id: uuid.UUID, *, status: str, **fields: Any) -> None:
-    """Store the final plan, picks, attempts, NFE and timings (any subset) and the status."""
+def start_run(conn: psycopg.Connection, run_id: uuid.UUID) -> bool:
+    """queued -> running; False when the run is no longer queued (cancelled, interrupted or deleted meanwhile)."""
+    done = conn.execute("UPDATE runs SET status = 'running' WHERE id = %s AND status = 'queued'", (run_id,))
+    return done.rowcount > 0
+
+
+def finish_run(conn: psycopg.Connection, run_id: uuid.UUID, *, status: str, **fields: Any) -> bool:
+    """Store the final plan, picks, attempts, NFE and timings (any subset) and the status. A run already
+    cancelled (its thread deleted) or finished stays as it is; one marked interrupted while it was in fact still
+    running (its owner's lock lost with the database) takes its real end. False when nothing was updated."""
     allowed = {"planner", "plan", "candidates", "picks", "attempts", "nfe", "timings", "error"}
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"unknown run fields: {sorted(unknown)}")
     columns = ["status = %s", "finished_at = now()"] + [f"{name} = %s" for name in fields]
     values = [status] + [Jsonb(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
-    conn.execute(f"UPDATE runs SET {', '.join(columns)} WHERE id = %s", (*values, run_id))
+    done = conn.execute(f"UPDATE runs SET {', '.join(columns)} WHERE id = %s AND status IN ('queued', 'running', "
+                        "'interrupted')", (*values, run_id))
+    return done.rowcount > 0
+
+
+def interrupt_orphans(conn: psycopg.Connection, *, mine: list[int], live: list[uuid.UUID], alive: list[int],
+                      lost: str, dead: str) -> int:
+    """Mark interrupted every unfinished run nobody will finish: this process's (`mine`) that are not `live`
+    any more (reason `lost`), and those of owners holding no lock (`alive` lists who does; reason `dead`)."""
+    done = conn.execute(
+        "UPDATE runs SET status = 'interrupted', finished_at = now(), "
+        "error = CASE WHEN owner = ANY(%(mine)s::int[]) THEN %(lost)s ELSE %(dead)s END "
+        "WHERE status IN ('queued', 'running') AND ("
+        " (owner = ANY(%(mine)s::int[]) AND NOT id = ANY(%(live)s::uuid[])) OR owner IS NULL"
+        " OR NOT owner = ANY(%(alive)s::int[] || %(mine)s::int[]))",
+        {"mine": mine, "live": live, "alive": alive, "lost": lost, "dead": dead})
+    return done.rowcount
+
+
+def interrupt_owned(conn: psycopg.Connection, owners: list[int], reason: str) -> int:
+    """Mark interrupted the unfinished runs of these owners (a process that stops); how many."""
+    done = conn.execute("UPDATE runs SET status = 'interrupted', finished_at = now(), error = %s "
+                        "WHERE status IN ('queued', 'running') AND owner = ANY(%s::int[])", (reason, owners))
+    return done.rowcount
+
+
+def cancel_thread_runs(conn: psycopg.Connection, tenant: str, thread_id: str, reason: str) -> int:
+    """Mark the thread's unfinished runs cancelled (their thread is being deleted); how many."""
+    done = conn.execute("UPDATE runs SET status = 'cancelled', finished_at = now(), error = %s "
+                        "WHERE tenant = %s AND thread_id = %s AND status IN ('queued', 'running')", (reason, tenant, thread_id))
+    return done.rowcount
 
 
 def add_image(conn: psycopg.Connection, run_id: uuid.UUID, record: dict[str, Any], tenant: str = "local") -> uuid.UUID:
@@ -39,6 +78,11 @@ def add_image(conn: psycopg.Connection, run_id: uuid.UUID, record: dict[str, Any
          Jsonb(record["mix"]), record["nfe"], record["parameters"]),
     )
     return image_id
+
+
+def image_paths_in_use(conn: psycopg.Connection, paths: list[str]) -> set[str]:
+    """Which of these image paths (relative to the images folder) a row names."""
+    return {r[0] for r in conn.execute("SELECT DISTINCT path FROM images WHERE path = ANY(%s)", (paths,))}
 
 
 def get_run(conn: psycopg.Connection, run_id: uuid.UUID | str, tenant: str | None = None) -> dict[str, Any] | None:

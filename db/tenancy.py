@@ -28,15 +28,22 @@ def thread_tenants(conn: psycopg.Connection, thread_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+# A run's result is the last attempt of a run that finished: images of attempts that inspection sent back to
+# be retried, and of runs that failed or were interrupted, were never given to anyone as results.
+_RESULT_IMAGES = (
+    "SELECT i.id, i.run_id, i.attempt, i.path, i.sha256, i.seed, i.mix, i.nfe FROM images i JOIN runs r ON r.id = i.run_id "
+    "WHERE i.run_id = ANY(%s) AND r.status = 'done' AND i.attempt = (SELECT max(j.attempt) FROM images j WHERE j.run_id = i.run_id) "
+    "ORDER BY i.created_at, i.id"
+)
+
+
 def thread_runs(conn: psycopg.Connection, tenant: str, thread_id: str) -> list[dict[str, Any]]:
-    """The thread's runs, oldest first, each with its images (ids and paths)."""
+    """The thread's runs, oldest first, each with the images it gave as its result (ids and paths)."""
     with conn.cursor(row_factory=dict_row) as cur:
         runs = cur.execute(
             "SELECT id, prompt, status, planner, plan, picks, attempts, nfe, timings, error, created_at, finished_at "
             "FROM runs WHERE tenant = %s AND thread_id = %s ORDER BY created_at", (tenant, thread_id)).fetchall()
-        images = cur.execute(
-            "SELECT id, run_id, attempt, path, sha256, seed, mix, nfe FROM images WHERE tenant = %s AND run_id = ANY(%s) "
-            "ORDER BY created_at", (tenant, [r["id"] for r in runs])).fetchall()
+        images = cur.execute(_RESULT_IMAGES, ([r["id"] for r in runs],)).fetchall()
     for run in runs:
         run["images"] = [i for i in images if i["run_id"] == run["id"]]
     return runs
@@ -74,8 +81,7 @@ def get_run_for(conn: psycopg.Connection, tenant: str, run_id: str) -> dict[str,
             "SELECT id, thread_id, prompt, status, planner, plan, picks, attempts, nfe, timings, error, created_at, "
             "finished_at FROM runs WHERE id = %s AND tenant = %s", (key, tenant)).fetchone()
         if run:
-            run["images"] = cur.execute("SELECT id, attempt, path, sha256, seed, mix, nfe FROM images WHERE run_id = %s "
-                                        "ORDER BY created_at", (key,)).fetchall()
+            run["images"] = cur.execute(_RESULT_IMAGES, ([key],)).fetchall()
     return run
 
 
@@ -107,6 +113,7 @@ def get_image_record(conn: psycopg.Connection, tenant: str, image_id: str) -> di
         return cur.execute(
             "SELECT i.id, i.run_id, i.attempt, i.path, i.sha256, i.seed, i.mix, i.nfe, i.parameters, i.created_at, "
             "r.thread_id, r.prompt, r.plan, r.picks, "
-            "(SELECT min(b.seed) FROM images b WHERE b.run_id = i.run_id AND b.attempt = i.attempt) AS batch_seed "
+            # image k of a turn seeded s is seeded s + k (agent/sampler_settings.py): the batch's lowest is the turn's
+            "(SELECT min(j.seed) FROM images j WHERE j.run_id = i.run_id AND j.attempt = i.attempt) AS turn_seed "
             "FROM images i JOIN runs r ON r.id = i.run_id "
             "WHERE i.id = %s AND i.tenant = %s", (key, tenant)).fetchone()

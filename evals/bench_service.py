@@ -96,9 +96,9 @@ async def conversation(base_url: str, key: str, index: int, turns: int, latencie
     return thread
 
 
-def server_metrics(base_url: str) -> dict[str, float]:
+def server_metrics(base_url: str, admin_key: str) -> dict[str, float]:
     totals: dict[str, float] = {"5xx": 0.0, "429": 0.0, "requests": 0.0}
-    for line in httpx.get(f"{base_url}/metrics").text.splitlines():
+    for line in httpx.get(f"{base_url}/metrics", headers={"Authorization": f"Bearer {admin_key}"}).text.splitlines():
         if line.startswith("loracle_http_requests_total{"):
             status = re.search(r'status="(\d+)"', line).group(1)
             value = float(line.rsplit(" ", 1)[1])
@@ -141,6 +141,7 @@ def main() -> None:
         with db.connection() as conn:
             for t in range(args.tenants):
                 keys.append(create_key(conn, f"bench-{t}-{time.time_ns()}")[1])
+            admin_key = create_key(conn, f"bench-admin-{time.time_ns()}", admin=True)[1]  # /metrics is for admins
         env = {**os.environ, "LORACLE_DATABASE_URL": url, "LORACLE_HOME": str(folder / "home"), "LORACLE_BASE_MODEL": "tiny",
                "LORACLE_ADAPTER_DIRS": json.dumps([str(adapters)]), "LORACLE_STEPS": str(args.steps),
                "LORACLE_N_IMAGES": "1", "LORACLE_SKIP_THRESHOLD": "0", "LORACLE_MAX_RETRIES": "0",
@@ -161,11 +162,11 @@ def main() -> None:
                 return await asyncio.gather(*[conversation(base_url, keys[i % len(keys)], i, args.turns, latencies)
                                               for i in range(args.conversations)])
 
-            before = server_metrics(base_url)  # /readyz answered 503 while the model loaded; not counted
+            before = server_metrics(base_url, admin_key)  # /readyz answered 503 while the model loaded; not counted
             started = time.perf_counter()
             threads = asyncio.run(load())
             wall = time.perf_counter() - started
-            metrics = {k: v - before[k] for k, v in server_metrics(base_url).items()}
+            metrics = {k: v - before[k] for k, v in server_metrics(base_url, admin_key).items()}
             with db.connection() as conn:
                 statuses = dict(conn.execute("SELECT status, count(*) FROM runs WHERE thread_id = ANY(%s) GROUP BY status",
                                              (threads,)).fetchall())

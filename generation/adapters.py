@@ -27,12 +27,20 @@ from pathlib import Path
 import torch
 
 from loracle.generation.base_models import BaseModel, PickleRefusedError, refuse_pickle
-
-ADAPTER_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+from loracle.generation.output import ADAPTER_SUFFIXES
 
 
 class AdapterError(ValueError):
-    """Base class for adapter problems; the message always names the adapter."""
+    """Base class for adapter problems; the message always names the adapter (never a folder of this machine),
+    and `ref` is the reference it was asked for by, so a caller can tell which adapter of a mix failed."""
+
+    def __init__(self, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.ref = ref
+
+
+class AdapterPickleRefused(AdapterError, PickleRefusedError):
+    """A pickle-based adapter file, refused because it can run code when loaded (allow_pickle was not given)."""
 
 
 class AdapterPathError(AdapterError):
@@ -44,7 +52,7 @@ class AdapterIncompatibleError(AdapterError):
 
 
 __all__ = [
-    "AdapterError", "AdapterPathError", "AdapterIncompatibleError", "PickleRefusedError", "LoraFile",
+    "AdapterError", "AdapterPathError", "AdapterIncompatibleError", "AdapterPickleRefused", "PickleRefusedError", "LoraFile",
     "resolve_adapter_path", "read_lora", "declared_family", "check_compatible",
     "StateDictCache", "AdapterManager",
 ]
@@ -55,11 +63,11 @@ __all__ = [
 def resolve_adapter_path(ref: str | os.PathLike, adapter_dirs: list[Path]) -> Path:
     """Map a name or path to a real file inside one of `adapter_dirs`; refuse anything that escapes them."""
     if not adapter_dirs:
-        raise AdapterPathError(f"Adapter '{ref}': no adapter folders are configured.")
+        raise AdapterPathError(f"Adapter '{ref}': no adapter folders are configured.", ref=os.fspath(ref))
     roots = [Path(os.path.realpath(d)) for d in adapter_dirs]
     ref_s = os.fspath(ref)
     if "\x00" in ref_s:
-        raise AdapterPathError(f"Adapter {ref_s!r}: invalid name.")
+        raise AdapterPathError(f"Adapter {ref_s!r}: invalid name.", ref=ref_s)
     candidates: list[Path] = []
     p = Path(ref_s)
     if p.is_absolute():
@@ -72,10 +80,8 @@ def resolve_adapter_path(ref: str | os.PathLike, adapter_dirs: list[Path]) -> Pa
     for cand in candidates:
         real = Path(os.path.realpath(cand))
         if not any(real.is_relative_to(root) for root in roots):
-            raise AdapterPathError(
-                f"Adapter '{ref_s}' resolves to '{real}', outside the adapter folders "
-                f"({', '.join(map(str, roots))}); refusing to read it."
-            )
+            raise AdapterPathError(f"Adapter '{ref_s}' resolves outside the adapter folders; refusing to read it.",
+                                   ref=ref_s)
         if real.is_file():
             return real
     if "/" not in ref_s and os.sep not in ref_s:  # a bare name: look one folder deep, like A1111's Lora/ tree
@@ -85,7 +91,7 @@ def resolve_adapter_path(ref: str | os.PathLike, adapter_dirs: list[Path]) -> Pa
                     real = Path(os.path.realpath(hit))
                     if real.is_file() and any(real.is_relative_to(r) for r in roots):
                         return real
-    raise AdapterPathError(f"Adapter '{ref_s}' not found in the adapter folders ({', '.join(map(str, roots))}).")
+    raise AdapterPathError(f"Adapter '{ref_s}' not found in the adapter folders.", ref=ref_s)
 
 
 @dataclass
@@ -318,16 +324,27 @@ class AdapterManager:
         return resolve_adapter_path(ref, self.adapter_dirs)
 
     def get(self, ref: str | os.PathLike) -> LoraFile:
-        """Converted and compatibility-checked LoRA file, from the RAM cache when possible."""
+        """Converted and compatibility-checked LoRA file, from the RAM cache when possible. Whatever goes wrong
+        is an AdapterError carrying `ref` (a damaged file raises the reader's own errors otherwise)."""
         path = self.resolve(ref)
         key = StateDictCache.key(path)
         lora = self.ram_cache.get(key)
         if lora is None:
-            lora = read_lora(
-                path, family=self.base.family, unet_config=self.base.unet.config,
-                allow_pickle=self.allow_pickle, name=str(ref) if os.sep not in str(ref) else path.stem,
-            )
-            check_compatible(lora, self.base)
+            name = str(ref) if os.sep not in str(ref) else path.stem
+            try:
+                lora = read_lora(path, family=self.base.family, unet_config=self.base.unet.config,
+                                 allow_pickle=self.allow_pickle, name=name)
+                check_compatible(lora, self.base)
+            except AdapterError as exc:
+                exc.ref = exc.ref or os.fspath(ref)
+                raise
+            except PickleRefusedError as exc:
+                raise AdapterPickleRefused(f"Adapter '{name}' ({path.name}) is a pickle-based file, which can run code "
+                                           "when loaded: convert it to .safetensors, or pass allow_pickle=True if you "
+                                           "trust it", ref=os.fspath(ref)) from exc
+            except Exception as exc:  # safetensors, torch and diffusers errors on a damaged or foreign file
+                raise AdapterError(f"Adapter '{name}' ({path.name}) could not be read: {type(exc).__name__}",
+                                   ref=os.fspath(ref)) from exc
             self.ram_cache.put(key, lora)
         return lora
 

@@ -17,13 +17,17 @@ SAMPLER_NAMES = {"ddim": "DDIM", "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_karras": "DPM
                  "euler": "Euler", "euler_a": "Euler a"}
 
 
+ADAPTER_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # the adapter files a folder may hold
+
+
 def lora_tag(ref: str, weight: float) -> str:
     return f"<lora:{lora_name(ref)}:{weight:g}>"
 
 
 def lora_name(ref: str) -> str:
-    """The name a `<lora:name:w>` tag and the `Lora hashes` field use for an adapter ref."""
-    return Path(ref).stem if ("/" in ref or os.sep in ref) else ref
+    """The name a `<lora:name:w>` tag and the `Lora hashes` field use for an adapter ref: the file stem (a mix
+    names files by their path in an adapter folder)."""
+    return Path(ref).stem if ("/" in ref or os.sep in ref or ref.lower().endswith(ADAPTER_SUFFIXES)) else ref
 
 
 def format_parameters(

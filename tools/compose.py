@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from loracle.generation.masks import Candidate, ComposerSettings, Composition, Task, compose
+from loracle.tools.adapter_files import locate_adapter
 
 DEFAULT_WEIGHT = 0.8  # Stylus's default when neither card nor examples give one
 
@@ -22,15 +23,9 @@ class ComposablePick(Protocol):
 
 
 def adapter_file(file_hint: str | None, file_name: str | None, adapter_dirs: list[Path]) -> str | None:
-    """The adapter's file as a path relative to one of the adapter folders, if it is there."""
-    for name in (file_hint, file_name):
-        if not name:
-            continue
-        for folder in adapter_dirs:
-            candidate = folder / name
-            if candidate.is_file():
-                return str(candidate)
-    return None
+    """The adapter's usable file, by its name relative to the adapter folder that has it (the engine resolves
+    it the same way, folder by folder); None when it is not here or cannot be used (tools/adapter_files.py)."""
+    return locate_adapter(file_hint, file_name, adapter_dirs).file
 
 
 def compose_mixes(

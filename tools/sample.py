@@ -1,7 +1,8 @@
-"""The sampler tool: run the engine on a composition and store the images under the data directory.
+"""The sampler tool: run the engine on a composition and stage the images under the data directory.
 
 Images are named by the sha256 of their PNG bytes and written atomically, so a crash never leaves a
-half-written file and the same image is stored once.
+half-written file and the same image is stored once. A run's images are staged (tools/image_store.py) and
+published under their final names only once their rows exist.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from loracle.generation.loop import Progress
 from loracle.generation.masks import Composition
 from loracle.generation.output import png_bytes, set_fields, write_atomic
 from loracle.generation.skipping import SkipSettings
+from loracle.tools.image_store import stage_png
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class SampleSettings:
 
 @dataclass
 class StoredImage:
-    path: str  # relative to the images folder
+    path: str  # relative to the images folder (its final name)
+    staged: str  # where it is until its row exists (tools/image_store.py)
     sha256: str
     seed: int
     mix: dict[str, float]
@@ -80,9 +83,11 @@ def sample(
     strength: float = 0.8,
     mask_feather: int = 0,
     output_size: tuple[int, int] | None = None,
+    owner: int | None = None,
 ) -> tuple[GenerationResult, list[StoredImage]]:
     """`image` (and `mask`, white = repaint): image-to-image / inpainting at `strength`; else text-to-image.
-    `output_size`: (width, height) the stored images get when the model draws another size (see `resample`)."""
+    `output_size`: (width, height) the stored images get when the model draws another size (see `resample`).
+    The images come back staged under `owner`'s name; the caller publishes them once their rows exist."""
     request = GenerationRequest(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -109,6 +114,6 @@ def sample(
     ):
         if output_size is not None:
             image, parameters = resample(image, parameters, output_size)
-        path, digest = store_png(image, parameters, images_dir)
-        stored.append(StoredImage(path, digest, seed, mix, nfe, parameters, used_prompt))
+        file = stage_png(image, parameters, images_dir, owner)
+        stored.append(StoredImage(file.path, file.staged, file.sha256, seed, mix, nfe, parameters, used_prompt))
     return result, stored

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from loracle.agent.access import find_image
 from loracle.agent.chat_replies import text_reply
-from loracle.api import dispatch, uploads
+from loracle.api import dispatch, markdown, uploads
 from loracle.api.deps import CallerDep, ServiceDep
 from loracle.api.errors import ApiError, error_body
 from loracle.api.schemas import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, ErrorResponse, Usage
@@ -57,7 +57,7 @@ def n_images(body: ChatCompletionRequest) -> int | None:
     raw = (body.metadata or {}).get("n_images")
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not re.fullmatch(r"[0-9]{1,6}", raw):  # ASCII digits only: str.isdigit() also takes '²', which int() refuses
         raise ApiError(400, "metadata.n_images must be a whole number", code="invalid_n", param="metadata.n_images")
     return int(raw)
 
@@ -107,7 +107,12 @@ def chat_edit(service: Service, request: Request, caller: Principal, body: ChatC
 
 
 def describe(event: dict[str, Any]) -> str | None:
-    """A progress event as a line of chat text (None: not worth a line)."""
+    """A progress event as a line of chat text, Markdown-escaped (None: not worth a line)."""
+    line = _describe(event)
+    return None if line is None else markdown.escape(line)
+
+
+def _describe(event: dict[str, Any]) -> str | None:
     kind = event.get("event")
     if kind == "plan":
         return ("Refining the plan: " if event.get("follow_up") else "Planning: ") + "; ".join(event["tasks"])
@@ -128,7 +133,7 @@ def describe(event: dict[str, Any]) -> str | None:
 
 def answer_text(service: Service, request: Request, state: dict[str, Any], thread_id: str) -> str:
     links = [f"![image {i + 1}]({dispatch.image_url(service, request, image['id'])})" for i, image in enumerate(state["images"])]
-    return "\n\n".join([state["answer"], "\n".join(links), f"thread: `{thread_id}`"])
+    return "\n\n".join([markdown.escape(state["answer"]), "\n".join(links), f"thread: `{thread_id}`"])
 
 
 def text_completion(body: ChatCompletionRequest, text: str, thread_id: str):
@@ -153,11 +158,12 @@ def text_completion(body: ChatCompletionRequest, text: str, thread_id: str):
     return sse_response(frames(), {})
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses=ERRORS,
+@router.post("/chat/completions", response_model=ChatCompletion,
+             responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
              summary="Chat with the agent (stream: SSE chat.completion.chunk frames ending in [DONE])")
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, service: ServiceDep, caller: CallerDep,
-    x_loracle_thread: Annotated[str | None, Header(description="Continue this thread.")] = None,
+    x_loracle_thread: Annotated[str | None, Header(pattern=THREAD_ID.pattern, description="Continue this thread.")] = None,
 ):
     if body.model not in model_ids(service):
         raise ApiError(404, f"unknown model {body.model!r}; available: {', '.join(model_ids(service))}",
@@ -177,7 +183,7 @@ async def chat_completions(
     edit = await run_in_threadpool(chat_edit, service, request, caller, body)
     handle = await dispatch.start(service, caller, thread_id, last.text(), n=n_images(body), seed=body.seed, edit=edit)
     created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
-    headers = {"X-Loracle-Thread": thread_id}
+    headers = {"X-Loracle-Thread": thread_id, "X-Loracle-Run": handle.run_id}
     if not body.stream:
         state = await dispatch.wait(service, handle, request)
         content = answer_text(service, request, state, thread_id)

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -130,16 +130,26 @@ async def edits(
 
 
 @router.get("/v1/images/files/{name}", response_class=FileResponse, tags=["images"],
-            responses={200: {"content": {"image/png": {}}}, 404: ERRORS[404]},
-            summary="An image file: for its tenant's key, or for anyone with the signed link")
+            responses={200: {"content": {"image/png": {}}}, 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[401],
+                       404: ERRORS[404]},
+            # a key, or none at all: the signed link is the capability
+            openapi_extra={"security": [{}, {"HTTPBearer": []}, {"APIKeyHeader": []}]},
+            summary="An image file: for its tenant's key, or for anyone with an unexpired signed link")
 def image_file(
-    name: str, service: ServiceDep, caller: OptionalCallerDep,
-    sig: Annotated[str | None, Query(max_length=128, description="The signature from a generated link.")] = None,
+    name: Annotated[str, Path(max_length=128)], service: ServiceDep, caller: OptionalCallerDep,
+    exp: Annotated[int | None, Query(ge=0, le=2**62, description="When the signed link expires (Unix seconds).")] = None,
+    sig: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$", description="The signature from a generated link.")] = None,
 ) -> FileResponse:
     image_id = name.removesuffix(".png")
     image = find_image(service.agent, image_id)
-    if image is None or not (service.signer.verify(image_id, sig) or (caller is not None and caller.tenant == image.tenant)):
+    if image is None:
         raise ApiError(404, f"no image {image_id!r}", code="image_not_found")
+    if caller is None or caller.tenant != image.tenant:
+        link = service.signer.check(image_id, exp, sig)
+        if link == "expired":
+            raise ApiError(403, "this image link has expired; ask for the image again", code="link_expired")
+        if link != "valid":
+            raise ApiError(404, f"no image {image_id!r}", code="image_not_found")
     return FileResponse(image.path, media_type="image/png", headers={
         "Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{image.sha256}"',
         "X-Content-Type-Options": "nosniff"})

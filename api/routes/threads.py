@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from loracle.agent import access, gallery
@@ -16,7 +17,7 @@ from loracle.agent.hand_edits import hand_edits
 from loracle.agent.plan import Edits
 from loracle.api import dispatch, uploads
 from loracle.api.deps import CallerDep, ServiceDep
-from loracle.api.errors import ApiError, error_body
+from loracle.api.errors import ApiError, error_body, hide_paths
 from loracle.api.routes.chat import ERRORS, image_bytes
 from loracle.api.schemas import (
     RunOut,
@@ -40,7 +41,8 @@ SSE_DOC = {200: {"content": {"text/event-stream": {}, "application/json": {"sche
 
 
 def _run_out(service: Service, request: Request, run: dict[str, Any]) -> RunOut:
-    return RunOut(**{**run, "id": str(run["id"]), "plan": dispatch.public_plan(run.get("plan")),
+    return RunOut(**{**run, "id": str(run["id"]), "error": hide_paths(run["error"]) if run.get("error") else None,
+                     "plan": dispatch.public_plan(run.get("plan")),
                      "picks": dispatch.public_picks(run.get("picks")),
                      "images": [dispatch.image_out(service, request, i) for i in run["images"]]})
 
@@ -75,7 +77,7 @@ def not_found_as(code: str) -> Iterator[None]:
         raise ApiError(404, str(exc), code=code) from None
 
 
-@router.post("/threads", response_model=ThreadOut, status_code=201, responses=ERRORS)
+@router.post("/threads", response_model=ThreadOut, status_code=201, responses={**ERRORS, 409: ERRORS[400]})
 def create_thread(body: ThreadCreate, service: ServiceDep, caller: CallerDep) -> ThreadOut:
     thread_id = body.id or uuid.uuid4().hex[:16]
     if not access.claim_thread(service.agent, caller.tenant, thread_id):
@@ -139,8 +141,9 @@ async def create_run(thread_id: str, body: RunRequest, request: Request, service
                          nfe=state.get("nfe", 0),
                          images=[dispatch.image_out(service, request, i) for i in state["images"]])
 
+    headers = {"X-Loracle-Thread": thread_id, "X-Loracle-Run": handle.run_id}
     if not body.stream:
-        return result(await dispatch.wait(service, handle, request))
+        return JSONResponse(result(await dispatch.wait(service, handle, request)).model_dump(mode="json"), headers=headers)
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -159,4 +162,4 @@ async def create_run(thread_id: str, body: RunRequest, request: Request, service
         finally:
             handle.cancel.set()
 
-    return sse_response(events(), {"X-Loracle-Thread": thread_id})
+    return sse_response(events(), headers)

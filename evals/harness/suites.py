@@ -243,6 +243,7 @@ def service(ctx: RunContext) -> dict:
     ensure_world_catalog(db, settings)
     with db.connection() as conn:
         _, key = create_key(conn, f"eval-service-{time.time_ns()}")
+        _, admin_key = create_key(conn, f"eval-service-admin-{time.time_ns()}", admin=True)  # /metrics is for admins
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "LORACLE_DATABASE_URL": db.url, "LORACLE_HOME": str(settings.home), "LORACLE_BASE_MODEL": "world",
@@ -257,7 +258,7 @@ def service(ctx: RunContext) -> dict:
     try:
         if not wait_until_ready(base_url, server):
             raise RuntimeError("loracle serve did not become ready within 180 s")
-        before = server_metrics(base_url)
+        before = server_metrics(base_url, admin_key)
         client = OpenAI(base_url=f"{base_url}/v1", api_key=key, timeout=600)
         for i in ctx.progress(range(n), desc="service"):
             started = time.perf_counter()
@@ -265,7 +266,7 @@ def service(ctx: RunContext) -> dict:
                                                    messages=[{"role": "user", "content": prompts[i % len(prompts)]}])
             latencies.append(time.perf_counter() - started)
             answered += bool(reply.choices and reply.choices[0].message.content)
-        after = server_metrics(base_url)
+        after = server_metrics(base_url, admin_key)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -81,7 +81,7 @@ def test_refinement_follow_up_runs_image_to_image_from_the_previous_result(world
     second = threads.run_turn(ctx, "refine", "make the second one more bold")
     edit = second["plan"]["edit"]
     assert edit["source"] == "previous" and edit["image_id"] == first["images"][1]["id"]
-    assert edit["image"] == str(settings.images_dir / first["images"][1]["path"])
+    assert edit["image"] == first["images"][1]["path"]  # in the images folder: no server path in the plan
     assert edit["strength"] == settings.edit_strength and edit["mask"] is None
     assert second["nfe"] == 2 * 2 * round(settings.edit_strength * 10)  # only the last 60% of the steps
     assert "Edit: image-to-image from the previous result at strength 0.6" in second["answer"]

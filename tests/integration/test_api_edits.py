@@ -75,7 +75,12 @@ def last_edit(live, tenant: str = "alice") -> dict:
     with live.service.agent.db.connection() as conn:
         plan = conn.execute("SELECT plan FROM runs WHERE tenant = %s ORDER BY created_at DESC LIMIT 1",
                             (tenant,)).fetchone()[0]
-    return plan["edit"]
+    edit = plan["edit"]
+    for key in ("image", "mask"):  # the plan names uploads inside the images folder, never by a server path
+        if edit[key] is not None:
+            assert not Path(edit[key]).is_absolute(), edit[key]
+            edit[key] = str(live.service.settings.images_dir / edit[key])
+    return edit
 
 
 def test_edit_with_an_openai_mask_returns_native_images_and_passes_the_turn_keys(live, client) -> None:

@@ -103,6 +103,8 @@ def test_health_readiness_and_metrics(live) -> None:
     assert httpx.get(f"{live.url}/healthz").json() == {"status": "ok", "checks": {}}
     ready = httpx.get(f"{live.url}/readyz").json()
     assert ready["checks"] == {"database": "ok", "model": "ok"}
-    text = httpx.get(f"{live.url}/metrics").text
+    assert httpx.get(f"{live.url}/metrics").status_code == 401, "metrics say what every tenant does: admins only"
+    with client(live, create_key(live.db_url, "metrics-admin", admin=True)) as admin:
+        text = admin.get("/metrics").text
     assert 'loracle_runs_finished_total{status="done"}' in text
     assert 'route="/threads/{thread_id}/runs"' in text

@@ -79,7 +79,7 @@ def test_streaming_chat_sends_progress_then_the_answer(live, client) -> None:
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert text.index("Planning:") < text.index("Picked:") < text.index("Sampling 1/3") < text.index("Red Fox [")
+    assert text.index("Planning:") < text.index("Picked:") < text.index("Sampling 1/3") < text.index("Red Fox \\[")  # catalog text is escaped for Markdown
     assert len(IMAGE_LINK.findall(text)) == 2
 
 

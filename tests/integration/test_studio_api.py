@@ -111,7 +111,7 @@ def test_a_seed_given_on_a_follow_up_turn_is_used(live) -> None:
         thread = alice.post("/threads", json={}).json()["id"]
         run(alice, thread, "a red fox", seed=5)
         again = run(alice, thread, "at night", seed=123)
-        assert [i["seed"] for i in again["images"]] == [123, 124]
+        assert [i["seed"] for i in again["images"]] == [123, 124]  # image k of a turn seeded s: s + k
 
 
 def test_hand_edits_steer_the_next_turns(live) -> None:

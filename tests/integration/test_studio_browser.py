@@ -172,10 +172,11 @@ def test_a_full_visit(browser, live, tmp_path) -> None:
     record3 = get_run(agent, "alice", third.get_attribute("data-run-id"))
     edit = record3["plan"]["edit"]
     assert edit["mask"] and edit["strength"] == 1.0
-    mask = np.asarray(Image.open(edit["mask"]).convert("L")) > 127
+    images_dir = live.service.settings.images_dir  # the plan names uploads inside the images folder
+    mask = np.asarray(Image.open(images_dir / edit["mask"]).convert("L")) > 127
     third_width = mask.shape[1] // 3
     assert mask[:, :third_width].mean() > 0.3 and not mask[:, -third_width:].any(), "the painted region, and only it"
-    source = np.asarray(Image.open(edit["image"]).convert("L"), dtype=float)
+    source = np.asarray(Image.open(images_dir / edit["image"]).convert("L"), dtype=float)
     result = np.asarray(Image.open(find_image(agent, image_ids(third)[0]).path).convert("L"), dtype=float)
     assert np.abs(result - source)[~mask].mean() < 0.05 * 255, "inpainting kept what the mask did not cover"
     assert len(image_ids(third)) == 4
