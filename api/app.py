@@ -95,9 +95,9 @@ def create_app(settings: Settings, config: ApiConfig | None = None, *, allow_loc
 
 
 def state_limits(schema: dict, config: ApiConfig) -> None:
-    """Write this server's limits on `n` and `steps` (configured, checked in api/dispatch.py) into every request
+    """Write this server's limits on `n` (A1111's `batch_size` and `n_iter` too) and `steps` (configured, checked in api/dispatch.py) into every request
     body of its OpenAPI schema, so a client, or a fuzzer, knows them before it is refused."""
-    limits = {"n": config.max_n, "steps": config.max_steps}
+    limits = {"n": config.max_n, "batch_size": config.max_n, "n_iter": config.max_n, "steps": config.max_steps}
     for component in schema.get("components", {}).get("schemas", {}).values():
         for name, prop in component.get("properties", {}).items():
             for branch in prop.get("anyOf", [prop]) if name in limits else []:

@@ -114,7 +114,7 @@ class ImageGenerationRequest(BaseModel):
     prompt: str = Field(min_length=1)
     model: str | None = Field(default=None, max_length=200)
     n: int | None = Field(default=1, ge=1)
-    size: str | None = Field(default=None, max_length=32, description=(
+    size: str | None = Field(default=None, max_length=32, pattern=r"^(auto|\d{1,5}x\d{1,5})$", description=(
         "'auto' (the base model's native size) or WIDTHxHEIGHT; another size than the native one is drawn at the "
         "native size and resampled, and `drawn_size` says so."))
     response_format: Literal["url", "b64_json"] | None = "url"

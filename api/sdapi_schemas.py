@@ -17,7 +17,8 @@ class Txt2ImgRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    prompt: str = Field("", max_length=20_000, description="What to draw; `<lora:name:w>` tags pin adapters.")
+    prompt: str = Field(min_length=1, max_length=20_000, pattern=r"\S",
+                        description="What to draw (not blank); `<lora:name:w>` tags pin adapters.")
     negative_prompt: str = Field("", max_length=20_000)
     styles: list[str] = Field(default_factory=list, max_length=64, description="Ignored (A1111 prompt styles).")
     seed: int = Field(-1, ge=-1, le=SEED_MAX, description="-1: a random seed. Image i gets seed + i.")

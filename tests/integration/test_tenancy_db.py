@@ -6,8 +6,15 @@ from __future__ import annotations
 import uuid
 
 from loracle.db import tenancy
-from loracle.db.runs import add_image, start_run
+from loracle.db.runs import add_image, finish_run, queue_run
 from loracle.db.tenancy import delete_thread, ensure_thread, get_image, get_run_for, get_thread, thread_runs, thread_tenants
+
+
+def done_run(conn, thread_id: str, prompt: str, *, tenant: str) -> uuid.UUID:
+    """A finished run: a thread's listing shows only finished runs' images."""
+    run_id = queue_run(conn, thread_id, prompt, tenant=tenant)
+    finish_run(conn, run_id, status="done")
+    return run_id
 
 
 def image(path: str) -> dict:
@@ -21,9 +28,9 @@ def test_two_tenants_one_thread_id(db):
         assert get_thread(conn, "bob", "t1") is None
         assert ensure_thread(conn, "bob", "t1") is True
         assert get_thread(conn, "alice", "t1")["id"] == "t1"
-        run_a = start_run(conn, "t1", "a fox", tenant="alice")
-        run_b = start_run(conn, "t1", "a whale", tenant="bob")
-        start_run(conn, "t2", "cli only", tenant="carol")
+        run_a = done_run(conn, "t1", "a fox", tenant="alice")
+        run_b = done_run(conn, "t1", "a whale", tenant="bob")
+        done_run(conn, "t2", "cli only", tenant="carol")
         image_a = add_image(conn, run_a, image("aa.png"), tenant="alice")
         add_image(conn, run_b, image("bb.png"), tenant="bob")
         add_image(conn, run_b, image("shared.png"), tenant="bob")
@@ -41,7 +48,7 @@ def test_two_tenants_one_thread_id(db):
         assert get_image(conn, str(uuid.uuid4())) is None and get_image(conn, "../x") is None
 
         ensure_thread(conn, "alice", "t3")
-        run_a3 = start_run(conn, "t3", "a heron", tenant="alice")
+        run_a3 = done_run(conn, "t3", "a heron", tenant="alice")
         add_image(conn, run_a3, image("cc.png"), tenant="alice")
         assert get_thread(conn, "alice", "nope") is None
         assert [r["prompt"] for r in thread_runs(conn, "alice", "t1")] == ["a fox"], "another thread's runs"
