@@ -153,7 +153,7 @@ def test_a_full_visit(browser, live, tmp_path) -> None:
     record2 = get_run(agent, "alice", second.get_attribute("data-run-id"))
     assert excluded not in {p["ref"] for ps in record2["picks"].values() for p in ps}
     assert excluded in record2["plan"]["edits"]["excluded"]
-    assert page.locator("#pending").inner_text() == ""
+    expect(page.locator("#pending")).to_have_text("")  # cleared once the turn's images have loaded
     shot(page, tmp_path, "04-refined")
 
     # 4. Edit from an image: paint the left part of a mask and inpaint.
