@@ -69,16 +69,19 @@ def _choose_offline(ctx: AgentContext, plan: Plan, candidates: dict[str, list[Ca
 
 
 def without_rival_candidates(picks: dict[str, list[Pick]], conflicts: list[tuple[str, str, str]]) -> dict[str, list[Pick]]:
-    """Per task, a candidate that undoes a better-ranked one of the same task (a known conflict: "thin" and
-    "bold" both set the stroke weight) left out: sharing the task's weight, they cancel each other out."""
+    """Per task, of two candidates that undo each other (a known conflict: "thin" and "bold" both set the
+    stroke weight) only one kept: sharing the task's weight, they cancel out. The one whose name, tags or
+    trigger words hold a word of the task wins, else the better-ranked one (the ranker alone put Boldface
+    above Hairline for "thin three")."""
     rivals = {frozenset((a, b)) for a, b, _ in conflicts}
     result: dict[str, list[Pick]] = {}
     for task, items in picks.items():
+        words = [w for w in task.lower().split() if len(w) > 2]
         kept: list[Pick] = []
-        for pick in items:  # best first
+        for pick in sorted(items, key=lambda p: not p.matches_any(words)):  # stable: rank order otherwise
             if not any(frozenset((pick.ref, k.ref)) in rivals for k in kept):
                 kept.append(pick)
-        result[task] = kept
+        result[task] = [p for p in items if p in kept]
     return result
 
 
