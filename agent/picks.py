@@ -64,8 +64,25 @@ def _choose_offline(ctx: AgentContext, plan: Plan, candidates: dict[str, list[Ca
     floor = relevance_floor(ctx.family)
     if floor is not None:  # nothing below the catalog's relevance floor serves a task, however it ranks
         settings = replace(settings, min_score=max(settings.min_score, floor))
-    picks = offline_picks(candidates, settings)
+    picks = without_rival_candidates(offline_picks(candidates, settings), ctx.static_conflicts)
     return Choice(picks, planner, plan, candidates, llm_calls)
+
+
+def without_rival_candidates(picks: dict[str, list[Pick]], conflicts: list[tuple[str, str, str]]) -> dict[str, list[Pick]]:
+    """Per task, of two candidates that undo each other (a known conflict: "thin" and "bold" both set the
+    stroke weight) only one kept: sharing the task's weight, they cancel out. The one whose name, tags or
+    trigger words hold a word of the task wins, else the better-ranked one (the ranker alone put Boldface
+    above Hairline for "thin three")."""
+    rivals = {frozenset((a, b)) for a, b, _ in conflicts}
+    result: dict[str, list[Pick]] = {}
+    for task, items in picks.items():
+        words = [w for w in task.lower().split() if len(w) > 2]
+        kept: list[Pick] = []
+        for pick in sorted(items, key=lambda p: not p.matches_any(words)):  # stable: rank order otherwise
+            if not any(frozenset((pick.ref, k.ref)) in rivals for k in kept):
+                kept.append(pick)
+        result[task] = [p for p in items if p in kept]
+    return result
 
 
 def _choose_with_llm(ctx: AgentContext, plan: Plan, candidates: dict[str, list[Candidate]], history: list[str]) -> Choice:

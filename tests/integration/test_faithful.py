@@ -92,12 +92,12 @@ def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
     assert state["dropped"] == [] and len(state["attempts"]) == 2, "the bold adapter is never blamed"
     italic = next(p["adapter_id"] for ps in state["picks"].values() for p in ps if p["name"] == "Italic Digits")
     assert state["repair"]["boost"] == {str(italic): pytest.approx(1.5625)}
-    assert state["repair"]["adapter_guidance"] == 1.5 and state["repair"]["method"] == "composite"
+    assert state["repair"]["adapter_guidance"] == 1.5 and state["repair"]["method"] is None, "merge kept: composite hides styles"
     first, final = state["attempts"][0]["mixes"][0], state["images"][0]["mix"]
     slanted = next(ref for ref in final if "slanted" in ref)
     bold = next(ref for ref in final if "bold" in ref)
     assert final[slanted] == pytest.approx(first[slanted] * 1.5625) and final[bold] == first[bold]
     assert "Repair: strengthened" in state["answer"] and "adapter guidance 1.5" in state["answer"]
-    assert "method composite" in state["answer"]
+    assert "method composite" not in state["answer"]
     with Image.open(agent.settings.images_dir / state["images"][0]["path"]) as im:
-        assert "Composition: composite" in im.info["parameters"]
+        assert "Composition: merge" in im.info["parameters"]
