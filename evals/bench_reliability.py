@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from loracle.evals.bench_service import TURNS, build_world, free_port, wait_until_ready
+from loracle.evals.bench_service import TURNS, bench_folder, build_world, free_port, wait_until_ready
 
 
 def serve(env: dict[str, str], port: int) -> subprocess.Popen:
@@ -211,12 +210,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from loracle.db import connect
-    from loracle.db.server import start_embedded
 
-    with tempfile.TemporaryDirectory(prefix="loracle-bench-") as tmp:
-        folder = Path(tmp)
-        folder.chmod(0o755)
-        url = os.environ.get("LORACLE_BENCH_DATABASE_URL") or start_embedded(folder / "pgdata", cleanup_mode="delete")
+    with bench_folder("loracle-bench-") as (folder, url):
         with connect(url, folder / "pgdata") as db:
             adapters = build_world(folder, db)
         ok = kill_mid_run(args, folder, url, adapters)

@@ -14,13 +14,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
-from loracle.evals.bench_service import build_world, free_port, wait_until_ready
+from loracle.evals.bench_service import bench_folder, build_world, free_port, wait_until_ready
 
 TARGET = 1.05
 
@@ -39,12 +37,8 @@ def main() -> None:
     from loracle.agent.settings import Settings
     from loracle.db import connect
     from loracle.db.keys import create_key
-    from loracle.db.server import start_embedded
 
-    with tempfile.TemporaryDirectory(prefix="loracle-bench-sdapi-") as tmp:
-        folder = Path(tmp)
-        folder.chmod(0o755)
-        url = os.environ.get("LORACLE_BENCH_DATABASE_URL") or start_embedded(folder / "pgdata", cleanup_mode="delete")
+    with bench_folder("loracle-bench-sdapi-") as (folder, url):
         db = connect(url, folder / "pgdata")
         adapters = build_world(folder, db)
         with db.connection() as conn:

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -51,6 +53,18 @@ def build_world(folder: Path, db) -> Path:
     (folder / "catalog.jsonl").write_text("\n".join(lines) + "\n")
     import_catalog(db, folder / "catalog.jsonl", get_embedder())
     return adapters
+
+
+@contextmanager
+def bench_folder(prefix: str) -> Iterator[tuple[Path, str]]:
+    """A temporary folder the embedded server's user can read, and a database URL: LORACLE_BENCH_DATABASE_URL, or
+    an embedded PostgreSQL under the folder (removed with it)."""
+    from loracle.db.server import start_embedded
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        folder = Path(tmp)
+        folder.chmod(0o755)
+        yield folder, os.environ.get("LORACLE_BENCH_DATABASE_URL") or start_embedded(folder / "pgdata", cleanup_mode="delete")
 
 
 def free_port() -> int:
@@ -129,12 +143,8 @@ def main() -> None:
     from loracle.agent.threads import Threads
     from loracle.db import connect
     from loracle.db.keys import create_key
-    from loracle.db.server import start_embedded
 
-    with tempfile.TemporaryDirectory(prefix="loracle-bench-") as tmp:
-        folder = Path(tmp)
-        folder.chmod(0o755)
-        url = os.environ.get("LORACLE_BENCH_DATABASE_URL") or start_embedded(folder / "pgdata", cleanup_mode="delete")
+    with bench_folder("loracle-bench-") as (folder, url):
         db = connect(url, folder / "pgdata")
         adapters = build_world(folder, db)
         keys = []
