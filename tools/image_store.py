@@ -35,14 +35,20 @@ class StagedFile:
     sha256: str
 
 
+def png_address(data: bytes) -> tuple[str, str]:
+    """Where a PNG lives under the images folder, named by its content: (relative path, sha256)."""
+    digest = hashlib.sha256(data).hexdigest()
+    return f"{digest[:2]}/{digest}.png", digest
+
+
 def stage_png(image: Image.Image, parameters: str, images_dir: Path, owner: int | None) -> StagedFile:
     """Write the PNG (with its A1111 `parameters` chunk) under a staged name; `owner` (0: none) is in the name so a
     sweep can tell a live process's files from a dead one's."""
     data = png_bytes(image, parameters)
-    digest = hashlib.sha256(data).hexdigest()
+    path, digest = png_address(data)
     staged = f"{digest[:2]}/{digest}.{owner or 0}-{uuid.uuid4().hex[:12]}.staged"
     write_atomic(images_dir / staged, data)
-    return StagedFile(f"{digest[:2]}/{digest}.png", staged, digest)
+    return StagedFile(path, staged, digest)
 
 
 def publish(images_dir: Path, files: Iterable[StagedFile]) -> None:

@@ -7,7 +7,6 @@ published under their final names only once their rows exist.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from loracle.generation.loop import Progress
 from loracle.generation.masks import Composition
 from loracle.generation.output import png_bytes, set_fields, write_atomic
 from loracle.generation.skipping import SkipSettings
-from loracle.tools.image_store import stage_png
+from loracle.tools.image_store import png_address, stage_png
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,7 @@ class StoredImage:
 def store_png(image: Image.Image, parameters: str, images_dir: Path) -> tuple[str, str]:
     """Write the PNG (with its A1111 `parameters` chunk) atomically, named by content hash."""
     data = png_bytes(image, parameters)
-    digest = hashlib.sha256(data).hexdigest()
-    relative = f"{digest[:2]}/{digest}.png"
+    relative, digest = png_address(data)
     if not (images_dir / relative).exists():
         write_atomic(images_dir / relative, data)
     return relative, digest
