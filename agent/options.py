@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_SEED = 2**31 - 1  # the largest seed: every seed the product writes into a PNG can be sent back
+
 
 @dataclass(frozen=True)
 class SamplingOptions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loracle.agent.options import MAX_SEED
 from loracle.agent.settings import Settings
 from loracle.agent.state import AgentContext, Repair
 from loracle.generation.composition import CompositionMethod
@@ -36,9 +37,6 @@ def sample_settings(ctx: AgentContext, engine: ImageEngine, repair: Repair | Non
         skipping=SkipSettings(threshold=settings.skip_threshold, max_skip=settings.max_skip),
         composition_method=CompositionMethod(repair.method or settings.composition_method, settings.switch_every),
     )
-
-
-MAX_SEED = 2**31 - 1  # the API's bound: every seed the product writes into a PNG can be sent back
 
 
 def image_seeds(seed: int, n_images: int) -> list[int]:

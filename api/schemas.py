@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Seed = Field(default=None, ge=0, le=2**31 - 1)
+from loracle.agent.options import MAX_SEED
+
+Seed = Field(default=None, ge=0, le=MAX_SEED)
 AdapterRef = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 AdapterWeight = Annotated[float, Field(ge=-4, le=4)]
 

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from loracle.agent.access import find_image
 from loracle.agent.errors import NotFound
 from loracle.agent.gallery import image_details
-from loracle.agent.options import SamplingOptions
+from loracle.agent.options import MAX_SEED, SamplingOptions
 from loracle.api import dispatch, uploads
 from loracle.api.deps import CallerDep, OptionalCallerDep, ServiceDep
 from loracle.api.errors import ApiError
@@ -102,7 +102,7 @@ async def edits(
     strength: Annotated[float | None, Form(description=(
         "loracle: how far to move from the image, 0 (unchanged) to 1 (made anew); default "
         "LORACLE_EDIT_STRENGTH (0.6), or LORACLE_INPAINT_STRENGTH (1.0) with a mask."))] = None,
-    seed: Annotated[int | None, Form(ge=0, le=2**31 - 1)] = None,
+    seed: Annotated[int | None, Form(ge=0, le=MAX_SEED)] = None,
     steps: Annotated[int | None, Form(ge=1, description="loracle: sampling steps (default from settings).")] = None,
 ) -> ImagesResponse:
     check_model(service, model)
