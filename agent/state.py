@@ -23,6 +23,7 @@ from loracle.agent.settings import Settings
 from loracle.db import Database
 from loracle.generation.engine import ImageEngine
 from loracle.tools.embedder import Embedder
+from loracle.tools.image_store import ImageStore
 from loracle.tools.inspection import Finding, Judge
 
 
@@ -145,6 +146,7 @@ class AgentContext:
     embedder: Embedder
     engine_factory: Callable[[], ImageEngine]
     images_dir: Path
+    images: ImageStore  # where run images and uploads are kept: files under images_dir, or the database
     adapter_dirs: list[Path]
     settings: Settings
     llm: BaseChatModel | None = None
