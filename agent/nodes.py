@@ -58,7 +58,7 @@ def plan(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     return {
         "plan": new_plan, "history": [*state.history, message], "seed": seed, "requested_seed": None,
         "attempt": 0, "dropped": [], "downweighted": {}, "repair": Repair(), "attempts": [], "findings": [],
-        "skipped": [], "images": [], "nfe": 0, "timings": {},
+        "skipped": [], "images": [], "nfe": 0, "timings": {}, "sampler_replica": None,
         # this turn's image inputs now live in the plan; cleared so the next turn does not inherit them
         "input_image": None, "input_mask": None, "strength": None, "edits": None,
     }
@@ -162,7 +162,8 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     timings = _add_time(state.timings, "sample_s", started)
     if "sampler_retries" in result.timings:  # on Ray: a sampler replica died and another one finished the request
         timings["sampler_retries"] = timings.get("sampler_retries", 0.0) + result.timings["sampler_retries"]
-    update = {"images": images, "nfe": state.nfe + sum(result.nfe), "timings": timings}
+    update = {"images": images, "nfe": state.nfe + sum(result.nfe), "timings": timings,
+              "sampler_replica": result.served_by}
     if skipped:
         update.update(mixes=mixes, triggers=triggers, mix_adapters=mix_adapters,
                       skipped=merge_findings(state.skipped, skipped),

@@ -105,6 +105,7 @@ class AgentState(BaseModel):
     images: list[GeneratedImage] = Field(default_factory=list)
     nfe: int = 0
     timings: dict[str, float] = Field(default_factory=dict)
+    sampler_replica: str | None = None  # on Ray: the replica that drew this turn's latest images
     answer: str = ""
 
 
