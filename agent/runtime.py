@@ -129,7 +129,6 @@ def build_context(settings: Settings, db: Database, *, tenant: str = "local", ll
         db=db,
         embedder=get_embedder(settings.embedding_model),
         engine_factory=engine_factory(settings, setup),
-        images_dir=settings.images_dir,
         images=open_image_store(settings.image_store, settings.images_dir, db),
         adapter_dirs=setup.adapter_dirs,
         settings=settings,

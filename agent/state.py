@@ -146,8 +146,7 @@ class AgentContext:
     db: Database
     embedder: Embedder
     engine_factory: Callable[[], ImageEngine]
-    images_dir: Path
-    images: ImageStore  # where run images and uploads are kept: files under images_dir, or the database
+    images: ImageStore  # where run images and uploads are kept: files under the images folder, or the database
     adapter_dirs: list[Path]
     settings: Settings
     llm: BaseChatModel | None = None
