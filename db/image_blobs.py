@@ -1,17 +1,26 @@
-"""Image bytes stored in PostgreSQL (migration 011), for services whose API replicas share no folder."""
+"""Image bytes stored in PostgreSQL (migration 011), for services whose API replicas share no folder.
+
+Blobs are content-addressed, so a run may write a blob that already exists while a thread deletion decides
+that nobody needs it any more. A transaction-scoped advisory lock per path orders the two: the writer holds it
+until its `images` row commits, and the deleter takes it before looking for rows, in a statement of its own so
+that its snapshot already sees that row.
+"""
 
 from __future__ import annotations
 
 import psycopg
 
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(p, 0)) FROM unnest(%s::text[]) AS p ORDER BY p"
 _UNUSED = "kind = 'image' AND NOT EXISTS (SELECT 1 FROM images WHERE images.path = image_blobs.path)"
 
 
-def put_blob(conn: psycopg.Connection, path: str, data: bytes, kind: str) -> None:
-    """Store the bytes under `path` (content-addressed: an existing blob is the same bytes). The upsert locks the
-    row, so a concurrent `delete_unused` of the same path waits for this transaction and then sees its row."""
-    conn.execute("INSERT INTO image_blobs (path, kind, data) VALUES (%s, %s, %s) "
-                 "ON CONFLICT (path) DO UPDATE SET created_at = now()", (path, kind, data))
+def put_blobs(conn: psycopg.Connection, blobs: dict[str, bytes], kind: str) -> None:
+    """Store each path's bytes (an existing blob is the same bytes); call it in the transaction that inserts the
+    rows naming them, so a concurrent `delete_unused` waits for that transaction."""
+    conn.execute(_LOCK, (sorted(blobs),))
+    for path, data in sorted(blobs.items()):
+        conn.execute("INSERT INTO image_blobs (path, kind, data) VALUES (%s, %s, %s) ON CONFLICT (path) DO NOTHING",
+                     (path, kind, data))
 
 
 def get_blob(conn: psycopg.Connection, path: str) -> bytes | None:
@@ -25,9 +34,12 @@ def has_blob(conn: psycopg.Connection, path: str) -> bool:
 
 def delete_unused(conn: psycopg.Connection, paths: list[str]) -> int:
     """Delete these run images' blobs where no `images` row names them any more; how many went."""
-    return conn.execute(f"DELETE FROM image_blobs WHERE path = ANY(%s) AND {_UNUSED}", (paths,)).rowcount
+    with conn.transaction():
+        conn.execute(_LOCK, (paths,))
+        return conn.execute(f"DELETE FROM image_blobs WHERE path = ANY(%s) AND {_UNUSED}", (paths,)).rowcount
 
 
 def sweep_unused(conn: psycopg.Connection) -> int:
     """Delete every run image blob no row names (what a crash between deleting rows and blobs left); how many."""
-    return conn.execute(f"DELETE FROM image_blobs WHERE {_UNUSED}").rowcount
+    candidates = [r[0] for r in conn.execute(f"SELECT path FROM image_blobs WHERE {_UNUSED}")]
+    return delete_unused(conn, candidates) if candidates else 0

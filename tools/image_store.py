@@ -26,7 +26,7 @@ from typing import Literal
 import psycopg
 from PIL import Image
 
-from loracle.db.image_blobs import delete_unused, get_blob, has_blob, put_blob, sweep_unused
+from loracle.db.image_blobs import delete_unused, get_blob, has_blob, put_blobs, sweep_unused
 from loracle.db.server import Database
 from loracle.generation.edit import load_image
 from loracle.generation.output import png_bytes, write_atomic
@@ -197,8 +197,7 @@ class PostgresImageStore:
 
     def write(self, conn: psycopg.Connection, files: list[StagedFile]) -> None:
         """Inside the transaction that inserts the files' rows: their bytes, committed with them or not at all."""
-        for file in files:
-            put_blob(conn, file.path, file.data, "image")
+        put_blobs(conn, {file.path: file.data for file in files}, "image")
 
     def publish(self, files: list[StagedFile]) -> None:
         """Nothing left to do: the bytes were committed with the rows."""
@@ -229,7 +228,7 @@ class PostgresImageStore:
         data = png_bytes(image, description)
         path = upload_path(tenant, data)
         with self.db.connection() as conn:
-            put_blob(conn, path, data, "upload")
+            put_blobs(conn, {path: data}, "upload")
         return path
 
     def remove(self, paths: list[str]) -> None:

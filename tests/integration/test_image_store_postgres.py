@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from openai import OpenAI
 from PIL import Image
 
 from loracle.api.config import ApiConfig
+from loracle.db.image_blobs import put_blobs
 from loracle.db.runs import add_image, queue_run
 from loracle.tools.image_store import PostgresImageStore
 from tests.integration.api_server import LiveServer, build_world, create_key, fresh_database
@@ -101,3 +103,25 @@ def test_blobs_are_committed_with_their_rows_and_swept_when_no_row_names_them(db
     assert not store.exists(kept.path) and store.exists(upload), "uploads have no rows and are never swept"
     with pytest.raises(ValueError, match="input image not found: uploads/none.png"):
         store.open("uploads/none.png", "input image")
+
+
+def test_a_deletion_racing_a_run_that_writes_the_same_image_keeps_the_blob(db) -> None:
+    """Content-addressed blobs: while a run's transaction writes the row of an image whose blob exists, a thread
+    deletion that finds no row for it waits for that transaction, then sees the row and keeps the blob."""
+    store = PostgresImageStore(db)
+    with db.connection() as conn:
+        run = queue_run(conn, "t", "a fox")
+    file = store.stage(Image.new("RGB", (8, 8), (7, 8, 9)), "p", None)
+    with db.connection() as conn:  # left by a deleted thread's run: no row names it yet
+        put_blobs(conn, {file.path: file.data}, "image")
+    record = {"attempt": 0, "path": file.path, "sha256": file.sha256, "seed": 1, "mix": {}, "nfe": 1, "parameters": "p"}
+    with db.connection() as conn:
+        with conn.transaction():
+            add_image(conn, run, record)
+            store.write(conn, [file])
+            deleting = threading.Thread(target=store.remove, args=([file.path],))
+            deleting.start()
+            deleting.join(timeout=0.5)
+            assert deleting.is_alive(), "the deletion waits for the run's transaction"
+        deleting.join(timeout=10)
+    assert store.read(file.path) == file.data
