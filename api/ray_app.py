@@ -1,7 +1,7 @@
 """The service on Ray Serve: the same FastAPI app as an ingress deployment with N replicas, sampling on Sampler
 replicas routed by adapter affinity (`loracle serve --ray`, or `serve run --name loracle loracle.api.ray_app:app`).
 
-Every ingress replica reads the same PostgreSQL (`LORACLE_DATABASE_URL`: catalog, threads, runs, keys, and the
+Every ingress replica reads the same PostgreSQL (`LORACLE_DATABASE_URL`: catalog, threads, runs, keys, and
 the images themselves: the application sets LORACLE_IMAGE_STORE=postgres). Needs the `ray` extra.
 """
 

@@ -42,7 +42,8 @@ def thread_runs(conn: psycopg.Connection, tenant: str, thread_id: str) -> list[d
     with conn.cursor(row_factory=dict_row) as cur:
         runs = cur.execute(
             "SELECT id, prompt, status, planner, plan, picks, attempts, nfe, timings, error, created_at, finished_at, "
-            "sampler_replica, sampler_retried FROM runs WHERE tenant = %s AND thread_id = %s ORDER BY created_at", (tenant, thread_id)).fetchall()
+            "sampler_replica, sampler_retried FROM runs WHERE tenant = %s AND thread_id = %s ORDER BY created_at",
+            (tenant, thread_id)).fetchall()
         images = cur.execute(_RESULT_IMAGES, ([r["id"] for r in runs],)).fetchall()
     for run in runs:
         run["images"] = [i for i in images if i["run_id"] == run["id"]]
