@@ -7,7 +7,6 @@ same thread id can name different threads for different tenants.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loracle.agent.errors import NotFound, agent_errors
@@ -57,6 +56,17 @@ def any_key_created(agent: Agent) -> bool:
 
     with agent_errors(), agent.db.connection() as conn:
         return created(conn)
+
+
+def shared_link_secret(agent: Agent) -> str | None:
+    """The secret that signs image links, kept in the database when the images are (so a link any API replica
+    made opens on every one); None with images in files (each data directory keeps its own)."""
+    from loracle.db.keys import link_secret
+
+    if agent.images.kind == "files":
+        return None
+    with agent_errors(), agent.db.connection() as conn:
+        return link_secret(conn)
 
 
 def find_key(agent: Agent, secret: str) -> ApiKey | None:
@@ -114,8 +124,8 @@ def delete_thread(agent: Agent, tenant: str, thread_id: str) -> None:
         orphans = delete(conn, tenant, thread_id)
     with agent_errors():
         agent.threads.delete(tenant, thread_id)
-    for relative in orphans:
-        (agent.settings.images_dir / relative).unlink(missing_ok=True)
+    with agent_errors():
+        agent.images.remove(orphans)
 
 
 def get_run(agent: Agent, tenant: str, run_id: str) -> dict[str, Any]:
@@ -131,22 +141,32 @@ def get_run(agent: Agent, tenant: str, run_id: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class StoredImage:
-    """An image a run made: whose it is, its file, and the hash that names it."""
+    """An image a run made: whose it is, its name in the image store, and the hash that names it."""
 
     id: str
     tenant: str
-    path: Path
+    path: str
     sha256: str
 
 
 def find_image(agent: Agent, image_id: str) -> StoredImage | None:
-    """The image with this id whose file still exists (any tenant: the caller decides who may see it)."""
+    """The image with this id whose file (or blob) still exists (any tenant: the caller decides who may see it)."""
     from loracle.db.tenancy import get_image
 
     with agent_errors(), agent.db.connection() as conn:
         row = get_image(conn, image_id)
     if row is None:
         return None
-    path = agent.settings.images_dir / row["path"]
-    return StoredImage(str(row["id"]), row["tenant"], path, row["sha256"]) if path.is_file() else None
+    with agent_errors():
+        found = agent.images.exists(row["path"])
+    return StoredImage(str(row["id"]), row["tenant"], row["path"], row["sha256"]) if found else None
+
+
+def stored_png(agent: Agent, path: str) -> bytes:
+    """The PNG stored under `path` (an image row's or an upload's); NotFound when it is gone."""
+    try:
+        with agent_errors():
+            return agent.images.read(path)
+    except FileNotFoundError:
+        raise NotFound(f"no stored image {path!r}") from None
 

@@ -11,8 +11,6 @@ by the engine as written).
 
 from __future__ import annotations
 
-from PIL import Image
-
 from loracle.agent.image_input import edit_images
 from loracle.agent.plan import ImageEdit, Pick
 from loracle.agent.state import AgentContext, GeneratedImage, Repair
@@ -60,15 +58,12 @@ def mix_findings(ctx: AgentContext, picks: dict[str, list[Pick]], mixes: list[di
 def image_findings(ctx: AgentContext, images: list[GeneratedImage], edit: ImageEdit | None,
                    picks: dict[str, list[Pick]]) -> list[Finding]:
     """The images checked (and their prompt fit, with a judge); after inpainting, that the kept region stayed."""
-    pixels = []
-    for record in images:
-        with Image.open(ctx.images_dir / record.path) as im:
-            pixels.append(im.convert("RGB"))
+    pixels = [ctx.images.open(record.path, "generated image").convert("RGB") for record in images]
     triggers = {p.adapter_id: p.trigger_words for ps in picks.values() for p in ps}
     findings = inspect_images(pixels, [r.adapters for r in images], [r.prompt for r in images], ctx.judge,
                               check_duplicates=edit is None, triggers=triggers)
     if edit is not None and edit.mask:
-        source, mask = edit_images(edit, ctx.images_dir)
+        source, mask = edit_images(edit, ctx.images)
         findings += check_kept_region(pixels, source, mask, ctx.settings.inpaint_keep_error, ctx.settings.mask_feather)
     return findings
 

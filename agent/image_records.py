@@ -7,29 +7,30 @@ import psycopg
 from loracle.agent.errors import Cancelled
 from loracle.agent.state import AgentContext, GeneratedImage
 from loracle.db.runs import add_image
-from loracle.tools.image_store import StagedFile, discard, publish
 from loracle.tools.sample import StoredImage
 
 
 def record_images(ctx: AgentContext, run_id: str, attempt: int, stored: list[StoredImage],
                   mix_adapters: list[list[int]]) -> list[GeneratedImage]:
-    """An `images` row per staged file, all in one transaction, then each file under its final name: a file
-    without a row, or a row without a file, is never left behind (tools/image_store.py sweeps what a crash
-    interrupts). A run whose thread was deleted meanwhile has no row to attach images to: Cancelled."""
-    files = [StagedFile(image.path, image.staged, image.sha256) for image in stored]
+    """An `images` row per staged file, all in one transaction (with the bytes, for a store that keeps them in
+    the database), then each file under its final name: a file without a row, or a row without a file, is never
+    left behind (tools/image_store.py sweeps what a crash interrupts). A run whose thread was deleted meanwhile
+    has no row to attach images to: Cancelled."""
+    files = [image.file for image in stored]
     images = []
     try:
         with ctx.db.connection() as conn, conn.transaction():
             for image, adapters in zip(stored, mix_adapters):
-                record = {"attempt": attempt, "path": image.path, "sha256": image.sha256, "seed": image.seed,
+                record = {"attempt": attempt, "path": image.file.path, "sha256": image.file.sha256, "seed": image.seed,
                           "mix": image.mix, "nfe": image.nfe, "parameters": image.parameters}
                 image_id = add_image(conn, run_id, record, tenant=ctx.tenant)
                 images.append(GeneratedImage(**record, id=str(image_id), adapters=adapters, prompt=image.prompt))
+            ctx.images.write(conn, files)
     except psycopg.errors.ForeignKeyViolation:
-        discard(ctx.images_dir, files)
+        ctx.images.discard(files)
         raise Cancelled("the thread was deleted while the run was sampling") from None
     except BaseException:
-        discard(ctx.images_dir, files)
+        ctx.images.discard(files)
         raise
-    publish(ctx.images_dir, files)
+    ctx.images.publish(files)
     return images

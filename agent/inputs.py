@@ -3,14 +3,15 @@ and uploaded ones are stored where the turn can read them."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loracle.agent.errors import InvalidInput
+from loracle.agent.errors import InvalidInput, agent_errors
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from loracle.agent.service import Agent
 
 
 def check_edit_files(image: Path | None, mask: Path | None) -> None:
@@ -33,10 +34,8 @@ def check_edit_files(image: Path | None, mask: Path | None) -> None:
             raise InvalidInput(str(exc), field="mask") from None
 
 
-def store_upload(images_dir: Path, tenant: str, image: Image.Image, description: str) -> Path:
-    """Store an uploaded input image as a PNG named by its content, in the tenant's uploads folder (the
-    tenant name is hashed, so any name is one safe path segment); its path."""
-    from loracle.tools.sample import store_png
-
-    folder = images_dir / "uploads" / hashlib.sha256(tenant.encode()).hexdigest()[:24]
-    return folder / store_png(image, description, folder)[0]
+def store_upload(agent: Agent, tenant: str, image: Image.Image, description: str) -> str:
+    """Store an uploaded input image as a PNG named by its content, among the tenant's uploads in the image
+    store; its path there (what a turn's `input_image` names)."""
+    with agent_errors():
+        return agent.images.put_upload(tenant, image, description)

@@ -47,7 +47,7 @@ def plan(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     message = state.message.strip()
     follow_up = state.plan is not None and bool(state.history)
     new_plan = read_follow_up(message, state.plan) if follow_up else plan_prompt(message)
-    new_plan.edit = turn_image_edit(state, ctx.settings, ctx.images_dir, follow_up)
+    new_plan.edit = turn_image_edit(state, ctx.settings, ctx.images, follow_up)
     new_plan.notes = domain_notes(ctx, new_plan)
     if state.edits is not None:
         new_plan.edits = merge_edits(new_plan.edits, state.edits)
@@ -58,7 +58,7 @@ def plan(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     return {
         "plan": new_plan, "history": [*state.history, message], "seed": seed, "requested_seed": None,
         "attempt": 0, "dropped": [], "downweighted": {}, "repair": Repair(), "attempts": [], "findings": [],
-        "skipped": [], "images": [], "nfe": 0, "timings": {},
+        "skipped": [], "images": [], "nfe": 0, "timings": {}, "sampler_replica": None,
         # this turn's image inputs now live in the plan; cleared so the next turn does not inherit them
         "input_image": None, "input_mask": None, "strength": None, "edits": None,
     }
@@ -135,14 +135,14 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     engine = ctx.engine_factory()
     mixes, triggers, skipped = state.mixes, state.triggers, []
     picks = {p.file: p for ps in state.picks.values() for p in ps if p.file}
-    image, mask = edit_images(edit, ctx.images_dir)
+    image, mask = edit_images(edit, ctx.images)
     negative = ", ".join(n for n in (ctx.sampling.negative_prompt, state.plan.negative) if n)
     while True:
         composition = Composition([Mix.from_dict(m, tuple(t)) for m, t in zip(mixes, triggers)])
         try:
             result, stored = sample_images(
                 engine, state.plan.prompt, composition, image_seeds(state.seed, len(mixes)),
-                sample_settings(ctx, engine, state.repair), ctx.images_dir, negative_prompt=negative, cancel=ctx.cancel,
+                sample_settings(ctx, engine, state.repair), ctx.images, negative_prompt=negative, cancel=ctx.cancel,
                 on_progress=lambda p: _emit(runtime, "progress", step=p.step, steps=p.steps),
                 image=image, mask=mask, strength=edit.strength if edit else 0.8, mask_feather=ctx.settings.mask_feather,
                 output_size=ctx.sampling.output_size, owner=ctx.owner,
@@ -162,7 +162,8 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     timings = _add_time(state.timings, "sample_s", started)
     if "sampler_retries" in result.timings:  # on Ray: a sampler replica died and another one finished the request
         timings["sampler_retries"] = timings.get("sampler_retries", 0.0) + result.timings["sampler_retries"]
-    update = {"images": images, "nfe": state.nfe + sum(result.nfe), "timings": timings}
+    update = {"images": images, "nfe": state.nfe + sum(result.nfe), "timings": timings,
+              "sampler_replica": result.served_by}
     if skipped:
         update.update(mixes=mixes, triggers=triggers, mix_adapters=mix_adapters,
                       skipped=merge_findings(state.skipped, skipped),

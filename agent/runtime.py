@@ -27,6 +27,7 @@ from loracle.generation.world import world_paths
 from loracle.generation.world.judge import DIGIT_WORDS
 from loracle.tools.compatibility import catalog_bases, engine_family
 from loracle.tools.embedder import get_embedder
+from loracle.tools.image_store import open_image_store
 from loracle.tools.inspection import Judge
 from loracle.tools.judges import world_judge
 
@@ -128,7 +129,7 @@ def build_context(settings: Settings, db: Database, *, tenant: str = "local", ll
         db=db,
         embedder=get_embedder(settings.embedding_model),
         engine_factory=engine_factory(settings, setup),
-        images_dir=settings.images_dir,
+        images=open_image_store(settings.image_store, settings.images_dir, db),
         adapter_dirs=setup.adapter_dirs,
         settings=settings,
         llm=llm if llm is not None else make_chat_model(settings),

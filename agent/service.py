@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from loracle.agent.threads import Threads
     from loracle.tools.catalog_import import ImportReport
     from loracle.tools.embedder import Embedder
-    from loracle.tools.image_store import SweepReport
+    from loracle.tools.image_store import ImageStore, SweepReport
 
 log = logging.getLogger(__name__)
 Event = dict[str, Any]
@@ -73,6 +73,13 @@ class Agent:
     def base_models(self) -> list[str] | None:
         """The catalog base models the configured engine can use (the search filter), known without loading it."""
         return catalog_bases(engine_family(self.settings.base_model))
+
+    @cached_property
+    def images(self) -> ImageStore:
+        """Where run images and uploads are kept (settings.image_store): files, or the database."""
+        from loracle.tools.image_store import open_image_store
+
+        return open_image_store(self.settings.image_store, self.settings.images_dir, self.db)
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -147,8 +154,6 @@ class Agent:
     def recover(self) -> tuple[int, SweepReport]:
         """Settle what a crash or an outage left: runs nobody will finish marked interrupted, image files
         without a row removed (or published, when the row exists); how many runs, and the files' report."""
-        from loracle.tools.image_store import sweep
-
         with agent_errors():
             interrupted = self.threads.interrupt_orphans()
             with self.db.connection() as conn:
@@ -158,7 +163,7 @@ class Agent:
                 with self.db.connection() as conn:
                     return image_paths_in_use(conn, paths)
 
-            files = sweep(self.settings.images_dir, in_use, alive)
+            files = self.images.sweep(in_use, alive)
         if interrupted or files:
             log.warning("recovered: %d unfinished runs marked interrupted; image files: %s", interrupted, files)
         return interrupted, files

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loracle.db.search import DEFAULT_EF_SEARCH
 from loracle.generation.composition import CompositionKind
+from loracle.tools.image_store import ImageStoreKind
 
 
 def _default_home() -> Path:
@@ -55,6 +56,9 @@ class Settings(BaseSettings):
     sampler_app: str | None = Field(
         default=None, description="Ray Serve application whose Sampler deployment samples (set by `loracle serve --ray`); unset = in process."
     )
+    image_store: ImageStoreKind = Field(
+        default="files", description="Where run images and uploads are kept: 'files' under HOME/images, or 'postgres' "
+                                     "(in the database, so every API replica serves them; `loracle serve --ray` sets it).")
     n_images: int = Field(default=4, ge=1, le=16)
     steps: int = Field(default=30, ge=1, le=200)
     scheduler: str = Field(default="ddim")

@@ -23,6 +23,7 @@ from loracle.agent.settings import Settings
 from loracle.db import Database
 from loracle.generation.engine import ImageEngine
 from loracle.tools.embedder import Embedder
+from loracle.tools.image_store import ImageStore
 from loracle.tools.inspection import Finding, Judge
 
 
@@ -104,6 +105,7 @@ class AgentState(BaseModel):
     images: list[GeneratedImage] = Field(default_factory=list)
     nfe: int = 0
     timings: dict[str, float] = Field(default_factory=dict)
+    sampler_replica: str | None = None  # on Ray: the replica that drew this turn's latest images
     answer: str = ""
 
 
@@ -144,7 +146,7 @@ class AgentContext:
     db: Database
     embedder: Embedder
     engine_factory: Callable[[], ImageEngine]
-    images_dir: Path
+    images: ImageStore  # where run images and uploads are kept: files under the images folder, or the database
     adapter_dirs: list[Path]
     settings: Settings
     llm: BaseChatModel | None = None

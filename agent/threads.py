@@ -262,6 +262,8 @@ class Threads:
             run_id, "done", planner=state.get("planner"), plan=state.get("plan"), picks=state.get("picks"),
             candidates={t: [c["adapter_id"] for c in cs] for t, cs in (state.get("candidates") or {}).items()},
             attempts=state.get("attempts", []), nfe=state.get("nfe", 0), timings=state.get("timings", {}),
+            sampler_replica=state.get("sampler_replica"),
+            sampler_retried=state.get("timings", {}).get("sampler_retries", 0) > 0,
         )
         return {**state, "run_id": str(run_id)}
 

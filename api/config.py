@@ -24,7 +24,7 @@ class ApiConfig(BaseSettings):
     queue_size: int = Field(default=32, ge=0, description="Runs waiting for a worker before new ones get 429.")
     per_tenant: int = Field(default=4, ge=1, description="Runs one tenant may have queued or running at once.")
     public_url: str | None = Field(default=None, description="Base URL for image links; unset = the request's own.")
-    secret: str | None = Field(default=None, description="Signs image links; unset = a random one kept in LORACLE_HOME.")
+    secret: str | None = Field(default=None, description="Signs image links; unset = a random one kept in LORACLE_HOME (in the database with LORACLE_IMAGE_STORE=postgres).")
     link_ttl_s: int = Field(default=7 * 86400, ge=60, description="Seconds a signed image link stays valid.")
     db_wait_s: float = Field(default=5.0, gt=0, description="How long a request waits for a database connection before 503.")
     heartbeat_s: float = Field(default=5.0, gt=0, description="SSE keep-alive comment interval.")

@@ -1,8 +1,8 @@
 """The service on Ray Serve: the same FastAPI app as an ingress deployment with N replicas, sampling on Sampler
 replicas routed by adapter affinity (`loracle serve --ray`, or `serve run --name loracle loracle.api.ray_app:app`).
 
-Every ingress replica reads the same PostgreSQL (`LORACLE_DATABASE_URL`: catalog, threads, runs, keys) and the
-same data directory (`LORACLE_HOME`: images). Needs the `ray` extra.
+Every ingress replica reads the same PostgreSQL (`LORACLE_DATABASE_URL`: catalog, threads, runs, keys, and
+the images themselves: the application sets LORACLE_IMAGE_STORE=postgres). Needs the `ray` extra.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def build_application(settings: Settings, *, app_name: str = APP_NAME, api_repli
     """The API ingress bound to its Sampler deployment; deploy with `serve.run(app, name=app_name)`."""
     sampler = sampler_application(settings, replicas=sampler_replicas, capacity=adapters_per_replica,
                                   num_cpus=sampler_cpus, num_gpus=sampler_gpus)
-    on_ray = settings.model_copy(update={"sampler_app": app_name})
+    # images in the database: the replicas may run on machines that share no folder
+    on_ray = settings.model_copy(update={"sampler_app": app_name, "image_store": "postgres"})
     return ApiIngress.options(num_replicas=api_replicas).bind(on_ray, allow_local, sampler)
 
 

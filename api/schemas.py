@@ -179,6 +179,8 @@ class RunOut(BaseModel):
     error: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    sampler_replica: str | None = Field(default=None, description="On Ray: the Sampler replica that drew the images.")
+    sampler_retried: bool = Field(default=False, description="On Ray: a replica died mid-request and another one finished it.")
     images: list[ImageOut] = []
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from loracle.agent.access import shared_link_secret
 from loracle.agent.errors import Cancelled
 from loracle.agent.options import SamplingOptions
 from loracle.agent.plan import Edits
@@ -79,7 +80,7 @@ class Service:
         self.started_at = int(time.time())
         self.metrics = metrics
         self.queue = RunQueue(config.workers, config.queue_size, config.per_tenant)
-        self.signer = Signer.from_home(self.settings.home, config.secret)
+        self.signer = Signer.from_home(self.settings.home, config.secret or shared_link_secret(agent))
         self.engine_ready = threading.Event()
         self.engine_error: str | None = None
         self._repair = threading.Lock()

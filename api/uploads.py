@@ -13,8 +13,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from PIL import Image
@@ -22,6 +21,9 @@ from PIL import Image
 from loracle.agent.inputs import store_upload
 from loracle.api.config import ApiConfig
 from loracle.api.errors import ApiError
+
+if TYPE_CHECKING:
+    from loracle.agent.service import Agent
 
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
 DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*?)(?P<b64>;base64)?,", re.I)
@@ -97,7 +99,7 @@ def internal_mask(mask: Image.Image) -> Image.Image:
 
 
 def prepare(image_data: bytes, mask_data: bytes | None, strength: float | None, *, config: ApiConfig, native: int,
-            images_dir: Path, tenant: str, image_param: str = "image", strength_param: str = "strength") -> EditInput:
+            agent: Agent, tenant: str, image_param: str = "image", strength_param: str = "strength") -> EditInput:
     """Check the image (and mask), bring them to the model's native size, store them; the turn's edit input."""
     strength = check_strength(strength, param=strength_param)
     image = decode(image_data, config, image_param)
@@ -115,11 +117,10 @@ def prepare(image_data: bytes, mask_data: bytes | None, strength: float | None, 
     if rgb.size != (native, native):
         rgb = rgb.resize((native, native), Image.Resampling.LANCZOS)
         mask = mask.resize((native, native), Image.Resampling.NEAREST) if mask is not None else None
-    image_path = store_upload(images_dir, tenant, rgb, "loracle input image")
-    mask_path = None if mask is None else store_upload(images_dir, tenant, mask, "loracle input mask (white = repaint)")
-    # relative to the images folder: the paths end up in the plan, which clients read
-    return EditInput(str(image_path.relative_to(images_dir)),
-                     None if mask_path is None else str(mask_path.relative_to(images_dir)), strength)
+    # names in the image store, never server folders: the paths end up in the plan, which clients read
+    image_path = store_upload(agent, tenant, rgb, "loracle input image")
+    mask_path = None if mask is None else store_upload(agent, tenant, mask, "loracle input mask (white = repaint)")
+    return EditInput(image_path, mask_path, strength)
 
 
 def data_url_bytes(url: str, config: ApiConfig, param: str) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from pathlib import Path
 
@@ -20,7 +19,7 @@ def generate(
     n: int = typer.Option(None, "--n", min=1, max=16, metavar="N", help="Images to make (default from settings)."),
     thread: str = typer.Option(None, "--thread", metavar="ID", help="Continue this thread (multi-turn refinement)."),
     seed: int = typer.Option(None, "--seed", metavar="SEED", help="Seed (default: random, or kept when the turn says so)."),
-    out: Path = typer.Option(None, "--out", metavar="DIR", help="Also copy the images into this folder."),
+    out: Path = typer.Option(None, "--out", metavar="DIR", help="Also copy the images into this folder (default with LORACLE_IMAGE_STORE=postgres: the current one)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     image: Path = typer.Option(None, "--image", metavar="PNG", help="Edit this image (image-to-image) instead of drawing from scratch."),
     mask: Path = typer.Option(None, "--mask", metavar="PNG", help="Inpainting mask for --image: white = repaint, black = keep."),
@@ -32,6 +31,7 @@ def generate(
     Plans, retrieves, selects, composes, samples, inspects and retries; prints what was picked and where
     the images are.
     """
+    from loracle.agent.access import stored_png
     from loracle.agent.errors import InvalidInput
     from loracle.agent.inputs import check_edit_files
     from loracle.cli.progress import TurnProgress
@@ -59,10 +59,16 @@ def generate(
                                    input_mask=str(mask.resolve()) if mask else None, strength=strength)
         finally:
             progress.close()
-    paths = [settings.images_dir / image["path"] for image in state["images"]]
+        names = [image["path"] for image in state["images"]]
+        if out is None and settings.image_store != "files":
+            out = Path.cwd()  # the images are in the database, no file of them to point at
+        pngs = [stored_png(agent, name) for name in names] if out is not None else []
+    paths = [settings.images_dir / name for name in names]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        paths = [Path(shutil.copy2(p, out / f"{thread_id}-{i}.png")) for i, p in enumerate(paths)]
+        paths = [out / f"{thread_id}-{i}.png" for i in range(len(pngs))]
+        for path, png in zip(paths, pngs):
+            path.write_bytes(png)
     if as_json:
         typer.echo(json.dumps({"thread": thread_id, "run_id": state["run_id"], "planner": state["planner"],
                                "plan": state["plan"], "picks": state["picks"], "attempts": state.get("attempts", []),

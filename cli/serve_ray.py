@@ -1,5 +1,5 @@
 """`loracle serve --ray ADDRESS`: the API as a Ray Serve ingress, sampling on Sampler replicas routed by adapter
-affinity. Every replica reads the database this command opened (or `LORACLE_DATABASE_URL`) and `LORACLE_HOME`."""
+affinity. Every replica reads the database this command opened (or `LORACLE_DATABASE_URL`), images included."""
 
 from __future__ import annotations
 

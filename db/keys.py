@@ -79,3 +79,9 @@ def any_active_key(conn: psycopg.Connection) -> bool:
 def any_key_created(conn: psycopg.Connection) -> bool:
     """Whether a key was ever created here (revoked ones count): once one was, the API never runs key-less again."""
     return conn.execute("SELECT EXISTS (SELECT 1 FROM api_keys)").fetchone()[0]
+
+
+def link_secret(conn: psycopg.Connection) -> str:
+    """The database's image-link signing secret, created by whichever process asks first."""
+    conn.execute("INSERT INTO link_secret (secret) VALUES (%s) ON CONFLICT DO NOTHING", (secrets.token_hex(32),))
+    return conn.execute("SELECT secret FROM link_secret").fetchone()[0]

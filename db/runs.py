@@ -30,7 +30,8 @@ def finish_run(conn: psycopg.Connection, run_id: uuid.UUID, *, status: str, **fi
     """Store the final plan, picks, attempts, NFE and timings (any subset) and the status. A run already
     cancelled (its thread deleted) or finished stays as it is; one marked interrupted while it was in fact still
     running (its owner's lock lost with the database) takes its real end. False when nothing was updated."""
-    allowed = {"planner", "plan", "candidates", "picks", "attempts", "nfe", "timings", "error"}
+    allowed = {"planner", "plan", "candidates", "picks", "attempts", "nfe", "timings", "error", "sampler_replica",
+               "sampler_retried"}
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"unknown run fields: {sorted(unknown)}")

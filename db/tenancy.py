@@ -41,8 +41,9 @@ def thread_runs(conn: psycopg.Connection, tenant: str, thread_id: str) -> list[d
     """The thread's runs, oldest first, each with the images it gave as its result (ids and paths)."""
     with conn.cursor(row_factory=dict_row) as cur:
         runs = cur.execute(
-            "SELECT id, prompt, status, planner, plan, picks, attempts, nfe, timings, error, created_at, finished_at "
-            "FROM runs WHERE tenant = %s AND thread_id = %s ORDER BY created_at", (tenant, thread_id)).fetchall()
+            "SELECT id, prompt, status, planner, plan, picks, attempts, nfe, timings, error, created_at, finished_at, "
+            "sampler_replica, sampler_retried FROM runs WHERE tenant = %s AND thread_id = %s ORDER BY created_at",
+            (tenant, thread_id)).fetchall()
         images = cur.execute(_RESULT_IMAGES, ([r["id"] for r in runs],)).fetchall()
     for run in runs:
         run["images"] = [i for i in images if i["run_id"] == run["id"]]
@@ -79,7 +80,7 @@ def get_run_for(conn: psycopg.Connection, tenant: str, run_id: str) -> dict[str,
     with conn.cursor(row_factory=dict_row) as cur:
         run = cur.execute(
             "SELECT id, thread_id, prompt, status, planner, plan, picks, attempts, nfe, timings, error, created_at, "
-            "finished_at FROM runs WHERE id = %s AND tenant = %s", (key, tenant)).fetchone()
+            "finished_at, sampler_replica, sampler_retried FROM runs WHERE id = %s AND tenant = %s", (key, tenant)).fetchone()
         if run:
             run["images"] = cur.execute(_RESULT_IMAGES, ([key],)).fetchall()
     return run

@@ -12,8 +12,15 @@ Workloads:
   almost nothing (1,241 distinct adapters over 2,000 prompts: no router can go below 0.62 loads per
   request). `--session` gives each prompt a session of that many turns on average (a user re-rolling and
   refining one picture, as loracle's threads do), interleaved with other users' sessions.
+* replay-shuffled: the same prompts and LoRA choices in random order (the file's order is how it was built,
+  not how traffic arrives), so repeats of a popular adapter are spread over the stream.
 * zipf: adapters drawn in proportion to the catalog's download counts (a Zipf-like popularity), mix sizes as
   in the replay, with the same sessions.
+
+Bounds are printed with the routers. No router can beat `bound:inf`, which loads only each adapter's first use
+(unlimited caches), nor `bound:opt`, Belady's optimal eviction over one pooled cache of replicas x K slots (any
+placement over K-slot replicas loads at least this much). `bound:lru` is that pooled cache under LRU, the
+replicas' own eviction: what routing alone can reach when it loses nothing to splitting the cache.
 
 Costs come from this machine: `--measure` (default) times a cold adapter load, a warm mix switch and one
 request's sampling on the digits world; `--cold-ms/--switch-ms/--sample-ms` override them.
@@ -22,6 +29,7 @@ request's sampling on the digits world; `--cold-ms/--switch-ms/--sample-ms` over
 from __future__ import annotations
 
 import argparse
+import heapq
 import itertools
 import json
 import random
@@ -38,6 +46,7 @@ from loracle.generation.affinity import ReplicaView, rank_replicas
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 POLICIES = ("random", "round-robin", "multiplex", "affinity")
+BOUNDS = ("bound:inf", "bound:opt", "bound:lru")
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,50 @@ def simulate(requests: list[Request], n_replicas: int, k: int, policy: str, cost
                    float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95)))
 
 
+def pooled_lru_loads(requests: list[Request], capacity: int) -> Outcome:
+    """Adapter loads per request of one LRU cache of `capacity` slots shared by every replica."""
+    cache: OrderedDict[str, None] = OrderedDict()
+    loads = uses = 0
+    for request in requests:
+        for adapter in request.adapters:
+            uses += 1
+            if adapter in cache:
+                cache.move_to_end(adapter)
+                continue
+            loads += 1
+            cache[adapter] = None
+            if len(cache) > capacity:
+                cache.popitem(last=False)
+    nan = float("nan")
+    return Outcome(loads / len(requests), 1 - loads / uses if uses else 1.0, nan, nan, nan)
+
+
+def bound_loads(requests: list[Request], capacity: int | None) -> Outcome:
+    """Adapter loads per request of the best possible placement: Belady's optimal eviction (evict the adapter
+    used again furthest in the future) over one cache of `capacity` slots; None: unlimited (first uses only).
+    A pooled cache relaxes K-slot replicas (and lets a mix be split), so no router loads less."""
+    uses = [a for r in requests for a in r.adapters]
+    next_use, last = [0.0] * len(uses), {}
+    for i in range(len(uses) - 1, -1, -1):
+        next_use[i], last[uses[i]] = last.get(uses[i], float("inf")), i
+    cache: dict[str, float] = {}  # adapter -> its next use
+    furthest: list[tuple[float, str]] = []  # (-next use, adapter), stale entries skipped
+    loads = 0
+    for i, adapter in enumerate(uses):
+        if adapter not in cache:
+            loads += 1
+            if capacity is not None and len(cache) >= capacity:
+                while True:
+                    negative, victim = heapq.heappop(furthest)
+                    if cache.get(victim) == -negative:
+                        del cache[victim]
+                        break
+        cache[adapter] = next_use[i]
+        heapq.heappush(furthest, (-next_use[i], adapter))
+    nan = float("nan")
+    return Outcome(loads / len(requests), 1 - loads / len(uses) if uses else 1.0, nan, nan, nan)
+
+
 # ------------------------------------------------------------------------------------------------ costs
 
 
@@ -309,25 +362,35 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(args.seed)
     replay = replay_mixes(args.prompts)
     sizes = [len(m) for m in replay if m]
-    workloads = {"replay": replay, "zipf": zipf_mixes(args.catalog, sizes, args.zipf_requests, rng)}
+    shuffled = replay[:]
+    random.Random(args.seed).shuffle(shuffled)
+    workloads = {"replay": replay, "replay-shuffled": shuffled,
+                 "zipf": zipf_mixes(args.catalog, sizes, args.zipf_requests, rng)}
     rows = []
     for (name, mixes), session in itertools.product(workloads.items(), [float(s) for s in args.session.split(",")]):
-        distinct = len({a for m in mixes for a in m})
-        print(f"\n== {name}: {len(mixes)} sessions, {distinct} distinct adapters, {session:g} turns per session ==")
+        distinct, uses = len({a for m in mixes for a in m}), sum(len(m) for m in mixes)
+        print(f"\n== {name}: {len(mixes)} sessions, {distinct} distinct adapters in {uses} uses (before sessions' "
+              f"repeats), {session:g} turns per session ==")
         print(f"{'replicas':>8} {'policy':<12} {'loads/req':>9} {'hit rate':>8} {'max/mean':>8} {'p50 s':>8} {'p95 s':>8}")
         for n in [int(x) for x in args.replicas.split(",")]:
             rate = args.utilisation * n / costs.sample_s
             requests = with_sessions(mixes, session, rate, args.think * costs.sample_s, random.Random(args.seed + n))
-            for policy in POLICIES:
-                o = simulate(requests, n, args.k, policy, costs, seed=args.seed)
+            for policy in POLICIES + BOUNDS:
+                if policy == "bound:lru":
+                    o = pooled_lru_loads(requests, n * args.k)
+                elif policy in BOUNDS:
+                    o = bound_loads(requests, None if policy == "bound:inf" else n * args.k)
+                else:
+                    o = simulate(requests, n, args.k, policy, costs, seed=args.seed)
                 rows.append({"workload": name, "session": session, "replicas": n, "policy": policy,
                              "requests": len(requests), **o.__dict__})
                 print(f"{n:>8} {policy:<12} {o.loads_per_request:9.3f} {o.hit_rate:8.3f} {o.max_over_mean:8.2f} "
                       f"{o.p50_s:8.3f} {o.p95_s:8.3f}")
-            random_loads = next(r["loads_per_request"] for r in rows[-4:] if r["policy"] == "random")
-            affinity = rows[-1]
-            ratio = affinity["loads_per_request"] / random_loads if random_loads else float("nan")
-            print(f"{'':>8} affinity / random loads per request: {ratio:.2f}")
+            mine = {r["policy"]: r["loads_per_request"] for r in rows[-len(POLICIES + BOUNDS):]}
+            vs_random = {p: mine[p] / mine["random"] if mine["random"] else float("nan") for p in mine}
+            print(f"{'':>8} loads per request / random's: affinity {vs_random['affinity']:.2f} (goal <= 0.33); best "
+                  f"possible {vs_random['bound:opt']:.2f}, unlimited caches {vs_random['bound:inf']:.2f}, pooled LRU "
+                  f"{vs_random['bound:lru']:.2f}")
     if args.plot:
         plot(rows, args.plot)
         print(f"\nplot: {args.plot}")

@@ -117,6 +117,7 @@ class GenerationResult:
     pipeline_calls: int  # denoising loops run (one per distinct mix, per max_batch chunk)
     timings: dict[str, float]
     parameters: list[str]  # A1111 `parameters` text per image
+    served_by: str | None = None  # the Sampler replica that drew them, on Ray (None: this process)
 
     def save(self, folder: str | Path, stem: str = "image") -> list[Path]:
         return [save_png(im, Path(folder) / f"{stem}-{i:03d}-{s}.png", p)

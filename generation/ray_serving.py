@@ -222,4 +222,4 @@ class RemoteEngine:
             raise SamplerUnavailable("the sampler replica ended the stream without a result")
         self.replicas[served.stats.name] = served.stats
         self.last_replica = served.stats.name
-        return served.result
+        return dataclasses.replace(served.result, served_by=served.stats.name)

@@ -1,4 +1,4 @@
-"""The sampler tool: run the engine on a composition and stage the images under the data directory.
+"""The sampler tool: run the engine on a composition and stage the images in the image store.
 
 Images are named by the sha256 of their PNG bytes and written atomically, so a crash never leaves a
 half-written file and the same image is stored once. A run's images are staged (tools/image_store.py) and
@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image, ImageOps
 
@@ -19,9 +18,9 @@ from loracle.generation.engine import GenerationRequest, GenerationResult, Image
 from loracle.generation.guidance import GuidanceSettings
 from loracle.generation.loop import Progress
 from loracle.generation.masks import Composition
-from loracle.generation.output import png_bytes, set_fields, write_atomic
+from loracle.generation.output import set_fields
 from loracle.generation.skipping import SkipSettings
-from loracle.tools.image_store import png_address, stage_png
+from loracle.tools.image_store import ImageStore, StagedFile
 
 
 @dataclass(frozen=True)
@@ -36,23 +35,12 @@ class SampleSettings:
 
 @dataclass
 class StoredImage:
-    path: str  # relative to the images folder (its final name)
-    staged: str  # where it is until its row exists (tools/image_store.py)
-    sha256: str
+    file: StagedFile  # its final name, and where it is until its row exists (tools/image_store.py)
     seed: int
     mix: dict[str, float]
     nfe: int
     parameters: str
     prompt: str
-
-
-def store_png(image: Image.Image, parameters: str, images_dir: Path) -> tuple[str, str]:
-    """Write the PNG (with its A1111 `parameters` chunk) atomically, named by content hash."""
-    data = png_bytes(image, parameters)
-    relative, digest = png_address(data)
-    if not (images_dir / relative).exists():
-        write_atomic(images_dir / relative, data)
-    return relative, digest
 
 
 def resample(image: Image.Image, parameters: str, size: tuple[int, int]) -> tuple[Image.Image, str]:
@@ -71,7 +59,7 @@ def sample(
     composition: Composition,
     seeds: list[int],
     settings: SampleSettings,
-    images_dir: Path,
+    store: ImageStore,
     *,
     negative_prompt: str = "",
     on_progress: Callable[[Progress], None] | None = None,
@@ -112,6 +100,5 @@ def sample(
     ):
         if output_size is not None:
             image, parameters = resample(image, parameters, output_size)
-        file = stage_png(image, parameters, images_dir, owner)
-        stored.append(StoredImage(file.path, file.staged, file.sha256, seed, mix, nfe, parameters, used_prompt))
+        stored.append(StoredImage(store.stage(image, parameters, owner), seed, mix, nfe, parameters, used_prompt))
     return result, stored

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from loracle.agent.access import find_image
+from loracle.agent.access import find_image, stored_png
 from loracle.agent.chat_replies import text_reply
 from loracle.api import dispatch, markdown, uploads
 from loracle.api.deps import CallerDep, ServiceDep
@@ -83,7 +83,7 @@ def image_bytes(service: Service, request: Request, caller: Principal, url: str,
     if image is None or image.tenant != caller.tenant:
         raise ApiError(400, f"{param}: no image {image_id!r} of yours; link only images this API key's tenant made",
                        code="image_not_found", param=param)
-    return image.path.read_bytes()
+    return stored_png(service.agent, image.path)
 
 
 def chat_edit(service: Service, request: Request, caller: Principal, body: ChatCompletionRequest) -> EditInput | None:
@@ -102,7 +102,7 @@ def chat_edit(service: Service, request: Request, caller: Principal, body: ChatC
         raise ApiError(400, f"{param} is missing", code="invalid_image_url", param=param)
     data = image_bytes(service, request, caller, part.image_url.url, param)
     return uploads.prepare(data, None, strength(body), config=service.config, native=service.native_size(),
-                           images_dir=service.settings.images_dir, tenant=caller.tenant, image_param=param,
+                           agent=service.agent, tenant=caller.tenant, image_param=param,
                            strength_param="metadata.strength")
 
 

@@ -9,10 +9,10 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from loracle.agent.access import find_image
+from loracle.agent.access import find_image, stored_png
 from loracle.agent.errors import NotFound
 from loracle.agent.gallery import image_details
 from loracle.agent.options import MAX_SEED, SamplingOptions
@@ -60,7 +60,7 @@ async def images_response(service: Service, request: Request, state: dict[str, A
     images = state["images"]
     if response_format == "b64_json":
         def read() -> list[str]:
-            return [base64.b64encode((service.settings.images_dir / i["path"]).read_bytes()).decode() for i in images]
+            return [base64.b64encode(stored_png(service.agent, i["path"])).decode() for i in images]
 
         encoded = await run_in_threadpool(read)
         data = [ImageData(b64_json=b, revised_prompt=i["prompt"]) for b, i in zip(encoded, images)]
@@ -123,13 +123,13 @@ async def edits(
     native = await run_in_threadpool(service.native_size)
     edit = await run_in_threadpool(lambda: uploads.prepare(
         image_data, mask_data, strength, config=service.config, native=native,
-        images_dir=service.settings.images_dir, tenant=caller.tenant))
+        agent=service.agent, tenant=caller.tenant))
     handle = await dispatch.start(service, caller, f"edit-{uuid.uuid4().hex[:16]}", prompt, n=n or 1, seed=seed,
                                   steps=steps, edit=edit, sampling=SamplingOptions(output_size=out_size))
     return await images_response(service, request, await dispatch.wait(service, handle, request), response_format, out_size)
 
 
-@router.get("/v1/images/files/{name}", response_class=FileResponse, tags=["images"],
+@router.get("/v1/images/files/{name}", response_class=Response, tags=["images"],
             responses={200: {"content": {"image/png": {}}}, 400: ERRORS[400], 401: ERRORS[401], 403: ERRORS[401],
                        404: ERRORS[404]},
             # a key, or none at all: the signed link is the capability
@@ -139,7 +139,7 @@ def image_file(
     name: Annotated[str, Path(max_length=128)], service: ServiceDep, caller: OptionalCallerDep,
     exp: Annotated[int | None, Query(ge=0, le=2**62, description="When the signed link expires (Unix seconds).")] = None,
     sig: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$", description="The signature from a generated link.")] = None,
-) -> FileResponse:
+) -> Response:
     image_id = name.removesuffix(".png")
     image = find_image(service.agent, image_id)
     if image is None:
@@ -150,7 +150,7 @@ def image_file(
             raise ApiError(403, "this image link has expired; ask for the image again", code="link_expired")
         if link != "valid":
             raise ApiError(404, f"no image {image_id!r}", code="image_not_found")
-    return FileResponse(image.path, media_type="image/png", headers={
+    return Response(stored_png(service.agent, image.path), media_type="image/png", headers={
         "Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{image.sha256}"',
         "X-Content-Type-Options": "nosniff"})
 

@@ -21,6 +21,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from loracle.agent import webui
+from loracle.agent.access import stored_png
 from loracle.agent.errors import InvalidInput, NotFound
 from loracle.agent.options import SamplingOptions
 from loracle.api import dispatch, uploads
@@ -101,7 +102,7 @@ def edit_input(service: Service, caller: Principal, body: Img2ImgRequest, native
         mask_data = png(mask.resize((native, native), Image.Resampling.NEAREST))
     square = png(image.convert("RGB").resize((native, native), Image.Resampling.LANCZOS))
     return uploads.prepare(square, mask_data, body.denoising_strength, config=service.config, native=native,
-                           images_dir=service.settings.images_dir, tenant=caller.tenant, image_param="init_images[0]",
+                           agent=service.agent, tenant=caller.tenant, image_param="init_images[0]",
                            strength_param="denoising_strength")
 
 
@@ -191,7 +192,7 @@ async def generate(kind: str, body: Txt2ImgRequest, request: Request, service: S
 
 
 def read_images(service: Service, images: list[dict[str, Any]]) -> list[str]:
-    return [base64.b64encode((service.settings.images_dir / i["path"]).read_bytes()).decode() for i in images]
+    return [base64.b64encode(stored_png(service.agent, i["path"])).decode() for i in images]
 
 
 @router.post("/txt2img", response_model=ImagesOut, summary="Text to image through the agent (A1111 API)")
@@ -212,7 +213,7 @@ def progress_of(service: Service, job: Job | None, skip_current_image: bool) -> 
     elapsed = time.time() - job.started
     image = None
     if job.images and not skip_current_image:
-        image = base64.b64encode((service.settings.images_dir / job.images[-1]).read_bytes()).decode()
+        image = base64.b64encode(stored_png(service.agent, job.images[-1])).decode()
     state = {"skipped": False, "interrupted": job.interrupted, "job": job.kind, "job_count": 1,
              "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.started)), "job_no": 0,
              "sampling_step": job.step, "sampling_steps": job.steps}

@@ -65,7 +65,7 @@ def run_image(service: Service, request: Request, caller: Principal, body: RunRe
     data = image_bytes(service, request, caller, body.image, "image")
     mask = uploads.data_url_bytes(body.mask, service.config, "mask") if body.mask is not None else None
     return uploads.prepare(data, mask, body.strength, config=service.config, native=service.native_size(),
-                           images_dir=service.settings.images_dir, tenant=caller.tenant)
+                           agent=service.agent, tenant=caller.tenant)
 
 
 @contextmanager

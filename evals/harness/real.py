@@ -160,7 +160,7 @@ def evaluate_real(ctx, prompts: list[str], scorer: ClipScorer, *, k: int, real_d
             started = time.perf_counter()
             state = threads.run_turn(ctx, f"eval-real-{uuid.uuid4().hex[:8]}", prompt, n_images=k, seed=turn_seed)
             arms["loracle"]["seconds"] += time.perf_counter() - started
-            made = {"loracle": [_open_rgb(ctx.images_dir / im["path"]) for im in state["images"]]}
+            made = {"loracle": [ctx.images.open(im["path"], "generated image").convert("RGB") for im in state["images"]]}
             arms["loracle"]["adapters"].append(len({a for im in state["images"] for a in im["adapters"]}))
             started = time.perf_counter()
             made["base"] = _base_images(ctx, prompt, [im["seed"] for im in state["images"]])

@@ -58,6 +58,7 @@ def test_thread_run_streams_events_and_history(live) -> None:
         state = bob.get(f"/threads/{thread}").json()
         assert state["history"] == ["a red fox in a misty forest", "at night"]
         assert [r["status"] for r in state["runs"]] == ["done", "done"] and len(state["runs"][0]["images"]) == 2
+        assert state["runs"][0]["sampler_replica"] is None and state["runs"][0]["sampler_retried"] is False  # in process
         assert bob.get(f"/runs/{done['run_id']}").json()["status"] == "done"
 
         path = live.service.settings.images_dir

@@ -7,6 +7,7 @@ import functools
 import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -108,6 +109,7 @@ def test_a_replica_killed_mid_run_is_retried_elsewhere_or_the_run_fails_cleanly(
     with db.connection() as conn:
         run = get_run(conn, state["run_id"])
     assert run["status"] == "done" and run["timings"]["sampler_retries"] == 1
+    assert run["sampler_replica"] == remote.last_replica and run["sampler_retried"], "the replica that finished it"
     assert len(run["images"]) == 2 and all((settings.images_dir / i["path"]).is_file() for i in run["images"])
 
     remote.retries = 0  # the next death is final: the run fails and stores nothing
@@ -137,6 +139,12 @@ def test_the_api_as_a_serve_ingress_answers_the_openai_client(cluster, deploy, s
         assert "Red Fox" in answer and "/v1/images/" in answer, answer
         sampler = serve.get_deployment_handle("Sampler", app_name=app)
         assert sampler.stats.remote().result().requests == 1  # the image was drawn by the Sampler replica
+        api = httpx.Client(base_url=f"http://127.0.0.1:{cluster}", headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        thread = api.get("/threads").json()["threads"][0]["id"]
+        run = api.get(f"/threads/{thread}").json()["runs"][0]
+        assert f"{app}#Sampler#" in run["sampler_replica"] and run["sampler_retried"] is False, run
+        image = api.get(httpx.URL(run["images"][0]["url"]).path)
+        assert image.headers["content-type"] == "image/png" and not list(settings.home.rglob("*.png")), "from the database"
 
 
 def synthetic_catalog(path: Path, n: int) -> Path:

@@ -96,7 +96,7 @@ def test_an_image_explains_itself_to_its_tenant_only(live) -> None:
             assert adapter["task"] in result["picks"] and adapter["reason"] == pick["reason"]
             assert adapter["page"] == f"https://civitai.com/models/{adapter['ref'].split(':')[1]}"
             assert image["mix"][pick["file"].removesuffix(".safetensors")] == adapter["weight"]
-        file = find_image(live.service.agent, image["id"]).path
+        file = live.service.settings.images_dir / find_image(live.service.agent, image["id"]).path
         assert httpx.get(details["url"]).content == file.read_bytes(), "the PNG file itself, metadata intact"
         assert all("/" not in (p["file"] or "") for p in picks.values()), "no server paths in responses"
 

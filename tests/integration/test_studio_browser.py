@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from loracle.agent.access import find_image, get_run
+from loracle.agent.access import find_image, get_run, stored_png
 from loracle.agent.settings import Settings
 from loracle.api.config import ApiConfig
 from tests.integration.api_server import LiveServer, create_key, fresh_database
@@ -140,7 +140,7 @@ def test_a_full_visit(browser, live, tmp_path) -> None:
     assert f"Seed: {page.locator('#image-seed').inner_text().split()[0]}" in dialog.locator("#image-parameters").inner_text()
     with page.expect_download() as download:
         dialog.get_by_role("link", name="Download PNG").click()
-    assert Path(download.value.path()).read_bytes() == stored.path.read_bytes()
+    assert Path(download.value.path()).read_bytes() == stored_png(agent, stored.path)
     shot(page, tmp_path, "03-image-details")
     dialog.get_by_role("button", name="Close").click()
 
@@ -177,7 +177,7 @@ def test_a_full_visit(browser, live, tmp_path) -> None:
     third_width = mask.shape[1] // 3
     assert mask[:, :third_width].mean() > 0.3 and not mask[:, -third_width:].any(), "the painted region, and only it"
     source = np.asarray(Image.open(images_dir / edit["image"]).convert("L"), dtype=float)
-    result = np.asarray(Image.open(find_image(agent, image_ids(third)[0]).path).convert("L"), dtype=float)
+    result = np.asarray(Image.open(images_dir / find_image(agent, image_ids(third)[0]).path).convert("L"), dtype=float)
     assert np.abs(result - source)[~mask].mean() < 0.05 * 255, "inpainting kept what the mask did not cover"
     assert len(image_ids(third)) == 4
     shot(page, tmp_path, "06-inpainted")

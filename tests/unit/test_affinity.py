@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from loracle.evals.bench_routing import Costs, Request, simulate
+from loracle.evals.bench_routing import Costs, Request, bound_loads, pooled_lru_loads, simulate
 from loracle.generation.affinity import Placement, ReplicaView, rank_replicas
 
 
@@ -49,3 +49,22 @@ def test_affinity_reuses_loaded_adapters_where_random_routing_reloads_them() -> 
     randomly = simulate(requests, 8, 8, "random", costs)
     assert affinity.loads_per_request <= 0.3 < randomly.loads_per_request
     assert affinity.max_over_mean <= 1.5
+
+
+def test_the_bounds_count_first_uses_and_beladys_evictions() -> None:
+    """a b c a b d a with 2 slots: LRU misses all 7 uses; Belady keeps a (and b while it is needed again): 5."""
+    requests = [Request(float(i), (ref,)) for i, ref in enumerate("abcabda")]
+    assert bound_loads(requests, None).loads_per_request == 4 / 7  # a, b, c, d once each
+    assert bound_loads(requests, 2).loads_per_request == 5 / 7
+    assert pooled_lru_loads(requests, 2).loads_per_request == 7 / 7
+
+
+def test_no_router_beats_the_optimal_bound() -> None:
+    rng = random.Random(2)
+    requests = sorted((Request(rng.uniform(0, 100), (f"lora{int(rng.paretovariate(1.2))}",)) for _ in range(400)),
+                      key=lambda r: r.arrival)
+    costs = Costs(cold_s=0.1, switch_s=0.001, sample_s=0.5)
+    optimal = bound_loads(requests, 4 * 2).loads_per_request
+    assert bound_loads(requests, None).loads_per_request <= optimal
+    for policy in ("random", "round-robin", "multiplex", "affinity"):
+        assert simulate(requests, 4, 2, policy, costs).loads_per_request >= optimal, policy

@@ -176,12 +176,13 @@ def test_settings_reach_the_sampler_tool_and_the_png(engine, tmp_path):
 
     from loracle.agent.sampler_settings import sample_settings
     from loracle.agent.settings import Settings
+    from loracle.tools.image_store import FileImageStore
     from loracle.tools.sample import sample
 
     settings = Settings(composition_method="switch", switch_every=3, steps=6, skip_threshold=0.0)
     tool = sample_settings(SimpleNamespace(settings=settings, guidance_scale=1.5), engine)
     assert tool.composition_method == CompositionMethod("switch", 3)
-    _, stored = sample(engine, "a fox", Composition([TWO_GROUPS]), [1], tool, tmp_path)
+    _, stored = sample(engine, "a fox", Composition([TWO_GROUPS]), [1], tool, FileImageStore(tmp_path))
     assert "Composition: switch, Switch every: 3" in stored[0].parameters
     with pytest.raises(ValidationError, match="composition_method"):
         Settings(composition_method="blend")

@@ -14,7 +14,7 @@ from loracle.generation.loop import GenerationCancelled
 from loracle.generation.masks import Candidate, ComposerSettings, Task, compose
 from loracle.generation.output import read_parameters
 from loracle.generation.skipping import SkipSettings
-from loracle.tools.sample import store_png
+from loracle.tools.image_store import FileImageStore
 
 OFF = SkipSettings(threshold=0.0)
 
@@ -167,8 +167,9 @@ def test_progress_and_cancel(engine):
 def test_png_parameters(engine, tmp_path):
     r = gen(engine, prompt="a fox", negative_prompt="blurry", mixes=[{"style0": 0.4}], seeds=[42])
     path = r.save(tmp_path)[0]
-    stored, digest = store_png(r.images[0], r.parameters[0], tmp_path / "store")
-    assert path.read_bytes() == (tmp_path / "store" / stored).read_bytes(), "one PNG writer for both"
+    store = FileImageStore(tmp_path / "store")
+    stored = store.put_upload("local", r.images[0], r.parameters[0])
+    assert path.read_bytes() == store.read(stored), "one PNG writer for both"
     assert [p.name for p in tmp_path.rglob("*.tmp")] == [], "no temp file left behind"
     text = read_parameters(path)
     assert text.splitlines()[0] == "a fox <lora:style0:0.4>"
