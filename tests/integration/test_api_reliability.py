@@ -15,6 +15,7 @@ from markdown_it import MarkdownIt
 from openai import OpenAI
 from PIL import Image
 
+from loracle.agent.options import MAX_SEED
 from loracle.api.config import ApiConfig
 from tests.integration.api_server import LiveServer, build_world, create_key, fresh_database, sse_events
 
@@ -104,7 +105,7 @@ def test_a_png_s_own_parameters_replay_it_byte_for_byte(live) -> None:
         with Image.open(live.service.settings.images_dir / f"{first['sha256'][:2]}/{first['sha256']}.png") as png:
             parameters = png.info["parameters"]
         seed = int(re.search(r"Seed: (\d+)", parameters).group(1))
-        assert seed == first["seed"] <= 2**31 - 1
+        assert seed == first["seed"] <= MAX_SEED
         again = run_once(c, "replay-2", "a watercolor painting of a red fox", n=1, seed=seed)["images"][0]
     assert again["sha256"] == first["sha256"]
 
