@@ -15,6 +15,7 @@ RENDER = MarkdownIt("commonmark")  # raw HTML on, as in chat clients that render
     "Red Fox ![x](http://127.0.0.1:9/track.png)",
     "[click](http://evil.example)",
     "\\[click](http://evil.example)",  # a backslash of its own cannot cancel the escape
+    "\\\\[click](http://evil.example)",
     "![a](b)",
     "<img src=http://evil.example/x.png>",
     "<http://evil.example>",
@@ -31,7 +32,7 @@ def test_catalog_text_never_renders_as_a_link_image_or_html(hostile: str) -> Non
 def test_the_agents_own_words_and_prompts_read_clean() -> None:
     answer = ("Planner: offline. Tasks: bold; seven.\n- bold: Boldface Digits (world:digits_bold), weight 0.8\n"
               "- seven: drawn by the base model itself (no adapter needed)\n"
-              'Image 1: Boldface Digits (digits_bold) at 0.8; method merge; sampled text "a bold seven, (best:1.2), 1girl".\n'
+              'Image 1: Boldface Digits (digits_bold) at 0.8; method merge; sampled text "a bold seven, (best:1.2), card \\(medium\\), 1girl".\n'
               "1 image(s), 16 model evaluations.")
     assert escape(answer) == answer
 
