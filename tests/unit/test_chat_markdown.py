@@ -23,6 +23,9 @@ RENDER = MarkdownIt("commonmark")  # raw HTML on, as in chat clients that render
     "`code` [click](http://evil.example) `more`",
     "[ref]\n\n[ref]: http://evil.example",
     "<lora:x`![i](http://evil.example)`>",
+    "[x <lora:a:1> ](http://evil.example)",  # a link split around a tag
+    "[x\ny](http://evil.example)",
+    "[x][ref] and [ref]: http://evil.example",
 ])
 def test_catalog_text_never_renders_as_a_link_image_or_html(hostile: str) -> None:
     html = RENDER.render(escape(f"- style: {hostile}, weight 0.8"))
@@ -32,7 +35,7 @@ def test_catalog_text_never_renders_as_a_link_image_or_html(hostile: str) -> Non
 def test_the_agents_own_words_and_prompts_read_clean() -> None:
     answer = ("Planner: offline. Tasks: bold; seven.\n- bold: Boldface Digits (world:digits_bold), weight 0.8\n"
               "- seven: drawn by the base model itself (no adapter needed)\n"
-              'Image 1: Boldface Digits (digits_bold) at 0.8; method merge; sampled text "a bold seven, (best:1.2), card \\(medium\\), 1girl".\n'
+              'Image 1: Boldface Digits (digits_bold) at 0.8; method merge; sampled text "a bold seven, (best:1.2), card \\(medium\\), [[anime]], 1girl".\n'
               "1 image(s), 16 model evaluations.")
     assert escape(answer) == answer
 
