@@ -60,7 +60,7 @@ def write_answer(state: AgentState, ctx: AgentContext | None = None) -> str:
         for pick in picks:
             status = (" (skipped)" if pick.adapter_id in skipped else " (dropped after inspection)" if pick.adapter_id in dropped
                       else "" if pick.file else " (file not available locally)")
-            lines.append(f"- {task}: {pick.name} [{pick.ref}] weight {pick.weight or DEFAULT_WEIGHT:g}{status}")
+            lines.append(f"- {task}: {pick.name} ({pick.ref}), weight {pick.weight or DEFAULT_WEIGHT:g}{status}")
     unserved = unserved_tasks(state, ctx)
     lines += unserved
     if not any(state.picks.values()) and not unserved and not any(image.mix for image in state.images):

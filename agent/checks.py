@@ -69,9 +69,9 @@ def image_findings(ctx: AgentContext, images: list[GeneratedImage], edit: ImageE
 
 
 def apply_findings(findings: list[Finding], dropped: list[int], downweighted: dict[str, float],
-                   repair: Repair) -> tuple[list[int], dict[str, float], Repair]:
+                   repair: Repair, names: dict[int, str] | None = None) -> tuple[list[int], dict[str, float], Repair]:
     """The adapters to leave out, the weight multipliers (by str(adapter id)) and the repair after these
-    findings."""
+    findings; `names` (adapter id -> catalog name) words the repair as the answer shows it."""
     dropped, downweighted = list(dropped), dict(downweighted)
     repair = repair.model_copy(deep=True)
     strengthen: list[int] = []
@@ -95,7 +95,8 @@ def apply_findings(findings: list[Finding], dropped: list[int], downweighted: di
             # no switch to composite here: averaging one prediction per task halves each style's push, and on
             # plain world prompts with two styles at the composer's weight it showed both in 2% of images
             # against merge's 31%
-        repair.steps.append(f"strengthened adapters {strengthen} ({', '.join(how)})")
+        who = " and ".join((names or {}).get(i, f"adapter {i}") for i in strengthen)
+        repair.steps.append(f"strengthened {who}, which the judge did not see in every image: {' and '.join(how)}")
     return dropped, downweighted, repair
 
 

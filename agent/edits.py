@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 
+from loracle.agent.options import MAX_SEED
 from loracle.agent.plan import Edits, Plan, PlanTask
 from loracle.agent.planner import split_tasks
 
@@ -59,7 +60,7 @@ def turn_seed(seed: int | None, plan: Plan, follow_up: bool) -> int:
     ..."); otherwise a fresh one."""
     if seed is not None and (not follow_up or plan.edits.keep_seed):
         return seed
-    return random.randrange(2**31)
+    return random.randrange(MAX_SEED + 1)
 
 
 def without_term(text: str, term: str) -> str:

@@ -195,7 +195,8 @@ def after_inspect(state: AgentState, runtime: Runtime[AgentContext]) -> str:
 def retry(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     """Record the failed attempt; strengthen what the judge did not see, drop or down-weight what was blamed,
     remember conflicting pairs."""
-    dropped, downweighted, repair = apply_findings(state.findings, state.dropped, state.downweighted, state.repair)
+    names = {p.adapter_id: p.name for ps in state.picks.values() for p in ps}
+    dropped, downweighted, repair = apply_findings(state.findings, state.dropped, state.downweighted, state.repair, names)
     remember_conflicts(runtime.context, state.findings)
     attempt = Attempt(attempt=state.attempt, mixes=state.mixes, findings=state.findings, images=[i.path for i in state.images])
     _emit(runtime, "retry", attempt=attempt.attempt + 1, dropped=dropped)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_SEED = 2**31 - 1  # the largest seed: every seed the product writes into a PNG can be sent back
+# The largest seed: A1111's range (its clients send seeds up to 2^32 - 1), accepted by every API and drawn from
+# by the agent, so a seed sent comes back as sent and every seed written into a PNG can be sent back.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,9 @@ _NEGATIVE = re.compile(r"\b(?:without|no|not|never|avoid)\s+([\w\s-]+?)(?=[,.;]|
 
 
 def strip_prompt_syntax(prompt: str) -> str:
-    """Drop A1111 markup: <lora:...> tags, (word:1.2) weights, brackets, BREAK."""
+    """Drop A1111 markup: <lora:...> tags, (word:1.2) weights, brackets (escaped ones too), BREAK."""
     text = strip_network_tags(prompt)
+    text = re.sub(r"\\([()\[\]])", r"\1", text)  # A1111's escaped brackets: "asuna \(sao\)" names a character
     text = re.sub(r":\s*-?\d+(?:\.\d+)?\s*(?=[)\]])", "", text)
     text = re.sub(r"[()\[\]{}]", " ", text)
     text = re.sub(r"\bBREAK\b", ",", text)

@@ -19,8 +19,8 @@ def quarantine_pick(ctx: AgentContext, pick: Pick, reason: str) -> Finding:
     """Quarantine the adapter and say so, naming it by its catalog name and reference."""
     with ctx.db.connection() as conn:
         quarantine(conn, pick.adapter_id, reason)
-    return Finding(check="catalog", message=f"skipped {pick.name} [{pick.ref}]: {reason}; quarantined until its "
-                                            "catalog record is fixed (`loracle catalog check`)",
+    return Finding(check="catalog", message=f"skipped {pick.name} ({pick.ref}): {reason}; quarantined until its "
+                                            "catalog record is fixed (loracle catalog check lists it)",
                    blamed=[pick.adapter_id], action="none")
 
 

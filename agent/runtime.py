@@ -24,15 +24,14 @@ from loracle.agent.state import AgentContext, SubjectDomain
 from loracle.db import Database
 from loracle.generation.engine import ImageEngine
 from loracle.generation.world import world_paths
-from loracle.generation.world.judge import DIGIT_WORDS
 from loracle.tools.compatibility import catalog_bases, engine_family
 from loracle.tools.embedder import get_embedder
 from loracle.tools.image_store import open_image_store
 from loracle.tools.inspection import Judge
-from loracle.tools.judges import world_judge
+from loracle.tools.judges import asks_for_digits, world_judge
 
 WORLD_NAMESPACE = "digits-world"
-DIGITS = SubjectDomain("digits", frozenset([*DIGIT_WORDS, *map(str, range(10)), "digit", "digits", "number", "numeral"]))
+DIGITS = SubjectDomain("digits", asks_for_digits)
 
 
 @dataclass

@@ -6,7 +6,6 @@ read typed fields (a `Plan`, `Pick`s, `Finding`s) and return plain dict updates 
 
 from __future__ import annotations
 
-import re
 import threading
 import typing
 from collections.abc import Callable
@@ -130,13 +129,11 @@ def state_models(model: type[BaseModel] = AgentState) -> set[type[BaseModel]]:
 @dataclass(frozen=True)
 class SubjectDomain:
     """What a narrow base model can draw (the digits world: digits only), so answers can say when a prompt
-    asks for something else."""
+    asks for something else. `covers(text)`: the text names something it draws (for the digits world, the same
+    reading of a prompt as its judge's, so "1 girl" or "(masterpiece:1.2)" is not a digit asked for)."""
 
     name: str
-    words: frozenset[str]
-
-    def covers(self, text: str) -> bool:
-        return any(w in self.words for w in re.findall(r"[a-z0-9]+", text.lower()))
+    covers: Callable[[str], bool]
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SEED_MAX = 2**32 - 1
+from loracle.agent.options import MAX_SEED
 
 
 class Txt2ImgRequest(BaseModel):
@@ -21,7 +21,7 @@ class Txt2ImgRequest(BaseModel):
                         description="What to draw (not blank); `<lora:name:w>` tags pin adapters.")
     negative_prompt: str = Field("", max_length=20_000)
     styles: list[str] = Field(default_factory=list, max_length=64, description="Ignored (A1111 prompt styles).")
-    seed: int = Field(-1, ge=-1, le=SEED_MAX, description="-1: a random seed. Image i gets seed + i.")
+    seed: int = Field(-1, ge=-1, le=MAX_SEED, description="-1: a random seed. Image i gets seed + i.")
     sampler_name: str | None = Field(None, max_length=100, description="DDIM, DPM++ 2M, DPM++ 2M Karras, Euler, Euler a.")
     sampler_index: str | None = Field(None, max_length=100, description="The older name of sampler_name.")
     scheduler: str | None = Field(None, max_length=100, description="A1111's schedule type: Automatic or Karras.")

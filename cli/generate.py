@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from loracle.agent.options import MAX_SEED
 from loracle.agent.settings import get_settings
 from loracle.cli.context import fail, open_agent, stderr_is_tty
 
@@ -18,7 +19,8 @@ def generate(
     prompt: str = typer.Argument(..., metavar="PROMPT", help="What to draw; a follow-up turn when --thread names an earlier thread."),
     n: int = typer.Option(None, "--n", min=1, max=16, metavar="N", help="Images to make (default from settings)."),
     thread: str = typer.Option(None, "--thread", metavar="ID", help="Continue this thread (multi-turn refinement)."),
-    seed: int = typer.Option(None, "--seed", metavar="SEED", help="Seed (default: random, or kept when the turn says so)."),
+    seed: int = typer.Option(None, "--seed", metavar="SEED", min=0, max=MAX_SEED,
+                             help="Seed, 0 to 2^32-1 (default: random, or kept when the turn says so)."),
     out: Path = typer.Option(None, "--out", metavar="DIR", help="Also copy the images into this folder (default with LORACLE_IMAGE_STORE=postgres: the current one)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     image: Path = typer.Option(None, "--image", metavar="PNG", help="Edit this image (image-to-image) instead of drawing from scratch."),

@@ -12,8 +12,9 @@ from loracle.generation.prompt_tags import strip_network_tags
 from loracle.generation.world.judge import DIGIT_WORDS, load_judge
 from loracle.tools.inspection import Judge, JudgeVerdict
 
-_TOKEN = re.compile(r"[a-z]+|\d+(?:\.\d+)?|[,.;:!?()\[\]]")
-_WEIGHT = re.compile(r":\s*-?\d+(?:\.\d+)?")  # A1111's (word:1.2): a weight, not a number asked for
+# a digit glued to letters is part of a word ("1girl", a trigger word like "ym1"), not a digit asked for
+_TOKEN = re.compile(r"[a-z0-9]+(?:\.\d+)?|[,.;:!?()\[\]]")
+_WEIGHT = re.compile(r":\s*-?(?:\d+(?:\.\d+)?|\.\d+)")  # A1111's (word:1.2): a weight, not a number asked for
 # A digit word names the subject when the phrase ends after it or goes on with one of these ("a seven in a
 # box", "the digit 4 drawn boldly"); "one eye closed" or "two cats" use it as a count.
 _AFTER_SUBJECT = frozenset("in on with and or but drawn written that which inside framed boxed digit number numeral "
@@ -31,6 +32,11 @@ def requested_digit(prompt: str) -> int | None:
         if not following[0].isalnum() or following in _AFTER_SUBJECT:
             return digit
     return None
+
+
+def asks_for_digits(prompt: str) -> bool:
+    """Whether a prompt names something the digits world draws: a digit as its subject, or digits in general."""
+    return requested_digit(prompt) is not None or re.search(r"\bdigits?\b", prompt, re.IGNORECASE) is not None
 
 
 def world_judge(folder: Path) -> Judge:

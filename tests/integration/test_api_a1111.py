@@ -82,6 +82,17 @@ def test_the_same_seed_draws_the_same_image_and_a_pinned_lora_is_used(api) -> No
     assert "<lora:lora_104:0.7>" in first.images[0].info["parameters"]
 
 
+@pytest.mark.parametrize("seed", [0, 2**32 - 1])
+def test_a_seed_comes_back_as_sent_at_both_ends_of_a1111s_range(api, seed) -> None:
+    """A1111 clients draw seeds up to 2^32 - 1: info and each PNG report the seed sent, image i gets seed + i
+    (wrapping within the range, so every reported seed can be sent back)."""
+    result = api.txt2img(prompt="a fox", seed=seed, steps=3, width=32, height=32, batch_size=2)
+    seeds = [seed, (seed + 1) % 2**32]
+    assert result.info["seed"] == seed and result.info["all_seeds"] == seeds
+    assert [int(parse_parameters(im.info["parameters"])["Seed"]) for im in result.images] == seeds
+    assert result.info["infotexts"] == [im.info["parameters"] for im in result.images]
+
+
 def test_another_size_is_drawn_natively_and_resampled(api) -> None:
     result = api.txt2img(prompt="a fox", steps=3, width=96, height=64, batch_size=2)
     assert [i.size for i in result.images] == [(96, 64), (96, 64)]
@@ -159,6 +170,7 @@ def test_open_webui_automatic1111_engine_default_bodies(live) -> None:
 @pytest.mark.parametrize("body, status, words", [
     ({"prompt": "a fox", "sampler_name": "Heun++ 9"}, 404, "Sampler not found"),
     ({"prompt": "a fox", "steps": -3}, 400, "steps"),
+    ({"prompt": "a fox", "seed": 2**32}, 400, "seed"),
     ({"prompt": "a fox", "batch_size": 2, "n_iter": 2}, 400, "between 1 and 2, got 4"),
     ({"prompt": "a fox", "width": 4096, "height": 4096}, 400, "pixels"),
     ({"prompt": "   "}, 400, "prompt"),

@@ -61,6 +61,16 @@ def test_chat_answers_with_picks_and_image_links_and_continues_the_thread(live, 
     assert runs_of(live, thread_id) == [("done", "alice"), ("done", "alice")]
 
 
+def test_the_answer_reads_clean_in_a_plain_client(client) -> None:
+    """The official client prints `content` as is: no Markdown escapes in the agent's words or the prompt it
+    quotes, and a `<lora:>` tag shown as code (a Markdown client would read it as a link)."""
+    reply = client.chat.completions.create(model="loracle", seed=5,
+                                           messages=[{"role": "user", "content": "a red fox, (best:1.2) <lora:baroque_AI:0.8>"}])
+    text = reply.choices[0].message.content
+    assert "\\" not in text and "1 image(s)" in text and "(best:1.2)" in text, text
+    assert "`<lora:baroque_AI>` is not on this server" in text, text
+
+
 def test_thread_continues_by_header_and_metadata(live, client) -> None:
     client.chat.completions.create(model="loracle", messages=[{"role": "user", "content": "a red fox"}],
                                    metadata={"thread_id": "meta-1"})
@@ -79,7 +89,7 @@ def test_streaming_chat_sends_progress_then_the_answer(live, client) -> None:
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert text.index("Planning:") < text.index("Picked:") < text.index("Sampling 1/3") < text.index("Red Fox \\[")  # catalog text is escaped for Markdown
+    assert text.index("Planning:") < text.index("Picked:") < text.index("Sampling 1/3") < text.index("Red Fox (")
     assert len(IMAGE_LINK.findall(text)) == 2
 
 

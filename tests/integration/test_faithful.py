@@ -97,7 +97,11 @@ def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
     slanted = next(ref for ref in final if "slanted" in ref)
     bold = next(ref for ref in final if "bold" in ref)
     assert final[slanted] == pytest.approx(first[slanted] * 1.5625) and final[bold] == first[bold]
-    assert "Repair: strengthened" in state["answer"] and "adapter guidance 1.5" in state["answer"]
+    # named as everywhere else in the answer, in plain words (not "strengthened adapters [3]")
+    assert "Repair: strengthened Italic Digits, which the judge did not see in every image: weight x1.25." in state["answer"]
+    assert "Repair: strengthened Italic Digits, which the judge did not see in every image: weight x1.25 and adapter " \
+           "guidance 1.5." in state["answer"]
+    assert not re.search(r"\[\d", state["answer"]), state["answer"]
     assert "method composite" not in state["answer"]
     with Image.open(agent.settings.images_dir / state["images"][0]["path"]) as im:
         assert "Composition: merge" in im.info["parameters"]

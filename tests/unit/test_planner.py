@@ -39,6 +39,7 @@ def test_negative_wishes_are_not_tasks() -> None:
 
 def test_prompt_syntax_and_tag_lists() -> None:
     assert strip_prompt_syntax("(red hair:1.3), [blue eyes] BREAK <lora:abc:0.6> smile") == "red hair, blue eyes, smile"
+    assert strip_prompt_syntax("asuna \\(sao\\), 1girl") == "asuna sao, 1girl"  # no stray backslashes in tasks
     assert is_tag_list("1girl, solo, red hair, smile, outdoors")
     assert not is_tag_list("a photo of a cat sitting on a sofa, warm light")
 
