@@ -54,6 +54,19 @@ TARGETS: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "api/signing.py": ((), ["tests/unit/test_signing.py"]),
     "db/keys.py": ((), ["tests/integration/test_keys_db.py"]),
     "db/tenancy.py": ((), ["tests/integration/test_tenancy_db.py"]),
+    "generation/masks.py": ((), ["tests/unit/generation/test_generation_units.py", "tests/unit/generation/test_composer.py",
+                                 "-k", "composer or explicit"]),
+    "tools/compose.py": (("compose_mixes",), ["tests/unit/generation/test_composer.py", "tests/unit/test_repair_ladder.py"]),
+    "generation/composition.py": ((), ["tests/unit/generation/test_composer.py",
+                                       "tests/unit/generation/test_composition_methods.py"]),
+    "agent/planner.py": ((), ["tests/unit/test_offline_selection.py", "tests/unit/test_planner.py"]),
+    # choose_adapters and _choose_with_llm need a database and an LLM: the agent's integration tests hold them
+    "agent/picks.py": (("_choose_offline", "without_rival_candidates", "without_excluded_triggers", "with_llm_edits",
+                        "apply_edits"), ["tests/unit/test_offline_selection.py", "tests/unit/test_rival_candidates.py"]),
+    # load_cards reads the database (tests/integration/test_learned_rank_db.py)
+    "tools/rank_features.py": (("content_words", "card_info", "build_features", "card_keys"),
+                               ["tests/unit/test_rank_features_golden.py", "tests/unit/test_learned_rank.py", "-k", "features"]),
+    "agent/checks.py": (("apply_findings",), ["tests/unit/test_repair_ladder.py"]),
 }
 
 # (module, mutant key) -> why it cannot change behaviour.
