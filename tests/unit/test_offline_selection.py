@@ -4,13 +4,14 @@ the first chosen), and the catalog's relevance floor on top of `min_score` (agen
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
 
 from loracle.agent.picks import _choose_offline, apply_edits, with_llm_edits, without_excluded_triggers
 from loracle.agent.plan import Candidate, Edits, Pick, Plan
-from loracle.agent.planner import SelectionSettings, select_offline
+from loracle.agent.planner import SelectionSettings, is_tag_list, plan_prompt, select_offline, split_tasks
 from loracle.agent.selector import SubmitSelection
 from loracle.agent.settings import Settings
 from loracle.tools.relevance import relevance_floor
@@ -51,6 +52,8 @@ def test_per_task_cap_keeps_each_tasks_best() -> None:
 def test_an_adapter_serves_only_the_task_it_scores_best_for() -> None:
     scored = {"a": [(1, 0.7), (2, 0.69)], "b": [(1, 0.9), (3, 0.5)], "c": []}
     assert select_offline(scored, _settings(relative=0.0)) == {"a": [2], "b": [1, 3], "c": []}
+    tie = {"first": [(1, 0.8)], "second": [(1, 0.8), (2, 0.8)]}
+    assert select_offline(tie, _settings()) == {"first": [1], "second": [2]}, "a tie goes to the earlier task"
 
 
 def _candidate(i: int, score: float, **fields) -> Candidate:
@@ -113,3 +116,36 @@ def test_excluded_adapters_take_their_trigger_words_out_of_the_prompt() -> None:
     by_term = Plan(prompt="a boldface seven, thin strokes", edits=Edits(excluded_terms=["Thin"]))
     assert without_excluded_triggers(by_term, candidates, {"look": []}).prompt == "a boldface seven, strokes"
     assert without_excluded_triggers(Plan(prompt="a seven"), candidates, kept).prompt == "a seven"
+
+
+def test_splitting_limits() -> None:
+    """Four short segments already make a tag list; a phrase of stop words is no task; at most 8 tasks."""
+    assert is_tag_list("1girl, blue hair, smile, outdoors") and not is_tag_list("1girl, blue hair, smile")
+    # three of four segments short is enough, one of four is not
+    assert is_tag_list("1girl, blue hair, smile, a girl standing in the rain at night")
+    assert not is_tag_list("1girl, a girl standing in the rain, under a big red umbrella, at night in the city")
+    # a segment of up to four words is short
+    assert is_tag_list("1girl, red hair, one two three four, five six seven eight")
+    assert not is_tag_list("1girl, red hair, one two three four five, six seven eight nine ten")
+    assert len(split_tasks("a " + "very " * 30 + "long " * 40 + "fox")[0].phrase) == 200
+    assert [(t.phrase, t.kind) for t in split_tasks("1girl, fox, fox, pixel art")] == [
+        ("1girl", "concept"), ("fox", "concept"), ("pixel art", "style")]
+    assert [t.phrase for t in split_tasks("a fox, it is, a forest")] == ["fox", "forest"]
+    many = ", ".join(f"thing{i}" for i in range(12))
+    assert [t.phrase for t in split_tasks(many)] == [f"thing{i}" for i in range(8)]
+
+
+def test_at_most_three_adapters_a_task_by_default() -> None:
+    """The planner's contract, the LLM's too (0-3 per task)."""
+    scored = {"t": [(i, 0.99) for i in range(1, 6)]}
+    assert select_offline(scored, SelectionSettings()) == {"t": [1, 2, 3]}
+
+
+def test_a_plans_subject_is_its_first_task() -> None:
+    assert plan_prompt("a fox in a misty forest").subject == "fox"
+    assert plan_prompt("").subject == "" and plan_prompt("").tasks == []
+
+
+def test_selection_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SelectionSettings().__setattr__("min_score", 0.0)
