@@ -73,7 +73,7 @@ def test_the_relevance_floor_raises_min_score_where_the_catalog_has_one() -> Non
     plan = Plan(prompt="a seven")
     with_floor = _choose_offline(_ctx("digits"), plan, candidates, "offline")
     assert [p.adapter_id for p in with_floor.picks["seven"]] == [1]
-    assert with_floor.planner == "offline" and with_floor.candidates is candidates
+    assert with_floor.planner == "offline" and with_floor.candidates is candidates and with_floor.llm_calls == 0
     without = _choose_offline(_ctx("no such family"), plan, candidates, "offline")
     assert [p.adapter_id for p in without.picks["seven"]] == [1, 2]
 

@@ -120,3 +120,15 @@ def test_without_lexical_scores_or_prior_their_columns_are_zero() -> None:
         assert not x[:, INDEX[name]].any(), name
     assert x[:, INDEX["cos_head_z"]].tolist() == [0.0] * 3  # equal cosines: no spread, no division by zero
     assert build_features(TEXT, [], [], [], {k: np.array([]) for k in cosines}, cards).shape == (0, len(FEATURES))
+
+
+def test_one_candidate_and_the_edge_rules() -> None:
+    """A single candidate; a three-letter trigger word; a tag equal to the whole query; the category counting as
+    a tag for the groups; a kind no candidate has a vector of (its gap is 0, not relative to a made-up best)."""
+    row = (5, "civitai:5", "Ink", ["Sx9 sumi ink"], ["sx9"], "Character", None, None, 0, 0, 0.0, 0, 0, 0)
+    cosines = {"head": np.array([0.3]), "full": np.array([0.2]), "prompt": np.array([NAN])}
+    x = build_features("sx9 sumi ink", [5], [{"head": 1}], [0.02], cosines, {5: card_info(row)})
+    got = {name: float(x[0, INDEX[name]]) for name in ("cos_head", "trigger_phrase", "tag_hits", "group_character",
+                                                        "cos_prompt_gap", "rrf_score", "query_words")}
+    assert got == pytest.approx({"cos_head": 0.3, "trigger_phrase": 1.0, "tag_hits": 1.0, "group_character": 1.0,
+                                 "cos_prompt_gap": 0.0, "rrf_score": 2.0, "query_words": 3.0})
