@@ -9,7 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from loracle.agent.picks import _choose_offline, apply_edits, with_llm_edits, without_excluded_triggers
+from loracle.agent.picks import (
+    _choose_offline,
+    apply_edits,
+    with_llm_edits,
+    without_excluded_triggers,
+    without_rival_candidates,
+)
 from loracle.agent.plan import Candidate, Edits, Pick, Plan
 from loracle.agent.planner import SelectionSettings, is_tag_list, plan_prompt, select_offline, split_tasks
 from loracle.agent.selector import SubmitSelection
@@ -88,11 +94,11 @@ def _pick(i: int, **fields) -> Pick:
 
 
 def test_edits_exclude_scale_and_pin() -> None:
-    picks = {"fox": [_pick(1, tags=["fur"]), _pick(2, trigger_words=["glow"])], "sky": [_pick(1), _pick(3)]}
-    edits = Edits(excluded=["c:3"], weight_scale={"c:1": 2.0, "id:1": 1.5, "term:glow": 0.5, "term:none": 9.0})
+    picks = {"fox": [_pick(1, tags=["fur", "lowkey"]), _pick(2, trigger_words=["glow"])], "sky": [_pick(1), _pick(3)]}
+    edits = Edits(excluded=["c:3"], weight_scale={"c:1": 2.0, "id:1": 1.5, "term:glow": 1 / 3, "term:none": 9.0})
     pinned = [_candidate(2, 1.0), _candidate(8, 1.0)]
     result = apply_edits(picks, edits, pinned)
-    assert [(p.adapter_id, p.weight) for p in result["fox"]] == [(1, 1.5), (2, 0.25)]
+    assert [(p.adapter_id, p.weight) for p in result["fox"]] == [(1, 1.5), (2, 0.167)]  # shown to 3 decimals
     assert result["sky"] == [], "adapter 1 is used once, adapter 3 is excluded"
     assert [p.adapter_id for p in result["pinned"]] == [8] and result["pinned"][0].reason == "pinned by the user"
     terms = apply_edits(picks, Edits(excluded_terms=["FUR".lower()]), [])
@@ -100,12 +106,12 @@ def test_edits_exclude_scale_and_pin() -> None:
 
 
 def test_llm_edits_join_the_plans_own() -> None:
-    plan = Plan(prompt="a fox", negative="blur", edits=Edits(pinned=["c:1"], excluded=["c:9"]))
+    plan = Plan(prompt="a fox", negative="blur", edits=Edits(pinned=["c:1"], excluded=["c:9"], weight_scale={"c:7": 2.0}))
     answer = SubmitSelection(tasks=[], pin=[1, 2, 5], exclude=[3], reweight={"4": 0.5}, keep_seed=True, negative="")
     edited = with_llm_edits(plan, answer, {1: "c:1", 2: "c:2", 3: "c:3"})
     assert edited.edits.pinned == ["c:1", "c:2"] and edited.edits.excluded == ["c:9", "c:3"]
-    assert edited.edits.weight_scale == {"id:4": 0.5} and edited.edits.keep_seed and edited.negative == "blur"
-    assert plan.edits.pinned == ["c:1"], "the plan itself is left as it was"
+    assert edited.edits.weight_scale == {"c:7": 2.0, "id:4": 0.5} and edited.edits.keep_seed and edited.negative == "blur"
+    assert plan.edits.pinned == ["c:1"] and plan.edits.weight_scale == {"c:7": 2.0}, "the plan itself is left as it was"
 
 
 def test_excluded_adapters_take_their_trigger_words_out_of_the_prompt() -> None:
@@ -149,3 +155,11 @@ def test_a_plans_subject_is_its_first_task() -> None:
 def test_selection_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         SelectionSettings().__setattr__("min_score", 0.0)
+
+
+def test_a_rival_named_by_a_word_of_three_letters_or_more_wins() -> None:
+    """Words of the task shorter than three letters ("ox", "a") name nothing."""
+    plain = Pick(adapter_id=1, ref="w:plain", name="Plain Digits", tags=["ox"])
+    red = Pick(adapter_id=2, ref="w:red", name="Crimson Digits", tags=["red"])
+    conflict = [("w:plain", "w:red", "colour")]
+    assert without_rival_candidates({"red ox": [plain, red]}, conflict) == {"red ox": [red]}
