@@ -88,7 +88,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("generation/masks.py", "L149:103 constant"): "the default seed: any fixed one makes the same inputs give the same mixes",
     ("generation/masks.py", "L73:44 constant"): "rounding to 6 or 7 digits both merge the float noise of one computed weight",
     ("generation/masks.py", "L163:18 constant"): "a space of exactly 4097 masks sampled or enumerated: uniform, distinct "
-                                                 "draws either way (only a batch larger than the space, never asked, tells them apart)",
+                                                 "draws either way (only a batch larger than the space tells them apart; batches are at most 16)",
     ("generation/composition.py", "L60:37 compare#0"): "with one group the bound is 0 steps, and every run has at least one",
     ("tools/rank_features.py", "L214:30 constant"): "a query without content words has 0 in every numerator over n_words",
     ("tools/rank_features.py", "L223:102 constant"): "a card without trigger words has 0 in trigger_cover's numerator",
