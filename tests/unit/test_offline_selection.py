@@ -1,6 +1,7 @@
-"""The offline planner's thresholds, each on an input where getting it wrong changes the picks: the relative
-threshold (within a fraction of the task's best), the per-task and total caps (which keep the best scored, not
-the first chosen), and the catalog's relevance floor on top of `min_score` (agent/picks.py)."""
+"""The offline planner (agent/planner.py) and its picks (agent/picks.py), each rule on an input where getting it
+wrong changes the result: the relative threshold (within a fraction of the task's best), the per-task and total
+caps (which keep the best scored, not the first chosen), the catalog's relevance floor on top of `min_score`,
+the limits of task splitting, and the user's edits (exclusions, weights, pins, trigger words, rivals)."""
 
 from __future__ import annotations
 
