@@ -1,9 +1,10 @@
 """Inspection as the agent uses it: findings on the mixes before sampling and on the images after, and what a
 retry changes because of them.
 
-A retry repairs before it removes: a style the judge did not see gets its adapter strengthened (a higher
-weight, then adapter guidance); an adapter is dropped only for a failure the
-user did not ask for (a broken image, a clash with another requested style), and the answer says so. Conflict
+A retry repairs before it removes, and redraws only the images that failed: a style the judge did not see gets
+its adapter strengthened (a higher weight, then adapter guidance); an image with nothing to blame (a style
+nobody asked for, one unlucky seed) is drawn again; an adapter is dropped only for a failure the user did not
+ask for (a broken image, a clash with another requested style), and the answer says so. Conflict
 memory is scoped per tenant, base model and composition method, records only the pair a conflict is about,
 decays, and never drops what the user explicitly asked for (a pinned adapter; `<lora:...>` tags are applied
 by the engine as written).
@@ -71,6 +72,16 @@ def image_findings(ctx: AgentContext, images: list[GeneratedImage], edit: ImageE
         source, mask = edit_images(edit, ctx.images_dir)
         findings += check_kept_region(pixels, source, mask, ctx.settings.inpaint_keep_error, ctx.settings.mask_feather)
     return findings
+
+
+def passed_images(images: list[GeneratedImage], findings: list[Finding]) -> list[GeneratedImage]:
+    """The images no finding asks to change, kept as they are by the retry; none when a finding is about the
+    whole batch (it names no image)."""
+    acting = [f for f in findings if f.action != "none"]
+    if any(not f.images for f in acting):
+        return []
+    failed = {i for f in acting for i in f.images}
+    return [image for i, image in enumerate(images) if i not in failed]
 
 
 def apply_findings(findings: list[Finding], dropped: list[int], downweighted: dict[str, float],

@@ -101,3 +101,22 @@ def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
     assert "method composite" not in state["answer"]
     with Image.open(agent.settings.images_dir / state["images"][0]["path"]) as im:
         assert "Composition: merge" in im.info["parameters"]
+
+
+def test_a_retry_keeps_the_images_that_passed_and_redraws_the_others_with_new_seeds(agent: Agent) -> None:
+    """Image 2 of 2 shows a style nobody asked for: only it is drawn again (a new seed: the old one would mostly
+    redraw the same thing); image 1, which passed, is delivered as it was."""
+    calls: list[str] = []
+
+    def judge(image, prompt: str):
+        calls.append(prompt)
+        return JudgeVerdict("style nobody asked for: boxed", unrequested=("boxed",)) if len(calls) == 2 else None
+
+    agent.context.judge = judge
+    state = agent.run_turn("keep", "a seven", seed=6)
+    [first] = state["attempts"]
+    assert [f["check"] for f in first["findings"]] == ["unrequested_style"]
+    assert [image["path"] for image in state["images"]][0] == first["images"][0], "the image that passed is kept"
+    assert state["images"][1]["path"] not in first["images"] and state["images"][1]["attempt"] == 1
+    assert state["images"][0]["seed"] == 6 and state["images"][1]["seed"] not in (6, 7)
+    assert len(calls) == 4 and "Still flagged" not in state["answer"]
