@@ -1,4 +1,4 @@
-"""What a retry keeps: the images no actionable finding names."""
+"""What a retry keeps (the images no actionable finding names) and how it reweighs the adapters."""
 
 from __future__ import annotations
 
@@ -21,3 +21,17 @@ def test_a_retry_keeps_what_no_finding_names() -> None:
     about_the_batch = [Finding(check="total_weight", message="", blamed=[3], action="downweight")]
     assert passed_images(batch, about_the_batch) == [], "a finding about the whole batch keeps nothing"
     assert passed_images(batch, []) == batch
+
+
+def test_a_style_not_yet_seen_is_strengthened_never_also_weakened() -> None:
+    """Images with a missing style and a wrong digit: the missing style's adapter (2) gets stronger, with adapter
+    guidance from this first repair on; only the other blamed adapter (1) weighs less (weakening both had the
+    style vanish on the retry)."""
+    from loracle.agent.checks import ADAPTER_GUIDANCE, BOOST, DOWNWEIGHT, apply_findings
+    from loracle.agent.state import Repair
+
+    findings = [Finding(check="missing_style", message="", blamed=[2], action="strengthen", images=[0]),
+                Finding(check="prompt_fit", message="", blamed=[1, 2], action="downweight", images=[0, 1])]
+    dropped, downweighted, repair = apply_findings(findings, [], {}, Repair())
+    assert dropped == [] and downweighted == {"1": DOWNWEIGHT} and repair.boost == {"2": BOOST}
+    assert repair.adapter_guidance == ADAPTER_GUIDANCE
