@@ -1,8 +1,9 @@
 """Training the world's judge (the network and loading live in `loracle.generation.world.judge`): one small CNN that names the digit, detects each style, and gives features for FD.
 
 Trained on real training digits, each drawn plain or with one, two or three compatible styles (so the digit is
-still named under any style, and styles are detected in the mixes the agent composes: prompts may ask for three). Scored on held-out real digits. Saved as
-safetensors + JSON (no pickle). The agent's inspection can use it as its "prompt fit" check in this world.
+still named under any style, and styles are detected in the mixes the agent composes: prompts may ask for
+three). Scored on held-out real digits, also per number of styles. Saved as safetensors + JSON (no pickle).
+The agent's inspection can use it as its "prompt fit" check in this world.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def evaluate_judge(judge: Judge, held_out: Split, seed: int = 1) -> dict:
         per_style[s] = {"accuracy_mixed": round((pred[:, i] == y[:, i]).float().mean().item(), 4),
                         "detected_when_applied": round(tpr, 4)}
     fpr = (judge.style_probs(held_out.images) > judge.threshold).any(1).float().mean().item()
-    return {"by_style_count": by_style_count(judge, held_out, seed),
+    return {
+        "by_style_count": by_style_count(judge, held_out, seed),
         "digit_accuracy_real": round(real, 4), "digit_accuracy_styled": round(styled, 4),
         "style_accuracy_mean": round(float(np.mean([v["accuracy_mixed"] for v in per_style.values()])), 4),
         "plain_images_with_a_false_style": round(fpr, 4), "per_style": per_style, "n_held_out": len(idx),
