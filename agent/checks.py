@@ -32,9 +32,11 @@ def conflict_scope(ctx: AgentContext) -> ConflictScope:
 
 
 def mix_findings(ctx: AgentContext, picks: dict[str, list[Pick]], mixes: list[dict[str, float]],
-                 mix_adapters: list[list[int]], pinned: list[str] = ()) -> list[Finding]:
+                 mix_adapters: list[list[int]], pinned: list[str] = (), boosted: set[int] = frozenset()) -> list[Finding]:
     """Each distinct mix checked once (base model, exclusive groups, total weight, known conflicts); a finding
-    that would drop an adapter the user pinned (`pinned`: refs) is kept as a note instead."""
+    that would drop an adapter the user pinned (`pinned`: refs) is kept as a note instead, and so is a total
+    weight that is over the bound because a repair strengthens a style the judge did not see (`boosted`: adapter
+    ids): weakening the whole mix undid the repair and spent the retry without sampling."""
     details = {p.adapter_id: p for ps in picks.values() for p in ps}
     explicit = {i for i, p in details.items() if p.ref in pinned}
     with ctx.db.connection() as conn:
@@ -53,6 +55,8 @@ def mix_findings(ctx: AgentContext, picks: dict[str, list[Pick]], mixes: list[di
                 finding = finding.model_copy(update={"check": "remembered_conflict"})  # not new evidence of itself
             if finding.action == "drop" and set(finding.blamed) & explicit:
                 finding = finding.model_copy(update={"action": "none", "message": finding.message + "; kept, as you asked for it"})
+            elif finding.check == "total_weight" and set(finding.blamed) & boosted:
+                finding = finding.model_copy(update={"action": "none", "message": finding.message + "; kept, to bring out a missing style"})
             if finding not in findings:
                 findings.append(finding)
     return findings

@@ -120,7 +120,8 @@ def merge_findings(old: list[Finding], new: list[Finding]) -> list[Finding]:
 
 def check_mix(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     """Inspect each distinct mix before sampling; findings name the adapters to drop or down-weight."""
-    findings = mix_findings(runtime.context, state.picks, state.mixes, state.mix_adapters, state.plan.edits.pinned)
+    boosted = {int(a) for a, factor in state.repair.boost.items() if factor > 1}
+    findings = mix_findings(runtime.context, state.picks, state.mixes, state.mix_adapters, state.plan.edits.pinned, boosted)
     if findings:
         _emit(runtime, "inspection", stage="mix", findings=[f.message for f in findings])
     kept = [f"{f.message}." for f in findings if f.action == "none" and f"{f.message}." not in state.plan.notes]

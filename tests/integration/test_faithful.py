@@ -120,3 +120,20 @@ def test_a_retry_keeps_the_images_that_passed_and_redraws_the_others_with_new_se
     assert state["images"][1]["path"] not in first["images"] and state["images"][1]["attempt"] == 1
     assert state["images"][0]["seed"] == 6 and state["images"][1]["seed"] not in (6, 7)
     assert len(calls) == 4 and "Still flagged" not in state["answer"]
+
+
+def test_a_repair_is_not_undone_by_the_total_weight_bound(agent: Agent) -> None:
+    """Three styles at 0.8 fill the 2.4 bound; strengthening the missing one goes over it. The retry samples the
+    strengthened mix (noted in the answer) instead of weakening every adapter and spending an attempt unsampled."""
+    calls: list[str] = []
+
+    def judge(image, prompt: str):
+        calls.append(prompt)
+        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) <= 2 else None
+
+    agent.context.judge = judge
+    state = agent.run_turn("bound", "a bold, slanted, boxed seven", seed=8)
+    assert [len(a["images"]) for a in state["attempts"]] == [2], "one retry, and it sampled"
+    final = state["images"][0]["mix"]
+    assert sorted(round(w, 3) for w in final.values()) == [0.8, 0.8, 1.0], "the missing style's adapter at 0.8 x 1.25"
+    assert "kept, to bring out a missing style" in state["answer"]
