@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loracle.evals.faithfulness import EXCLUSIVE, SYMMETRIC, Case, cases, interval, score_images
+from loracle.evals.faithfulness import EXCLUSIVE, SYMMETRIC, Case, cases, first_attempt_paths, interval, score_images
 
 
 def test_cases_hold_compatible_styles_on_digits_that_can_show_them() -> None:
@@ -31,3 +31,10 @@ def test_the_relevance_floor_is_fitted_inside_the_training_split() -> None:
     tasks = dev_tasks()
     assert 0.15 < sum(is_heldout(t) for t, _ in tasks) / len(tasks) < 0.45
     assert ("a cat", None) in tasks and ("bold", "Boldface Digits") in tasks
+
+
+def test_before_retries_means_the_first_images_sampled() -> None:
+    """An attempt retried for a finding on its mixes sampled nothing: "before retries" is the next one's images."""
+    state = {"attempts": [{"images": []}, {"images": ["a.png", "b.png"]}], "images": [{"path": "c.png"}]}
+    assert first_attempt_paths(state) == ["a.png", "b.png"]
+    assert first_attempt_paths({"attempts": [], "images": [{"path": "c.png"}]}) == ["c.png"]
