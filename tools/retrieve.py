@@ -11,9 +11,11 @@ trained on the same choices, tools/learned_rank.py).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import psycopg
@@ -41,6 +43,30 @@ FUSED_LISTS: tuple[tuple[str, float], ...] = (("full", 1.0), ("head", 1.0), ("pr
 # reading up to two rows per adapter: the same list as two searches merged, at half the cost.
 CARD_KINDS = "full+refined"
 PROMPT_ROWS_PER_ADAPTER = 1  # the example-prompt kind holds one vector per adapter (tools/adapter_texts.py)
+
+Fetch = Callable[[list[ListQuery]], list[list[tuple[int, float]]]]
+
+
+class ListSource(Protocol):
+    """Answers the first stage's lists instead of the database (training's exact in-memory lists)."""
+
+    def fetcher(self, conn: psycopg.Connection, model: str, filters: SearchFilters, ef_search: int,
+                spare: Sequence[psycopg.Connection] = ()) -> Fetch: ...
+
+
+_LIST_SOURCE: ContextVar[ListSource | None] = ContextVar("loracle_list_source", default=None)
+
+
+@contextmanager
+def lists_from(source: ListSource) -> Iterator[None]:
+    """Every first stage in this context reads its lists from `source`: training calibrates the planner
+    through the agent's own search, which takes no `fetch` argument."""
+    token = _LIST_SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _LIST_SOURCE.reset(token)
+
 
 __all__ = ["Hit", "SearchFilters", "STRATEGIES", "retrieve", "retrieve_for_tasks"]
 
@@ -118,13 +144,15 @@ def first_stage(
     spare: Sequence[psycopg.Connection] = (),
     learned: LearnedLists | None = None,
     depth: int | None = None,
+    fetch: Fetch | None = None,
 ) -> list[list[Hit]]:
     """Per text, one ranked list or the RRF of several (every strategy but `dense`/`head`/`lexical` starts
     fused; `trained` and `learned` add the learned lists of `learned`, by default the trained artifact's);
     all texts' lists are fetched in one round trip per connection (db.search.search_lists, which spreads
     them over `spare` connections too). With `refined`, the card-text list also reads the
     refined-description vectors and keeps each adapter's better one (CARD_KINDS). `depth` overrides how
-    deep each fused list is read."""
+    deep each fused list is read. `fetch` (or the source of `lists_from`) answers the lists instead of
+    the database (training's exact in-memory dense lists, evals/memory_lists.py)."""
     single = strategy in ("dense", "head", "lexical")
     names = ["full" if strategy == "dense" else strategy] if single else [name for name, _ in fused_lists]
     weights = dict(fused_lists)
@@ -142,7 +170,12 @@ def first_stage(
             lists.update(learned_queries(learned, vector, depth, refined))
         per_text.append(lists)
     queries = [query for lists in per_text for query in lists.values()]
-    fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search, spare=spare))
+    if fetch is None and (source := _LIST_SOURCE.get()) is not None:
+        fetch = source.fetcher(conn, embedder.name, filters, ef_search, spare)
+    if fetch is None:
+        fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search, spare=spare))
+    else:
+        fetched = iter(fetch(queries))
     found = []
     for wanted in per_text:
         lists = {name: next(fetched) for name in wanted}
