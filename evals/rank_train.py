@@ -119,7 +119,7 @@ def collect_candidates(
         for batch in tqdm(batches, desc="candidates", disable=not progress, leave=False):
             batch_vectors = np.stack([vector_of[q.id] for q, _ in batch])
             found = first_stage(conn, embedder, [q.prompt for q, _ in batch], batch_vectors, "learned", depth, filters,
-                                ef_search, spare=spare, learned=lists(batch[0][0].id), depth=depth, fetch=fetch)
+                                ef_search, spare=spare, learned=lists(batch[0][0].id), depth=depth, fetch=fetch, keep=depth)
             for (query, relevant), vector, hits in zip(batch, batch_vectors, found):
                 hits = hits[:depth]
                 out.append(Candidates(query.id, query.prompt, vector, [h.adapter_id for h in hits],

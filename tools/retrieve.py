@@ -23,6 +23,7 @@ import psycopg
 from loracle.db.catalog import get_card_heads
 from loracle.db.search import DEFAULT_EF_SEARCH, ListQuery, SearchFilters, search_lists
 from loracle.db.vectors import best_similarities
+from loracle.tools.blas_threads import one_blas_thread
 from loracle.tools.embedder import Embedder
 from loracle.tools.learned_lists import LearnedLists, load_learned_lists
 
@@ -145,6 +146,7 @@ def first_stage(
     learned: LearnedLists | None = None,
     depth: int | None = None,
     fetch: Fetch | None = None,
+    keep: int | None = None,
 ) -> list[list[Hit]]:
     """Per text, one ranked list or the RRF of several (every strategy but `dense`/`head`/`lexical` starts
     fused; `trained` and `learned` add the learned lists of `learned`, by default the trained artifact's);
@@ -152,7 +154,9 @@ def first_stage(
     them over `spare` connections too). With `refined`, the card-text list also reads the
     refined-description vectors and keeps each adapter's better one (CARD_KINDS). `depth` overrides how
     deep each fused list is read. `fetch` (or the source of `lists_from`) answers the lists instead of
-    the database (training's exact in-memory dense lists, evals/memory_lists.py)."""
+    the database (training's exact in-memory dense lists, evals/memory_lists.py). `keep` cuts each text's
+    fused hits to its best `keep` (None: every adapter of every list; building them all cost more than
+    the rest of the fusion)."""
     single = strategy in ("dense", "head", "lexical")
     names = ["full" if strategy == "dense" else strategy] if single else [name for name, _ in fused_lists]
     weights = dict(fused_lists)
@@ -188,7 +192,7 @@ def first_stage(
         scores = {name: dict(lists.get(name, ())) for name in ("lexical", "adapted")}
         found.append([Hit(adapter_id, score, evidence={"ranks": ranks, **{f"{name}_score": round(values[adapter_id], 4)
                                                                           for name, values in scores.items() if adapter_id in values}})
-                      for adapter_id, score, ranks in rrf(lists, weights)])
+                      for adapter_id, score, ranks in rrf(lists, weights)[:keep]])
     return found
 
 
@@ -210,6 +214,15 @@ def _search_many(
     each text is exactly what searching it alone gives."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    with one_blas_thread():
+        return _search_many_ranked(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined, spare)
+
+
+def _search_many_ranked(
+    conn: psycopg.Connection, embedder: Embedder, texts: list[str], query_vectors: np.ndarray, strategy: str, k: int,
+    filters: SearchFilters, ef_search: int, fused_lists: tuple[tuple[str, float], ...], refined: bool,
+    spare: Sequence[psycopg.Connection],
+) -> list[list[Hit]]:
     ranker = None
     if strategy == "learned":  # the model trained with this filter, on candidates as deep as it re-scores
         from loracle.tools.learned_rank import ranker_for
@@ -219,7 +232,7 @@ def _search_many(
     # scoring a 300-deep fusion's whole union cost more than it changed.
     depth = max(k, ranker.depth if ranker else RERANK_DEPTH)
     found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined, spare,
-                        depth=depth if ranker else None)
+                        depth=depth if ranker else None, keep=depth if strategy in ("rerank", "learned") else k)
     if strategy in ("rerank", "learned"):
         found = [hits[:depth] for hits in found]
         ids = list(dict.fromkeys(h.adapter_id for hits in found for h in hits))

@@ -50,3 +50,12 @@ def test_lists_from_routes_every_first_stage_through_its_source(db, embedder, ca
         after = retrieve(conn, embedder, PROMPTS[0], strategy="fused", k=5)
     assert source.calls == 1  # inside the context only
     assert [h.adapter_id for h in got] == [h.adapter_id for h in expected] == [h.adapter_id for h in after]
+
+
+def test_keep_cuts_the_fused_hits_to_the_best(db, embedder, catalog) -> None:  # noqa: F811
+    vectors = embedder.encode(PROMPTS)
+    with db.connection() as conn:
+        every = first_stage(conn, embedder, PROMPTS, vectors, "fused", 10, SearchFilters(), 800)
+        kept = first_stage(conn, embedder, PROMPTS, vectors, "fused", 10, SearchFilters(), 800, keep=3)
+    assert all(len(hits) > 3 for hits in every)
+    assert [[(h.adapter_id, h.score) for h in hits] for hits in kept] == [[(h.adapter_id, h.score) for h in hits[:3]] for hits in every]
