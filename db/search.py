@@ -72,6 +72,12 @@ def _dense_statement(
     return statement, params
 
 
+def passing_ids(conn: psycopg.Connection, filters: SearchFilters) -> list[int]:
+    """The ids of every adapter the filters keep (the same predicate every search applies)."""
+    rows = conn.execute(f"SELECT a.id FROM adapters a WHERE {_FILTER_SQL} ORDER BY a.id", filters.params()).fetchall()
+    return [adapter_id for (adapter_id,) in rows]
+
+
 def _dense_rows(rows: list) -> list[tuple[int, float]]:
     return [(adapter_id, 1.0 - float(dist)) for adapter_id, dist in rows]
 

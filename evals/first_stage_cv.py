@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from loracle.evals.first_stage_train import Example, MapSettings, load_card_vectors, train_lists
+from loracle.evals.memory_lists import MemoryIndex
 from loracle.evals.metrics import recall_at
 from loracle.evals.queries import load_queries
 from loracle.evals.rank_train import BATCH, PRIOR_FOLDS, is_heldout, labelled_rows, prior_fold, query_source
@@ -44,9 +45,11 @@ def cross_validate(db, embedder, files: list[Path], grid: tuple[MapSettings, ...
     vectors = embedder.encode([q.prompt for q, _ in labelled])
     texts = [q.prompt for q, _ in labelled]
     with db.connections(2) as (conn, *spare):
+        index = MemoryIndex.load(conn, embedder.name)  # dense lists from memory, as `loracle rank train` reads them
+        fetch = index.fetcher(conn, embedder.name, filters, ef_search, spare)
         base = [hits for start in tqdm(range(0, len(texts), BATCH), desc="unlearned lists", leave=False)
                 for hits in first_stage(conn, embedder, texts[start : start + BATCH], vectors[start : start + BATCH], "fused",
-                                        FUSION_DEPTH, filters, ef_search, spare=spare)]
+                                        FUSION_DEPTH, filters, ef_search, spare=spare, fetch=fetch)]
         cards = {kind: load_card_vectors(conn, embedder.name, kind) for kind in dict.fromkeys(s.kind for s in grid)}
         keys = dict(conn.execute("SELECT id, source || ':' || external_id FROM adapters").fetchall())
     base_lists = [_lists_of(hits) for hits in base]
@@ -65,7 +68,7 @@ def cross_validate(db, embedder, files: list[Path], grid: tuple[MapSettings, ...
             lists = LearnedLists(trained.query_map, trained.neighbours, settings.kind, settings.neighbours,
                                  {"adapted": settings.adapted_weight, "neighbours": settings.neighbours_weight})
             members = np.flatnonzero(folds == fold)
-            learned = _search_learned(db, embedder, lists, vectors[members], filters, ef_search)
+            learned = _search_learned(db, embedder, lists, vectors[members], filters, ef_search, index)
             for i, extra in zip(members, learned):
                 fused = [a for a, _, _ in rrf({**base_lists[i], **extra}, {**dict(FUSED_LISTS), **lists.weights})]
                 recalls[query_source(labelled[i][0].id)].append([recall_at(fused, labelled[i][1], k) for k in KS])
@@ -85,13 +88,11 @@ def _lists_of(hits: list) -> dict[str, list[tuple[int, float]]]:
     return {name: [(adapter_id, 0.0) for _, adapter_id in sorted(items)] for name, items in lists.items()}
 
 
-def _search_learned(db, embedder, lists: LearnedLists, vectors: np.ndarray, filters: SearchFilters, ef_search: int) -> list[dict]:
-    from loracle.db.search import search_lists
-
+def _search_learned(db, embedder, lists: LearnedLists, vectors: np.ndarray, filters: SearchFilters, ef_search: int,
+                    index: MemoryIndex) -> list[dict]:
     wanted = [learned_queries(lists, v, FUSION_DEPTH, refined=True) for v in vectors]
     with db.connections(2) as (conn, *spare):
-        fetched = iter(search_lists(conn, embedder.name, [q for w in wanted for q in w.values()], filters, ef_search=ef_search,
-                                    spare=spare))
+        fetched = iter(index.fetcher(conn, embedder.name, filters, ef_search, spare)([q for w in wanted for q in w.values()]))
     return [{name: next(fetched) for name in w} for w in wanted]
 
 

@@ -34,13 +34,14 @@ from loracle.db import Database
 from loracle.db.search import DEFAULT_EF_SEARCH, SearchFilters
 from loracle.db.vectors import best_similarities
 from loracle.evals.first_stage_train import Example, MapSettings, load_card_vectors, train_lists
+from loracle.evals.memory_lists import MemoryIndex
 from loracle.evals.metrics import ndcg_at, recall_at
 from loracle.evals.queries import LabelledQuery, external_to_row_ids, load_queries
 from loracle.tools.learned_lists import LearnedLists, load_learned_lists
 from loracle.tools.learned_rank import ARTIFACT_FORMAT, ARTIFACT_VERSION, LightGBMModel, save_artifact, unfiltered_path
 from loracle.tools.pick_prior import DEFAULT_ALPHA, NEIGHBOURS, PickPrior
 from loracle.tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, PRIOR_COLUMNS, build_features, card_keys, load_cards
-from loracle.tools.retrieve import first_stage
+from loracle.tools.retrieve import first_stage, lists_from
 
 SPLIT_SALT = "loracle-rank-v1:"
 HELDOUT_SHARE = {"dev": 2, "civitai": 5}  # 1 in 2 dev queries, 1 in 5 Civitai prompts are held out
@@ -95,11 +96,12 @@ def labelled_rows(db: Database, queries: list[LabelledQuery]) -> list[tuple[Labe
 def collect_candidates(
     db: Database, embedder, queries: list[LabelledQuery], filters: SearchFilters, ef_search: int = DEFAULT_EF_SEARCH,
     progress: bool = False, *, lists: Callable[[str], LearnedLists] | None = None, depth: int = DEPTH,
-    vectors: dict[str, np.ndarray] | None = None,
+    vectors: dict[str, np.ndarray] | None = None, index: MemoryIndex | None = None,
 ) -> list[Candidates]:
     """The trained first stage's fused top `depth` per labelled query, with ranks, RRF scores and labels as
     row ids; `lists(query id)` gives the learned lists that find a query's candidates (by default the
-    trained artifact's); `vectors` the queries' vectors where already embedded."""
+    trained artifact's); `vectors` the queries' vectors where already embedded; `index` answers the
+    dense lists from memory (exact search) instead of the database's HNSW indexes."""
     from tqdm import tqdm
 
     labelled = labelled_rows(db, queries)
@@ -113,10 +115,11 @@ def collect_candidates(
     batches = [group[i : i + BATCH] for group in groups.values() for i in range(0, len(group), BATCH)]
     out = []
     with db.connections(2) as (conn, *spare):  # the lists of a batch spread over two connections, as serving does
+        fetch = index.fetcher(conn, embedder.name, filters, ef_search, spare) if index is not None else None
         for batch in tqdm(batches, desc="candidates", disable=not progress, leave=False):
             batch_vectors = np.stack([vector_of[q.id] for q, _ in batch])
             found = first_stage(conn, embedder, [q.prompt for q, _ in batch], batch_vectors, "learned", depth, filters,
-                                ef_search, spare=spare, learned=lists(batch[0][0].id), depth=depth)
+                                ef_search, spare=spare, learned=lists(batch[0][0].id), depth=depth, fetch=fetch, keep=depth)
             for (query, relevant), vector, hits in zip(batch, batch_vectors, found):
                 hits = hits[:depth]
                 out.append(Candidates(query.id, query.prompt, vector, [h.adapter_id for h in hits],
@@ -127,14 +130,16 @@ def collect_candidates(
     return sorted(out, key=lambda c: order[c.query_id])
 
 
-def attach_features(db: Database, model_name: str, items: list[Candidates]) -> None:
+def attach_features(db: Database, model_name: str, items: list[Candidates], index: MemoryIndex | None = None) -> None:
     """Features for every query's candidates, computed as the reranker computes them when serving
-    (cosines in the database per query, cards loaded once for all)."""
+    (cosines in the database per query, or the same cosines from `index`; cards loaded once for all)."""
     with db.connection() as conn:
         cards = load_cards(conn, sorted({i for c in items for i in [*c.ids, *c.relevant]}))
         for start in range(0, len(items), BATCH):
             batch = items[start : start + BATCH]
-            cosines = best_similarities(conn, model_name, [(c.vector, c.ids) for c in batch], DENSE_KINDS)
+            requests = [(c.vector, c.ids) for c in batch]
+            cosines = (index.similarities(requests, DENSE_KINDS) if index is not None
+                       else best_similarities(conn, model_name, requests, DENSE_KINDS))
             for c, per_kind in zip(batch, cosines):
                 c.features = build_features(c.text, c.ids, c.ranks, c.rrf_scores, per_kind, cards, c.lexical_scores,
                                             adapted_scores=c.adapted_scores)
@@ -277,9 +282,11 @@ def train(
         return lists if is_heldout(query_id) else fold_lists[prior_fold(query_id)]
 
     variants = [(out, exclude_tags)] + ([(unfiltered_path(out), [])] if unfiltered and exclude_tags else [])
+    with db.connection() as conn:
+        index = MemoryIndex.load(conn, embedder.name)  # both variants' dense lists and cosines, from memory
     trained = []
     for path, tags in variants:
-        trained.append(_train_ranker(db, embedder, queries, vectors, lists_of, path, files, exclude_tags=tags,
+        trained.append(_train_ranker(db, embedder, queries, vectors, lists_of, path, files, index, exclude_tags=tags,
                                      ef_search=ef_search, rounds=rounds, dev_weight=dev_weight, prior_alpha=prior_alpha,
                                      depth=depth, filtered=path == out, first_stage=lists.meta["map_sha256"],
                                      fold_lists=fold_lists, progress=progress, log=log))
@@ -292,15 +299,16 @@ def train(
 
 def _train_ranker(
     db: Database, embedder, queries: list[LabelledQuery], vectors: dict[str, np.ndarray],
-    lists_of: Callable[[str], LearnedLists], out: Path, files: list[Path], *, exclude_tags: list[str], ef_search: int,
+    lists_of: Callable[[str], LearnedLists], out: Path, files: list[Path], index: MemoryIndex, *, exclude_tags: list[str], ef_search: int,
     rounds: int, dev_weight: float, prior_alpha: float, depth: int, filtered: bool, first_stage: str,
     fold_lists: list[LearnedLists], progress: bool, log,
 ) -> TrainedRanker:
     started = time.perf_counter()
     filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True)
-    items = collect_candidates(db, embedder, queries, filters, ef_search, progress, lists=lists_of, depth=depth, vectors=vectors)
+    items = collect_candidates(db, embedder, queries, filters, ef_search, progress, lists=lists_of, depth=depth, vectors=vectors,
+                               index=index)
     candidates_s = time.perf_counter() - started
-    attach_features(db, embedder.name, items)
+    attach_features(db, embedder.name, items, index)
     collected_s = time.perf_counter() - started
     train_items = [c for c in items if not is_heldout(c.query_id) and c.labels.any()]
     missed = [c for c in items if not is_heldout(c.query_id) and not c.labels.any()]  # scored in cross-validation only
@@ -389,12 +397,13 @@ def calibrate_selection(
     queries = [q for q in load_queries(queries_path) if not is_heldout(q.id)]
     with ctx.db.connection() as conn:
         row_ids = external_to_row_ids(conn)
+        index = MemoryIndex.load(conn, ctx.embedder.name)
     cases = []
     for query in tqdm(queries, desc="calibrate", disable=not progress, leave=False):
         relevant = {row_ids[i] for i in query.labels if i in row_ids}
         if not relevant:
             continue
-        with scoring_with(*cross_fitted[prior_fold(query.id)]):
+        with scoring_with(*cross_fitted[prior_fold(query.id)]), lists_from(index):  # dense lists from memory, as in training
             candidates = find_candidates(ctx, plan_prompt(query.prompt.strip()))
         # the scores offline selection sees, with and without the whole prompt as a task: the grid reuses them
         cases.append(({whole: offline_scores(candidates, whole) for whole in (False, True)}, relevant))

@@ -11,9 +11,11 @@ trained on the same choices, tools/learned_rank.py).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import psycopg
@@ -21,6 +23,7 @@ import psycopg
 from loracle.db.catalog import get_card_heads
 from loracle.db.search import DEFAULT_EF_SEARCH, ListQuery, SearchFilters, search_lists
 from loracle.db.vectors import best_similarities
+from loracle.tools.blas_threads import one_blas_thread
 from loracle.tools.embedder import Embedder
 from loracle.tools.learned_lists import LearnedLists, load_learned_lists
 
@@ -41,6 +44,30 @@ FUSED_LISTS: tuple[tuple[str, float], ...] = (("full", 1.0), ("head", 1.0), ("pr
 # reading up to two rows per adapter: the same list as two searches merged, at half the cost.
 CARD_KINDS = "full+refined"
 PROMPT_ROWS_PER_ADAPTER = 1  # the example-prompt kind holds one vector per adapter (tools/adapter_texts.py)
+
+Fetch = Callable[[list[ListQuery]], list[list[tuple[int, float]]]]
+
+
+class ListSource(Protocol):
+    """Answers the first stage's lists instead of the database (training's exact in-memory lists)."""
+
+    def fetcher(self, conn: psycopg.Connection, model: str, filters: SearchFilters, ef_search: int,
+                spare: Sequence[psycopg.Connection] = ()) -> Fetch: ...
+
+
+_LIST_SOURCE: ContextVar[ListSource | None] = ContextVar("loracle_list_source", default=None)
+
+
+@contextmanager
+def lists_from(source: ListSource) -> Iterator[None]:
+    """Every first stage in this context reads its lists from `source`: training calibrates the planner
+    through the agent's own search, which takes no `fetch` argument."""
+    token = _LIST_SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _LIST_SOURCE.reset(token)
+
 
 __all__ = ["Hit", "SearchFilters", "STRATEGIES", "retrieve", "retrieve_for_tasks"]
 
@@ -118,13 +145,18 @@ def first_stage(
     spare: Sequence[psycopg.Connection] = (),
     learned: LearnedLists | None = None,
     depth: int | None = None,
+    fetch: Fetch | None = None,
+    keep: int | None = None,
 ) -> list[list[Hit]]:
     """Per text, one ranked list or the RRF of several (every strategy but `dense`/`head`/`lexical` starts
     fused; `trained` and `learned` add the learned lists of `learned`, by default the trained artifact's);
     all texts' lists are fetched in one round trip per connection (db.search.search_lists, which spreads
     them over `spare` connections too). With `refined`, the card-text list also reads the
     refined-description vectors and keeps each adapter's better one (CARD_KINDS). `depth` overrides how
-    deep each fused list is read."""
+    deep each fused list is read. `fetch` (or the source of `lists_from`) answers the lists instead of
+    the database (training's exact in-memory dense lists, evals/memory_lists.py). `keep` cuts each text's
+    fused hits to its best `keep` (None: every adapter of every list; building them all cost more than
+    the rest of the fusion)."""
     single = strategy in ("dense", "head", "lexical")
     names = ["full" if strategy == "dense" else strategy] if single else [name for name, _ in fused_lists]
     weights = dict(fused_lists)
@@ -142,7 +174,12 @@ def first_stage(
             lists.update(learned_queries(learned, vector, depth, refined))
         per_text.append(lists)
     queries = [query for lists in per_text for query in lists.values()]
-    fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search, spare=spare))
+    if fetch is None and (source := _LIST_SOURCE.get()) is not None:
+        fetch = source.fetcher(conn, embedder.name, filters, ef_search, spare)
+    if fetch is None:
+        fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search, spare=spare))
+    else:
+        fetched = iter(fetch(queries))
     found = []
     for wanted in per_text:
         lists = {name: next(fetched) for name in wanted}
@@ -155,7 +192,7 @@ def first_stage(
         scores = {name: dict(lists.get(name, ())) for name in ("lexical", "adapted")}
         found.append([Hit(adapter_id, score, evidence={"ranks": ranks, **{f"{name}_score": round(values[adapter_id], 4)
                                                                           for name, values in scores.items() if adapter_id in values}})
-                      for adapter_id, score, ranks in rrf(lists, weights)])
+                      for adapter_id, score, ranks in rrf(lists, weights)[:keep]])
     return found
 
 
@@ -177,6 +214,15 @@ def _search_many(
     each text is exactly what searching it alone gives."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    with one_blas_thread():
+        return _search_many_ranked(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined, spare)
+
+
+def _search_many_ranked(
+    conn: psycopg.Connection, embedder: Embedder, texts: list[str], query_vectors: np.ndarray, strategy: str, k: int,
+    filters: SearchFilters, ef_search: int, fused_lists: tuple[tuple[str, float], ...], refined: bool,
+    spare: Sequence[psycopg.Connection],
+) -> list[list[Hit]]:
     ranker = None
     if strategy == "learned":  # the model trained with this filter, on candidates as deep as it re-scores
         from loracle.tools.learned_rank import ranker_for
@@ -186,7 +232,7 @@ def _search_many(
     # scoring a 300-deep fusion's whole union cost more than it changed.
     depth = max(k, ranker.depth if ranker else RERANK_DEPTH)
     found = first_stage(conn, embedder, texts, query_vectors, strategy, k, filters, ef_search, fused_lists, refined, spare,
-                        depth=depth if ranker else None)
+                        depth=depth if ranker else None, keep=depth if strategy in ("rerank", "learned") else k)
     if strategy in ("rerank", "learned"):
         found = [hits[:depth] for hits in found]
         ids = list(dict.fromkeys(h.adapter_id for hits in found for h in hits))

@@ -10,6 +10,7 @@ import typer
 
 from loracle.agent.settings import get_settings
 from loracle.cli.context import fail, open_database
+from loracle.tools.blas_threads import one_blas_thread
 
 app = typer.Typer(no_args_is_help=True, help="Train the learned first stage and reranker from real prompt -> LoRA choices.")
 
@@ -41,6 +42,7 @@ def train(
     from loracle.tools.learned_rank import artifact_path, save_artifact
 
     torch.set_num_threads(1)
+    one_blas_thread()  # for the whole command
     settings = get_settings()
     for path in [*queries, *([calibrate] if calibrate else [])]:
         if not path.is_file():
@@ -89,6 +91,7 @@ def bench(
     from loracle.tools.embedder import get_embedder
 
     torch.set_num_threads(1)
+    one_blas_thread()  # for the whole command
     settings = get_settings()
     with open_database(settings) as db:
         results = bench_rerank(db, get_embedder(settings.embedding_model), queries, exclude_tags=settings.exclude_tags,
@@ -108,6 +111,7 @@ def cross_validate(
     from loracle.tools.embedder import get_embedder
 
     torch.set_num_threads(1)
+    one_blas_thread()  # for the whole command
     settings = get_settings()
     for path in queries:
         if not path.is_file():

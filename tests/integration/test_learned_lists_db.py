@@ -115,3 +115,17 @@ def test_training_writes_both_stages_and_cross_fits_the_first(db, embedder, cata
     other.save(out.parent)
     with db.connection() as conn, pytest.raises(ArtifactError, match="another first stage"):
         retrieve(conn, embedder, "watercolor fox", strategy="learned", k=5)
+
+
+def test_cross_validation_searches_every_setting_on_the_training_split(db, embedder, catalog, tmp_path: Path) -> None:  # noqa: F811
+    from dataclasses import replace
+
+    from loracle.evals.first_stage_cv import cross_validate
+
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows(60)))
+    grid = (replace(FAST_MAP, neighbours_weight=0.0), replace(FAST_MAP, adapted_weight=0.0))
+    rows = cross_validate(db, embedder, [path], grid, exclude_tags=["character"], ef_search=800, log=lambda *_: None)
+    assert [row["settings"] for row in rows] == list(grid)
+    assert all(set(row) == {"settings", "seconds", "civitai"} for row in rows)  # dev-less file: one source
+    assert all(0.0 < row["civitai"]["R@150"] <= 1.0 and row["civitai"]["R@10"] <= row["civitai"]["R@150"] for row in rows)
