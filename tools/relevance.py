@@ -19,6 +19,7 @@ from loracle.generation.world.judge import DIGIT_WORDS
 FLOOR_PATH = Path(__file__).resolve().parent / "artifacts" / "relevance_floor.json"
 STEM = 4
 _SUBJECT_WORDS = frozenset(DIGIT_WORDS)  # the digits world's subject, never a style's word
+_CATEGORY_WORDS = frozenset({"style", "concept", "character", "pose", "clothing", "background"})  # every card has one
 
 
 @lru_cache(maxsize=8)
@@ -41,7 +42,8 @@ def uncovered_floor(family: str) -> float | None:
 
 
 def covers(task: str, card_text: str) -> bool:
-    """Whether every word of the task (but short words and the subject's) starts a word of the card's text."""
-    card = re.findall(r"[a-z]+", card_text.lower())
-    words = [w for w in re.findall(r"[a-z]+", task.lower()) if len(w) > 2 and w not in _SUBJECT_WORDS]
+    """Whether every word of the task (but short words and the subject's) starts a word of the card's text other
+    than a category name ("stylized" is not covered by the tag "style"; "ff7r style" not by anything)."""
+    card = [w for w in re.findall(r"[a-z0-9]+", card_text.lower()) if w not in _CATEGORY_WORDS]
+    words = [w for w in re.findall(r"[a-z0-9]+", task.lower()) if len(w) > 2 and w not in _SUBJECT_WORDS]
     return all(any(c.startswith(w[:STEM]) for c in card) for w in words)

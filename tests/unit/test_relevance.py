@@ -32,7 +32,8 @@ def test_the_faithfulness_eval_style_words_are_covered_by_their_adapters(task: s
 
 @pytest.mark.parametrize(("task", "adapter"), [
     ("braid", "Hairline Digits"), ("flipped hair", "Mirror Writing"), ("white background", "Framed Digits"),
-    ("eye focus", "Soft Focus Digits"), ("dark hair", "Negative Ink")])
+    ("eye focus", "Soft Focus Digits"), ("dark hair", "Negative Ink"), ("ff7r style", "Boldface Digits"),
+    ("stylized", "Boldface Digits"), ("1990s style", "Hairline Digits")])
 def test_unrelated_real_phrases_are_not_covered(task: str, adapter: str) -> None:
     assert not covers(task, card_text(world_cards()[adapter]))
 
