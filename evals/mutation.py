@@ -48,12 +48,27 @@ TARGETS: dict[str, tuple[tuple[str, ...], list[str]]] = {
                                                 "-k", "pickle or metadata", "tests/unit/generation/test_pickle_safety.py",
                                                 "tests/unit/generation/test_adapter_metadata.py"]),
     "generation/base_models.py": (("refuse_pickle", "_load_single_file"),
-                                  ["tests/unit/generation/test_generation_units.py", "-k", "pickle",
-                                   "tests/unit/generation/test_pickle_safety.py"]),
+                                  ["tests/unit/generation/test_generation_units.py", "-k", "pickle or single_file",
+                                   "tests/unit/generation/test_pickle_safety.py",
+                                   "tests/unit/generation/test_single_file_config.py"]),
     "agent/threads.py": (("config", "read", "state", "delete"), ["tests/integration/test_thread_tenants.py"]),
     "api/signing.py": ((), ["tests/unit/test_signing.py"]),
     "db/keys.py": ((), ["tests/integration/test_keys_db.py"]),
     "db/tenancy.py": ((), ["tests/integration/test_tenancy_db.py"]),
+    "generation/masks.py": ((), ["tests/unit/generation/test_generation_units.py", "tests/unit/generation/test_composer.py",
+                                 "-k", "composer or explicit"]),
+    "tools/compose.py": (("compose_mixes",), ["tests/unit/generation/test_composer.py", "tests/unit/test_repair_ladder.py"]),
+    "generation/composition.py": ((), ["tests/unit/generation/test_composer.py",
+                                       "tests/unit/generation/test_composition_methods.py"]),
+    "agent/planner.py": ((), ["tests/unit/test_offline_selection.py", "tests/unit/test_planner.py",  # offline_ranking:
+                              "tests/integration/test_learned_lists_db.py::test_training_writes_both_stages_and_cross_fits_the_first"]),
+    # choose_adapters and _choose_with_llm need a database and an LLM: the agent's integration tests hold them
+    "agent/picks.py": (("_choose_offline", "without_rival_candidates", "without_excluded_triggers", "with_llm_edits",
+                        "apply_edits"), ["tests/unit/test_offline_selection.py", "tests/unit/test_rival_candidates.py"]),
+    # load_cards reads the database (tests/integration/test_learned_rank_db.py)
+    "tools/rank_features.py": (("content_words", "card_info", "build_features", "card_keys"),
+                               ["tests/unit/test_rank_features_golden.py", "tests/unit/test_learned_rank.py", "-k", "features"]),
+    "agent/checks.py": (("apply_findings",), ["tests/unit/test_repair_ladder.py"]),
 }
 
 # (module, mutant key) -> why it cannot change behaviour.
@@ -69,6 +84,18 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("generation/skipping.py", "L112:72 constant"): "the count of known predictions is only compared with >= 2",
     ("generation/output.py", "L19:39 and/or"): "os.sep is '/' on the POSIX systems this runs on",
     ("generation/output.py", "L63:36 constant"): "the temp file exists whenever the handler runs (the rename failed)",
+    ("generation/masks.py", "L181:4 swap targets"): "both names start as empty lists",
+    ("generation/masks.py", "L149:103 constant"): "the default seed: any fixed one makes the same inputs give the same mixes",
+    ("generation/masks.py", "L73:44 constant"): "rounding to 6 or 7 digits both merge the float noise of one computed weight",
+    ("generation/masks.py", "L163:18 constant"): "a space of exactly 4097 masks sampled or enumerated: uniform, distinct "
+                                                 "draws either way (only a batch larger than the space tells them apart; batches are at most 16)",
+    ("generation/composition.py", "L60:37 compare#0"): "with one group the bound is 0 steps, and every run has at least one",
+    ("tools/rank_features.py", "L214:30 constant"): "a query without content words has 0 in every numerator over n_words",
+    ("tools/rank_features.py", "L223:102 constant"): "a card without trigger words has 0 in trigger_cover's numerator",
+    ("tools/rank_features.py", "L208:75 constant"): "BM25 scores are 0 (ratio 0 either way) or far above 2e-6",
+    ("agent/planner.py", "L19:0 negate condition"): "the Database import is for type hints only; importing it at run time changes nothing",
+    ("agent/planner.py", "L163:7 compare#0"): "with exactly max_total chosen, keeping the best max_total keeps them all",
+    ("agent/planner.py", "L100:53 and/or"): "a blank piece kept by `or` is cleaned to '' and never becomes a task",
 }
 
 
@@ -347,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(module, m.description)
         return 0
     _preload()
-    if any(TARGETS[m][1][0].startswith("tests/integration") for m in modules):
+    if any(t.startswith("tests/integration") for m in modules for t in TARGETS[m][1]):
         _database()
     results, summary = [], {}
     for module in modules:
