@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 
 from loracle.agent.answer import write_answer
 from loracle.agent.candidates import find_candidates
-from loracle.agent.checks import apply_findings, image_findings, mix_findings, remember_conflicts
+from loracle.agent.checks import apply_findings, image_findings, mix_findings, passed_images, remember_conflicts
 from loracle.agent.edits import merge_edits, read_follow_up, turn_seed
 from loracle.agent.image_input import edit_images, turn_image_edit
 from loracle.agent.image_records import record_images
@@ -57,7 +57,7 @@ def plan(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     seed = state.requested_seed if state.requested_seed is not None else turn_seed(state.seed, new_plan, follow_up)
     return {
         "plan": new_plan, "history": [*state.history, message], "seed": seed, "requested_seed": None,
-        "attempt": 0, "dropped": [], "downweighted": {}, "repair": Repair(), "attempts": [], "findings": [],
+        "attempt": 0, "dropped": [], "downweighted": {}, "repair": Repair(), "attempts": [], "kept": [], "findings": [],
         "skipped": [], "images": [], "nfe": 0, "timings": {}, "sampler_replica": None,
         # this turn's image inputs now live in the plan; cleared so the next turn does not inherit them
         "input_image": None, "input_mask": None, "strength": None, "edits": None,
@@ -103,7 +103,8 @@ def compose(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
         _emit(runtime, "inspection", stage="catalog", findings=[f.message for f in skipped])
     scale = {p.ref: state.downweighted.get(str(p.adapter_id), 1.0) * state.repair.boost.get(str(p.adapter_id), 1.0)
              for ps in picks.values() for p in ps}
-    composition = compose_mixes(picks, state.n_images or ctx.settings.n_images, composer_settings(ctx.settings),
+    n_images = (state.n_images or ctx.settings.n_images) - len(state.kept)
+    composition = compose_mixes(picks, n_images, composer_settings(ctx.settings),
                                 seed=state.seed + state.attempt, weight_scale=scale)
     by_file = {p.file: p.adapter_id for ps in picks.values() for p in ps if p.file}
     mixes = [m.as_dict() for m in composition.mixes]
@@ -119,7 +120,8 @@ def merge_findings(old: list[Finding], new: list[Finding]) -> list[Finding]:
 
 def check_mix(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     """Inspect each distinct mix before sampling; findings name the adapters to drop or down-weight."""
-    findings = mix_findings(runtime.context, state.picks, state.mixes, state.mix_adapters, state.plan.edits.pinned)
+    boosted = {int(a) for a, factor in state.repair.boost.items() if factor > 1}
+    findings = mix_findings(runtime.context, state.picks, state.mixes, state.mix_adapters, state.plan.edits.pinned, boosted)
     if findings:
         _emit(runtime, "inspection", stage="mix", findings=[f.message for f in findings])
     kept = [f"{f.message}." for f in findings if f.action == "none" and f"{f.message}." not in state.plan.notes]
@@ -141,7 +143,7 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
         composition = Composition([Mix.from_dict(m, tuple(t)) for m, t in zip(mixes, triggers)])
         try:
             result, stored = sample_images(
-                engine, state.plan.prompt, composition, image_seeds(state.seed, len(mixes)),
+                engine, state.plan.prompt, composition, image_seeds(state.seed, len(mixes), state.attempt, len(state.kept)),
                 sample_settings(ctx, engine, state.repair), ctx.images, negative_prompt=negative, cancel=ctx.cancel,
                 on_progress=lambda p: _emit(runtime, "progress", step=p.step, steps=p.steps),
                 image=image, mask=mask, strength=edit.strength if edit else 0.8, mask_feather=ctx.settings.mask_feather,
@@ -162,7 +164,7 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     timings = _add_time(state.timings, "sample_s", started)
     if "sampler_retries" in result.timings:  # on Ray: a sampler replica died and another one finished the request
         timings["sampler_retries"] = timings.get("sampler_retries", 0.0) + result.timings["sampler_retries"]
-    update = {"images": images, "nfe": state.nfe + sum(result.nfe), "timings": timings,
+    update = {"images": [*state.kept, *images], "nfe": state.nfe + sum(result.nfe), "timings": timings,
               "sampler_replica": result.served_by}
     if skipped:
         update.update(mixes=mixes, triggers=triggers, mix_adapters=mix_adapters,
@@ -180,8 +182,8 @@ def inspect(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
 
 
 def should_retry(state: AgentState, runtime: Runtime[AgentContext]) -> bool:
-    blamed = any(f.blamed and f.action != "none" for f in state.findings)
-    return blamed and state.attempt < runtime.context.settings.max_retries
+    actionable = any(f.action == "resample" or (f.blamed and f.action != "none") for f in state.findings)
+    return actionable and state.attempt < runtime.context.settings.max_retries
 
 
 def after_check(state: AgentState, runtime: Runtime[AgentContext]) -> str:
@@ -193,15 +195,16 @@ def after_inspect(state: AgentState, runtime: Runtime[AgentContext]) -> str:
 
 
 def retry(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
-    """Record the failed attempt; strengthen what the judge did not see, drop or down-weight what was blamed,
-    remember conflicting pairs."""
+    """Record the failed attempt; keep the images that passed, strengthen what the judge did not see, drop or
+    down-weight what was blamed, remember conflicting pairs. Only the images that failed are drawn again."""
     names = {p.adapter_id: p.name for ps in state.picks.values() for p in ps}
     dropped, downweighted, repair = apply_findings(state.findings, state.dropped, state.downweighted, state.repair, names)
     remember_conflicts(runtime.context, state.findings)
     attempt = Attempt(attempt=state.attempt, mixes=state.mixes, findings=state.findings, images=[i.path for i in state.images])
     _emit(runtime, "retry", attempt=attempt.attempt + 1, dropped=dropped)
     return {"attempts": [*state.attempts, attempt], "attempt": state.attempt + 1, "dropped": dropped,
-            "downweighted": downweighted, "repair": repair, "images": []}
+            "downweighted": downweighted, "repair": repair, "images": [],
+            "kept": passed_images(state.images, state.findings) if state.images else state.kept}
 
 
 def respond(state: AgentState, runtime: Runtime[AgentContext]) -> dict:

@@ -39,7 +39,9 @@ def sample_settings(ctx: AgentContext, engine: ImageEngine, repair: Repair | Non
     )
 
 
-def image_seeds(seed: int, n_images: int) -> list[int]:
-    """One seed per image, the same on every attempt of a turn, so a retry changes the mixes only. The first
-    image's seed is the turn's, so a one-image turn sent back with the seed its PNG records makes the same image."""
-    return [(seed + i) % (MAX_SEED + 1) for i in range(n_images)]
+def image_seeds(seed: int, n_images: int, attempt: int = 0, offset: int = 0) -> list[int]:
+    """One seed per image. The first attempt's first image has the turn's seed, so a one-image turn sent back with
+    the seed its PNG records makes the same image; a retry draws the images that failed with seeds of their own
+    (the same seed would mostly redraw the same wrong digit), after the `offset` images it kept."""
+    start = seed + attempt * 1009 + offset  # 1009: a prime, far from the next turn's own seeds
+    return [(start + i) % (MAX_SEED + 1) for i in range(n_images)]

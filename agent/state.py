@@ -101,7 +101,8 @@ class AgentState(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     skipped: list[Finding] = Field(default_factory=list)  # adapters left out because their files cannot be used
     attempts: list[Attempt] = Field(default_factory=list)
-    images: list[GeneratedImage] = Field(default_factory=list)
+    kept: list[GeneratedImage] = Field(default_factory=list)  # earlier attempts' images that passed inspection
+    images: list[GeneratedImage] = Field(default_factory=list)  # kept + this attempt's
     nfe: int = 0
     timings: dict[str, float] = Field(default_factory=dict)
     sampler_replica: str | None = None  # on Ray: the replica that drew this turn's latest images

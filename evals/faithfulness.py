@@ -86,8 +86,9 @@ def score_images(reads: list[tuple[int, set[str]]], case: Case) -> dict[str, flo
 
 
 def first_attempt_paths(state: dict) -> list[str]:
-    attempts = state.get("attempts") or []
-    return list(attempts[0]["images"]) if attempts else [i["path"] for i in state["images"]]
+    """The first images sampled (an attempt retried before sampling, for a finding on its mixes, made none)."""
+    sampled = [a["images"] for a in state.get("attempts") or [] if a["images"]]
+    return list(sampled[0]) if sampled else [i["path"] for i in state["images"]]
 
 
 def interval(values: list[float]) -> dict[str, float]:
@@ -127,9 +128,9 @@ def single_turns(run_turn: RunTurn, reader: Reader, prompts: list[Case], seeds: 
 
 
 def multi_turn(run_turn: RunTurn, reader: Reader, seeds: list[int], n_images: int, tag: str, per_seed: int = 4,
-               progress: Callable[[Iterable, str], Iterable] = lambda x, _d: x) -> dict[str, Any]:
+               progress: Callable[[Iterable, str], Iterable] = lambda x, _d: x, prompt_seed: int = 1) -> dict[str, Any]:
     """"make it X too" (X then seen in the next turn's images) and "drop the X look" (X then absent)."""
-    rng = random.Random(1)
+    rng = random.Random(prompt_seed)
     adds, drops = [], []
     for seed in seeds:
         for i in range(per_seed):
@@ -156,11 +157,11 @@ def multi_turn(run_turn: RunTurn, reader: Reader, seeds: list[int], n_images: in
 
 
 def repeated_example(run_turn: RunTurn, reader: Reader, runs: int = 10, n_images: int = 4,
-                     prompt: str = "a bold, slanted seven") -> dict[str, Any]:
+                     prompt: str = "a bold, slanted seven", first_seed: int = 7000) -> dict[str, Any]:
     """The README's example run `runs` times in a row on one home: images per run with both styles seen."""
     both = []
     for i in range(runs):
-        state = run_turn(f"faith-readme-{i}-{time.time_ns()}", prompt, 7000 + i, n_images)
+        state = run_turn(f"faith-readme-{i}-{time.time_ns()}", prompt, first_seed + i, n_images)
         both.append(sum({"bold", "slanted"} <= seen for _, seen in reader.read([im["path"] for im in state["images"]])))
     return {"both_styles_per_run": both, "runs_with_at_least_3_of_4": sum(b >= 3 for b in both) / runs}
 
@@ -175,6 +176,8 @@ def main() -> None:
     parser.add_argument("--multi-turn", type=int, default=3, help="cases per seed for each multi-turn kind (0: none)")
     parser.add_argument("--readme-runs", type=int, default=10)
     parser.add_argument("--home", type=Path, default=None)
+    parser.add_argument("--dev", action="store_true",
+                        help="other prompts and seeds than the reported ones: for choosing settings")
     args = parser.parse_args()
 
     from loracle.agent.service import open_agent
@@ -182,7 +185,8 @@ def main() -> None:
 
     home = args.home or Path(tempfile.mkdtemp(prefix="loracle-faith-"))
     report: dict[str, Any] = {"per_count": args.per_count, "seeds": args.seeds, "n_images": args.n_images, "steps": args.steps}
-    seeds = list(range(args.seeds))
+    seeds = [s + 100 * args.dev for s in range(args.seeds)]
+    prompt_seed = 1 + 10 * args.dev
     for method in args.methods.split(","):
         update: dict[str, Any] = {"home": home, "base_model": "world", "steps": args.steps, "llm_model": None}
         if "composition_method" in Settings.model_fields:
@@ -195,11 +199,14 @@ def main() -> None:
                 return agent.run_turn(thread, message, seed=seed, n_images=n)
 
             started = time.perf_counter()
-            report[method] = single_turns(run_turn, reader, cases(args.per_count), seeds, args.n_images, method)
+            prompts = cases(args.per_count, seed=prompt_seed - 1)
+            report[method] = single_turns(run_turn, reader, prompts, seeds, args.n_images, method)
             if args.multi_turn:
-                report[method]["multi_turn"] = multi_turn(run_turn, reader, seeds, args.n_images, method, args.multi_turn)
+                report[method]["multi_turn"] = multi_turn(run_turn, reader, seeds, args.n_images, method, args.multi_turn,
+                                                          prompt_seed=prompt_seed)
             if args.readme_runs and method == args.methods.split(",")[0]:
-                report["readme_example"] = repeated_example(run_turn, reader, args.readme_runs)
+                report["readme_example"] = repeated_example(run_turn, reader, args.readme_runs,
+                                                            first_seed=7000 + 1000 * args.dev)
             report[method]["seconds"] = round(time.perf_counter() - started, 1)
         print(json.dumps({method: report[method]}, indent=1), flush=True)
     print(json.dumps(report, indent=1))

@@ -40,8 +40,9 @@ class Finding(BaseModel):
     check: str
     message: str
     blamed: list[int] = Field(default_factory=list)  # adapter ids
-    action: Literal["drop", "downweight", "strengthen", "none"] = "drop"
+    action: Literal["drop", "downweight", "strengthen", "resample", "none"] = "drop"
     pair: list[int] = Field(default_factory=list)  # the two adapters a conflict finding is about, when it is one
+    images: list[int] = Field(default_factory=list)  # the batch's images it is about (none: about the mix)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def check_mix(
             findings.append(Finding(check="exclusive", message=f"{names} are both '{group}' adapters at high weight",
                                     blamed=[weakest.adapter_id], pair=sorted((weakest.adapter_id, strongest.adapter_id))))
     total = sum(abs(a.weight) for a in adapters)
-    if total > settings.max_total_weight:
+    if round(total, 6) > settings.max_total_weight:  # three adapters at 0.8 are 2.4, not 2.4000000000000004
         findings.append(Finding(check="total_weight", message=f"total adapter weight {total:.2f} exceeds {settings.max_total_weight}",
                                 blamed=[a.adapter_id for a in adapters], action="downweight"))
     ids = {a.adapter_id: a for a in adapters}
@@ -123,11 +124,13 @@ def near_duplicates(images: list[Image.Image], settings: InspectionSettings = In
 @dataclass(frozen=True)
 class JudgeVerdict:
     """A judge's reason with its parts: the styles (by trigger word) it did not see, and whether the subject
-    itself is wrong. A missing style is repaired by strengthening its adapter, never blamed on another one."""
+    itself is wrong, and the styles it saw that nobody asked for. A missing style is repaired by strengthening its
+    adapter, never blamed on another one; an unasked style by drawing the image again."""
 
     message: str
     missing_triggers: tuple[str, ...] = ()
     wrong_subject: bool = False
+    unrequested: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.message
@@ -202,6 +205,10 @@ def check_kept_region(images: list[Image.Image], source: Image.Image, mask: Imag
                     action="none")]
 
 
+def _where(flags: Sequence[object]) -> list[int]:
+    return [i for i, flag in enumerate(flags) if flag]
+
+
 def inspect_images(
     images: list[Image.Image],
     mixes: list[list[int]],
@@ -214,8 +221,9 @@ def inspect_images(
 ) -> list[Finding]:
     """Findings over a batch. A broken image's adapters are blamed by comparison with passing images and
     dropped; a wrong subject down-weights them (the user asked for those styles); a style the judge did not see
-    strengthens the adapter whose trigger word asked for it (`triggers`: adapter id -> trigger words).
-    `check_duplicates=False` for edits, where images share the input and may rightly look alike."""
+    strengthens the adapter whose trigger word asked for it (`triggers`: adapter id -> trigger words); an image
+    that failed with no adapter to blame (a style nobody asked for, one unlucky seed) is drawn again. Each finding names its images, so a retry can
+    keep the ones that passed. `check_duplicates=False` for edits, where images share the input and may rightly look alike."""
     broken: list[str | None] = [image_problem(image, settings) for image in images]
     verdicts: list[str | JudgeVerdict | None] = [
         judge(image, prompt) if problem is None and judge is not None else None
@@ -225,21 +233,28 @@ def inspect_images(
         failed = [p is not None for p in broken]
         blamed = blame_images(failed, mixes)
         detail = "; ".join(f"image {i}: {p}" for i, p in enumerate(broken) if p)
-        findings.append(Finding(check="images", message=detail, blamed=blamed, action="drop" if blamed else "none"))
+        findings.append(Finding(check="images", message=detail, blamed=blamed, action="drop" if blamed else "resample",
+                                images=_where(failed)))
     missing = [v if isinstance(v, JudgeVerdict) and v.missing_triggers else None for v in verdicts]
     if any(missing):
         owners = sorted({a for v, mix in zip(missing, mixes) if v for a in mix
                          if set((triggers or {}).get(a, ())) & set(v.missing_triggers)})
         detail = "; ".join(f"image {i}: {v.message}" for i, v in enumerate(missing) if v)
-        findings.append(Finding(check="missing_style", message=detail, blamed=owners, action="strengthen" if owners else "none"))
+        findings.append(Finding(check="missing_style", message=detail, blamed=owners, action="strengthen" if owners else "resample",
+                                images=_where(missing)))
     wrong = [v is not None and not (isinstance(v, JudgeVerdict) and not v.wrong_subject) for v in verdicts]
     if any(wrong):  # plain-text reasons and wrong subjects: the adapters most associated with them weigh less
         blamed = blame_images(wrong, mixes)
         detail = "; ".join(f"image {i}: {v}" for i, (v, w) in enumerate(zip(verdicts, wrong)) if w)
-        findings.append(Finding(check="prompt_fit", message=detail, blamed=blamed, action="downweight" if blamed else "none"))
+        findings.append(Finding(check="prompt_fit", message=detail, blamed=blamed, action="downweight" if blamed else "resample",
+                                images=_where(wrong)))
+    unasked = [isinstance(v, JudgeVerdict) and bool(v.unrequested) for v in verdicts]
+    if any(unasked):  # no adapter asked for it: nothing to blame, the image is drawn again
+        detail = "; ".join(f"image {i}: {v.message}" for i, (v, u) in enumerate(zip(verdicts, unasked)) if u)
+        findings.append(Finding(check="unrequested_style", message=detail, action="resample", images=_where(unasked)))
     for i, j in (near_duplicates(images, settings) if check_duplicates else []):
         if mixes[i] != mixes[j]:
             continue  # the same mix with other seeds may legitimately look alike in tiny worlds
         findings.append(Finding(check="duplicates", message=f"images {i} and {j} are near-identical despite different seeds",
-                                blamed=list(mixes[i]), action="downweight"))
+                                blamed=list(mixes[i]), action="downweight", images=[j]))
     return findings

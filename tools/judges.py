@@ -40,7 +40,8 @@ def asks_for_digits(prompt: str) -> bool:
 
 
 def world_judge(folder: Path) -> Judge:
-    """The digits world's judge as inspection's prompt-fit check: the digit asked for, and the styles triggered.
+    """The digits world's judge as inspection's prompt-fit check: the digit asked for, the styles triggered, and
+    no style the prompt did not ask for (by trigger word or style name).
     It is asked only about what it knows: a digit the prompt names as its subject, the world's styles."""
     judge = load_judge(folder)
     triggers = {trigger: name for name, trigger in judge.triggers.items()}
@@ -57,8 +58,13 @@ def world_judge(folder: Path) -> Judge:
         missing = [trigger for trigger, name in triggers.items() if trigger in words and name not in seen]
         if missing:
             problems.append(f"style not visible: {', '.join(triggers[t] for t in missing)}")
+        asked = {name for trigger, name in triggers.items() if trigger in words or name in words}
+        unrequested = tuple(sorted(seen - asked)) if wanted is not None else ()  # only about the digits it knows
+        if unrequested:
+            problems.append(f"style nobody asked for: {', '.join(unrequested)}")
         if not problems:
             return None
-        return JudgeVerdict("; ".join(problems), missing_triggers=tuple(missing), wrong_subject=wrong_digit)
+        return JudgeVerdict("; ".join(problems), missing_triggers=tuple(missing), wrong_subject=wrong_digit,
+                            unrequested=unrequested)
 
     return check

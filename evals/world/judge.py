@@ -1,8 +1,9 @@
 """Training the world's judge (the network and loading live in `loracle.generation.world.judge`): one small CNN that names the digit, detects each style, and gives features for FD.
 
-Trained on real training digits, each drawn plain or with one or two compatible styles (so the digit is still
-named under any style, and styles are detected in mixes). Scored on held-out real digits. Saved as
-safetensors + JSON (no pickle). The agent's inspection can use it as its "prompt fit" check in this world.
+Trained on real training digits, each drawn plain or with one, two or three compatible styles (so the digit is
+still named under any style, and styles are detected in the mixes the agent composes: prompts may ask for
+three). Scored on held-out real digits, also per number of styles. Saved as safetensors + JSON (no pickle).
+The agent's inspection can use it as its "prompt fit" check in this world.
 """
 
 from __future__ import annotations
@@ -33,22 +34,31 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
+STYLE_COUNTS = ((0, 0.2), (1, 0.3), (2, 0.3), (3, 0.2))  # how many styles a training image gets, and how often
+
+
+def random_style_set(rng: random.Random, styles: tuple[str, ...], k: int) -> tuple[str, ...]:
+    """`k` distinct compatible styles, drawn uniformly."""
+    while True:
+        combo = tuple(rng.sample(styles, k))
+        if compatible(combo):
+            return combo
+
+
 def _random_styles(rng: random.Random, styles: tuple[str, ...]) -> tuple[str, ...]:
     r = rng.random()
-    if r < 0.3:
-        return ()
-    if r < 0.7:
-        return (rng.choice(styles),)
-    while True:
-        pair = tuple(rng.sample(styles, 2))
-        if compatible(pair):
-            return pair
+    for k, share in STYLE_COUNTS:
+        if r < share:
+            return random_style_set(rng, styles, k)
+        r -= share
+    return random_style_set(rng, styles, STYLE_COUNTS[-1][0])
 
 
-def styled_batch(data: Split, idx: torch.Tensor, rng: random.Random, styles: tuple[str, ...]):
-    """Images of `idx`, each with a random compatible style set, and the multi-hot style targets."""
+def styled_batch(data: Split, idx: torch.Tensor, rng: random.Random, styles: tuple[str, ...], k: int | None = None):
+    """Images of `idx`, each with a random compatible style set (of `k` styles, else of a random size), and the
+    multi-hot style targets."""
     xs, targets = [], torch.zeros(len(idx), len(styles))
-    sets = [_random_styles(rng, styles) for _ in range(len(idx))]
+    sets = [_random_styles(rng, styles) if k is None else random_style_set(rng, styles, k) for _ in range(len(idx))]
     for combo in set(sets):
         rows = [i for i, s in enumerate(sets) if s == combo]
         xs.append((rows, apply_styles(data.images[idx[rows]], combo)))
@@ -119,10 +129,31 @@ def evaluate_judge(judge: Judge, held_out: Split, seed: int = 1) -> dict:
                         "detected_when_applied": round(tpr, 4)}
     fpr = (judge.style_probs(held_out.images) > judge.threshold).any(1).float().mean().item()
     return {
+        "by_style_count": by_style_count(judge, held_out, seed),
         "digit_accuracy_real": round(real, 4), "digit_accuracy_styled": round(styled, 4),
         "style_accuracy_mean": round(float(np.mean([v["accuracy_mixed"] for v in per_style.values()])), 4),
         "plain_images_with_a_false_style": round(fpr, 4), "per_style": per_style, "n_held_out": len(idx),
     }
+
+
+SYMMETRIC_DIGITS = (0, 1, 8)  # "mirrored" cannot show on these
+
+
+def by_style_count(judge: Judge, held_out: Split, seed: int = 1) -> dict[str, dict[str, float]]:
+    """Held-out renders with exactly 1, 2 and 3 compatible styles: the right digit, exactly the styles applied
+    (no more, no fewer), and both (what the faithfulness suite asks of each image)."""
+    idx = torch.arange(len(held_out.labels))
+    symmetric = torch.isin(held_out.labels, torch.tensor(SYMMETRIC_DIGITS))
+    out = {}
+    for k in (1, 2, 3):
+        x, y = styled_batch(held_out, idx, random.Random(seed + k), judge.styles, k=k)
+        digit = judge.digits(x) == held_out.labels
+        agree = (judge.style_probs(x) > judge.threshold).float() == y
+        agree[:, judge.styles.index("mirrored")] |= symmetric  # nobody can see a mirrored 0, 1 or 8
+        exact = agree.all(1)
+        out[str(k)] = {"digit": round(digit.float().mean().item(), 4), "styles_exact": round(exact.float().mean().item(), 4),
+                       "both": round((digit & exact).float().mean().item(), 4)}
+    return out
 
 
 def save_judge(judge: Judge, folder: Path, report: dict | None = None) -> Path:

@@ -98,10 +98,46 @@ def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
     bold = next(ref for ref in final if "bold" in ref)
     assert final[slanted] == pytest.approx(first[slanted] * 1.5625) and final[bold] == first[bold]
     # named as everywhere else in the answer, in plain words (not "strengthened adapters [3]")
-    assert "Repair: strengthened Italic Digits, which the judge did not see in every image: weight x1.25." in state["answer"]
-    assert "Repair: strengthened Italic Digits, which the judge did not see in every image: weight x1.25 and adapter " \
-           "guidance 1.5." in state["answer"]
+    line = "Repair: strengthened Italic Digits, which the judge did not see in every image: weight x1.25 and adapter " \
+           "guidance 1.5."
+    assert state["answer"].count(line) == 2, "one line per repair"
     assert not re.search(r"\[\d", state["answer"]), state["answer"]
     assert "method composite" not in state["answer"]
     with Image.open(agent.settings.images_dir / state["images"][0]["path"]) as im:
         assert "Composition: merge" in im.info["parameters"]
+
+
+def test_a_retry_keeps_the_images_that_passed_and_redraws_the_others_with_new_seeds(agent: Agent) -> None:
+    """Image 2 of 2 shows a style nobody asked for: only it is drawn again (a new seed: the old one would mostly
+    redraw the same thing); image 1, which passed, is delivered as it was."""
+    calls: list[str] = []
+
+    def judge(image, prompt: str):
+        calls.append(prompt)
+        return JudgeVerdict("style nobody asked for: boxed", unrequested=("boxed",)) if len(calls) == 2 else None
+
+    agent.context.judge = judge
+    state = agent.run_turn("keep", "a seven", seed=6)
+    [first] = state["attempts"]
+    assert [f["check"] for f in first["findings"]] == ["unrequested_style"]
+    assert [image["path"] for image in state["images"]][0] == first["images"][0], "the image that passed is kept"
+    assert state["images"][1]["path"] not in first["images"] and state["images"][1]["attempt"] == 1
+    assert state["images"][0]["seed"] == 6 and state["images"][1]["seed"] not in (6, 7)
+    assert len(calls) == 4 and "Still flagged" not in state["answer"]
+
+
+def test_a_repair_is_not_undone_by_the_total_weight_bound(agent: Agent) -> None:
+    """Three styles at 0.8 fill the 2.4 bound; strengthening the missing one goes over it. The retry samples the
+    strengthened mix (noted in the answer) instead of weakening every adapter and spending an attempt unsampled."""
+    calls: list[str] = []
+
+    def judge(image, prompt: str):
+        calls.append(prompt)
+        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) <= 2 else None
+
+    agent.context.judge = judge
+    state = agent.run_turn("bound", "a bold, slanted, boxed seven", seed=8)
+    assert [len(a["images"]) for a in state["attempts"]] == [2], "one retry, and it sampled"
+    final = state["images"][0]["mix"]
+    assert sorted(round(w, 3) for w in final.values()) == [0.8, 0.8, 1.0], "the missing style's adapter at 0.8 x 1.25"
+    assert "kept, to bring out a missing style" in state["answer"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loracle.evals.faithfulness import EXCLUSIVE, SYMMETRIC, Case, cases, interval, score_images
+from loracle.evals.faithfulness import EXCLUSIVE, SYMMETRIC, Case, cases, first_attempt_paths, interval, score_images
 
 
 def test_cases_hold_compatible_styles_on_digits_that_can_show_them() -> None:
@@ -64,3 +64,10 @@ def test_real_phrases_come_from_the_prompt_file_split_by_prompt(tmp_path) -> Non
     train, held = real_phrases(path)
     assert sorted(train) == ["braided ponytail", "white background"], "split as the planner splits; dev tasks left out"
     assert sorted(held) == ["lighthouse", "rocky cliff"], "held-out phrases already in training are left out"
+
+
+def test_before_retries_means_the_first_images_sampled() -> None:
+    """An attempt retried for a finding on its mixes sampled nothing: "before retries" is the next one's images."""
+    state = {"attempts": [{"images": []}, {"images": ["a.png", "b.png"]}], "images": [{"path": "c.png"}]}
+    assert first_attempt_paths(state) == ["a.png", "b.png"]
+    assert first_attempt_paths({"attempts": [], "images": [{"path": "c.png"}]}) == ["c.png"]

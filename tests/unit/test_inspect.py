@@ -26,6 +26,7 @@ def test_mix_checks_name_the_adapter_to_blame() -> None:
     exclusive = check_mix([adapter(1, 0.9, tags=("character",)), adapter(2, 0.6, tags=("Character",))], "sd15")
     assert [(f.check, f.blamed) for f in exclusive] == [("exclusive", [2])]
     assert check_mix([adapter(1, 0.9, tags=("character",)), adapter(2, 0.3, tags=("character",))], "sd15") == []
+    assert check_mix([adapter(i, 0.8) for i in range(3)], "sd15") == [], "2.4 in all is within the bound, rounding aside"
     heavy = check_mix([adapter(i, 1.0) for i in range(3)], "sd15")
     assert heavy[0].check == "total_weight" and heavy[0].action == "downweight"
     known = check_mix([adapter(1, 0.9), adapter(2, 0.5)], "sd15", conflicts=[(1, 2, "muddy")])
@@ -83,3 +84,21 @@ def test_a_missing_style_strengthens_its_own_adapter_never_the_others() -> None:
     assert [(f.check, f.blamed, f.action) for f in findings] == [("missing_style", [2], "strengthen")]
     broken = inspect_images([good, image(np.zeros((32, 32)))], [[1], [1, 2]], ["x", "x"], judge=judge)
     assert [(f.check, f.blamed, f.action) for f in broken] == [("images", [2], "drop")], "only a broken image drops"
+
+
+def test_each_finding_names_its_images_and_an_unasked_style_redraws_the_image() -> None:
+    """A style nobody asked for, or a wrong digit on one seed of a shared mix, blames no adapter: the image is drawn
+    again; every finding says which images it is about, so a retry can keep the others."""
+    good = image(np.tile(np.linspace(0, 255, 32), (32, 1)))
+    framed = image(np.tile(np.linspace(0, 255, 32), (32, 1)).T)
+    wrong = image(np.tile(np.linspace(255, 0, 32), (32, 1)))
+
+    def judge(im: Image.Image, prompt: str) -> JudgeVerdict | None:
+        if im is framed:
+            return JudgeVerdict("style nobody asked for: boxed", unrequested=("boxed",))
+        return JudgeVerdict("drew a one", wrong_subject=True) if im is wrong else None
+
+    findings = inspect_images([good, framed, wrong, good.copy()], [[1], [1], [1], [2]], ["a seven, boldface"] * 4,
+                              judge=judge)
+    assert [(f.check, f.blamed, f.action, f.images) for f in findings] == [
+        ("prompt_fit", [], "resample", [2]), ("unrequested_style", [], "resample", [1])]

@@ -44,8 +44,9 @@ def test_one_repair_multiplies_each_blamed_adapter_once() -> None:
     assert dropped == [BROKEN]
     assert downweighted == {str(LOUD): pytest.approx(DOWNWEIGHT)}
     assert repair.boost == {str(MISSING): pytest.approx(BOOST)}
-    assert repair.adapter_guidance == 1.0, "adapter guidance waits for the second repair"
-    assert len(repair.steps) == 1 and f"[{MISSING}]" in repair.steps[0]
+    assert repair.adapter_guidance == ADAPTER_GUIDANCE, "adapter guidance joins at the first repair"
+    assert repair.steps == [f"strengthened adapter {MISSING}, which the judge did not see in every image: "
+                            f"weight x{BOOST:g} and adapter guidance {ADAPTER_GUIDANCE:g}"]
 
 
 def test_two_repairs_multiply_the_factors_and_add_adapter_guidance() -> None:
@@ -54,8 +55,7 @@ def test_two_repairs_multiply_the_factors_and_add_adapter_guidance() -> None:
     assert downweighted == {str(LOUD): pytest.approx(DOWNWEIGHT * DOWNWEIGHT)}
     assert repair.boost == {str(MISSING): pytest.approx(min(BOOST * BOOST, MAX_BOOST))}
     assert repair.adapter_guidance == ADAPTER_GUIDANCE
-    assert len(repair.steps) == 2 and f"adapter guidance {ADAPTER_GUIDANCE:g}" in repair.steps[1]
-    assert "adapter guidance" not in repair.steps[0]
+    assert len(repair.steps) == 2 and all(f"adapter guidance {ADAPTER_GUIDANCE:g}" in step for step in repair.steps)
 
 
 def test_the_boost_stops_at_its_cap() -> None:
@@ -92,8 +92,8 @@ def test_the_composer_weights_carry_the_product_of_the_factors() -> None:
 def test_adapter_guidance_reaches_the_sampler_with_cfg_only() -> None:
     engine = SimpleNamespace(guide_names=())
     ctx = SimpleNamespace(settings=Settings(guidance="cfg", guidance_scale=5.0), guidance_scale=7.5)
-    once, twice = _repairs(1)[2], _repairs(2)[2]
-    assert sample_settings(ctx, engine, once).guidance.kind == "cfg"
-    guided = sample_settings(ctx, engine, twice).guidance
+    unrepaired = apply_findings([f for f in FINDINGS if f.action != "strengthen"], [], {}, Repair())[2]
+    assert sample_settings(ctx, engine, unrepaired).guidance.kind == "cfg"
+    guided = sample_settings(ctx, engine, _repairs(1)[2]).guidance
     assert guided.kind == "both" and guided.guide.kind == "no_adapters"
     assert guided.scale == pytest.approx(5.0 + ADAPTER_GUIDANCE - 1)
