@@ -17,7 +17,7 @@ from loracle.agent.state import AgentContext
 from loracle.generation.adapters import ADAPTER_SUFFIXES
 from loracle.generation.prompt_tags import parse_lora_tags
 from loracle.tools.compose import adapter_file
-from loracle.tools.relevance import relevance_floor
+from loracle.tools.relevance import covers, relevance_floor, uncovered_floor
 
 _TAG = re.compile(r"<lora:([^>]*)>", re.IGNORECASE)
 _SAFE_NAME = re.compile(r"^[\w .+-]{1,200}$")
@@ -59,12 +59,16 @@ def _closest(ctx: AgentContext, name: str) -> tuple[str, str] | None:
         return None
     hits = search_catalog(ctx.db, ctx.embedder, ctx.settings, [text], k=ctx.settings.candidates_per_task,
                           base_models=ctx.base_models).get(text, [])
-    floor = relevance_floor(ctx.family)
+    floor, strict = relevance_floor(ctx.family), uncovered_floor(ctx.family)
     with ctx.db.connection() as conn:
         for hit in hits:
             if floor is not None and hit.score < floor:
                 break
-            row = conn.execute("SELECT file_name, local_path FROM adapters WHERE id = %s", (hit.adapter_id,)).fetchone()
+            row = conn.execute("SELECT file_name, local_path, coalesce(description, '') FROM adapters WHERE id = %s",
+                               (hit.adapter_id,)).fetchone()
+            if row and strict is not None and hit.score < strict and not covers(
+                    text, " ".join([hit.name, *hit.tags, *hit.trigger_words, row[2]])):
+                continue  # its card does not hold the tag's words, and its score alone is not enough
             found = adapter_file(row[1], row[0], ctx.adapter_dirs) if row else None
             if found:
                 return Path(found).stem, hit.name

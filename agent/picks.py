@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from loracle.agent.candidates import offline_picks, pinned_candidates, search_candidates
+from loracle.agent.candidates import WHOLE_PROMPT, offline_picks, pinned_candidates, search_candidates
 from loracle.agent.edits import without_term
 from loracle.agent.plan import Candidate, Edits, Pick, Plan
 from loracle.agent.planner import offline_ranking
@@ -13,7 +13,7 @@ from loracle.agent.selector import LLMFailed, SubmitSelection, select_with_llm
 from loracle.agent.state import AgentContext
 from loracle.db.catalog import get_adapters
 from loracle.tools.compose import DEFAULT_WEIGHT
-from loracle.tools.relevance import relevance_floor
+from loracle.tools.relevance import covers, relevance_floor, uncovered_floor
 
 
 @dataclass
@@ -64,8 +64,18 @@ def _choose_offline(ctx: AgentContext, plan: Plan, candidates: dict[str, list[Ca
     floor = relevance_floor(ctx.family)
     if floor is not None:  # nothing below the catalog's relevance floor serves a task, however it ranks
         settings = replace(settings, min_score=max(settings.min_score, floor))
-    picks = without_rival_candidates(offline_picks(candidates, settings), ctx.static_conflicts)
+    picks = without_uncovering(offline_picks(candidates, settings), uncovered_floor(ctx.family), plan.prompt)
+    picks = without_rival_candidates(picks, ctx.static_conflicts)
     return Choice(picks, planner, plan, candidates, llm_calls)
+
+
+def without_uncovering(picks: dict[str, list[Pick]], floor: float | None, prompt: str) -> dict[str, list[Pick]]:
+    """Per task, only the picks whose card holds the task's words, unless they clear the higher `floor`: a score
+    alone lets "braided ponytail" through to a thin-stroke style (tools/relevance.py)."""
+    if floor is None:
+        return picks
+    return {task: [p for p in items if p.score >= floor or covers(prompt if task == WHOLE_PROMPT else task, p.card_text())]
+            for task, items in picks.items()}
 
 
 def without_rival_candidates(picks: dict[str, list[Pick]], conflicts: list[tuple[str, str, str]]) -> dict[str, list[Pick]]:

@@ -67,6 +67,10 @@ class Candidate(BaseModel):
     description: str = ""
     file: str | None = None  # the adapter's file in an adapter folder, when it is available locally
 
+    def card_text(self) -> str:
+        """Name, tags, trigger words and description: the words the card says it serves."""
+        return " ".join([self.name, *self.tags, *self.trigger_words, self.description])
+
     def matches_any(self, terms: list[str]) -> bool:
         """Whether a (lower-case) term occurs in the name, a tag or a trigger word: how users exclude adapters."""
         text = " ".join([self.name, *self.tags, *self.trigger_words]).lower()

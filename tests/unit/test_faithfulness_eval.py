@@ -24,13 +24,46 @@ def test_an_image_is_faithful_only_with_the_digit_every_style_and_nothing_else()
 def test_the_relevance_floor_is_fitted_inside_the_training_split() -> None:
     from loracle.evals.relevance_floor import cross_validated_floor, dev_tasks, fit, is_heldout
 
-    rows = [(("Bold", 2.0 + i / 10), "Bold") for i in range(5)] + [(("Bold", 1.0 + i / 10), None) for i in range(5)]
-    assert 1.4 < fit(rows) < 2.0, "between the highest unserved and the lowest served score"
-    floor, accuracy = cross_validated_floor(rows)
-    assert 1.4 < floor < 2.0 and accuracy == 1.0
+    served = [(("Bold", 2.0 + i / 10, True), "Bold") for i in range(5)]
+    unrelated = [(("Bold", 1.0 + i / 10, True), None) for i in range(5)]
+    assert 1.4 < fit(served + unrelated, two_floors=False)[0] < 2.0, "between the highest unserved and the lowest served score"
+    floors, accuracy, cost = cross_validated_floor(served + unrelated)
+    assert 1.4 < floors[0] < 2.0 and accuracy == 1.0 and cost == 0
     tasks = dev_tasks()
     assert 0.15 < sum(is_heldout(t) for t, _ in tasks) / len(tasks) < 0.45
     assert ("a cat", None) in tasks and ("bold", "Boldface Digits") in tasks
+
+
+def test_a_candidate_that_does_not_cover_its_task_needs_the_higher_floor() -> None:
+    """Unrelated phrases scoring above paraphrases: one floor cannot serve both, two (by coverage) can."""
+    from loracle.evals.relevance_floor import accuracy, cross_validated_floor, fit
+
+    paraphrases = [(("Thin", 1.6 + i / 100, True), "Thin") for i in range(10)]
+    unrelated = [(("Thin", 1.7 + i / 50, False), None) for i in range(10)]
+    rows = paraphrases + unrelated
+    one, two = fit(rows, two_floors=False), fit(rows)
+    assert accuracy(rows, two) == 1.0 and accuracy(rows, one) < 1.0
+    assert two[0] < 1.6 and two[1] > 1.88
+    assert cross_validated_floor(rows)[2] < cross_validated_floor(rows, two_floors=False)[2]
+
+
+def test_real_phrases_come_from_the_prompt_file_split_by_prompt(tmp_path) -> None:
+    import json
+
+    from loracle.evals.rank_train import is_heldout as is_heldout_prompt
+    from loracle.evals.relevance_floor import real_phrases
+
+    assert real_phrases(tmp_path / "absent.jsonl") == ([], [])
+    ids = [f"civitai-image-{i}" for i in range(40)]
+    held_id = next(i for i in ids if is_heldout_prompt(i))
+    train_id = next(i for i in ids if not is_heldout_prompt(i))
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"id": train_id, "prompt": "1girl, braided ponytail, blurry, (masterpiece:1.2), white background"},
+            {"id": held_id, "prompt": "a lighthouse on a rocky cliff, white background"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, held = real_phrases(path)
+    assert sorted(train) == ["braided ponytail", "white background"], "split as the planner splits; dev tasks left out"
+    assert sorted(held) == ["lighthouse", "rocky cliff"], "held-out phrases already in training are left out"
 
 
 def test_before_retries_means_the_first_images_sampled() -> None:
