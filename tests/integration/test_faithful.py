@@ -80,14 +80,19 @@ def test_refinement_edits_the_words_too(agent: Agent) -> None:
     assert all("framebox" in image["prompt"] for image in boxed["images"])
 
 
-def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
+def judge_misses_slanted(agent: Agent, first_calls: int) -> None:
+    """Give the agent a judge that does not see the slanted style in its first `first_calls` images."""
     calls: list[str] = []
 
     def judge(image, prompt: str):
         calls.append(prompt)
-        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) <= 4 else None
+        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) <= first_calls else None
 
     agent.context.judge = judge
+
+
+def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
+    judge_misses_slanted(agent, first_calls=4)
     state = agent.run_turn("repair", "a bold, slanted seven", seed=5)
     assert state["dropped"] == [] and len(state["attempts"]) == 2, "the bold adapter is never blamed"
     italic = next(p["adapter_id"] for ps in state["picks"].values() for p in ps if p["name"] == "Italic Digits")
@@ -129,13 +134,7 @@ def test_a_retry_keeps_the_images_that_passed_and_redraws_the_others_with_new_se
 def test_a_repair_is_not_undone_by_the_total_weight_bound(agent: Agent) -> None:
     """Three styles at 0.8 fill the 2.4 bound; strengthening the missing one goes over it. The retry samples the
     strengthened mix (noted in the answer) instead of weakening every adapter and spending an attempt unsampled."""
-    calls: list[str] = []
-
-    def judge(image, prompt: str):
-        calls.append(prompt)
-        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) <= 2 else None
-
-    agent.context.judge = judge
+    judge_misses_slanted(agent, first_calls=2)
     state = agent.run_turn("bound", "a bold, slanted, boxed seven", seed=8)
     assert [len(a["images"]) for a in state["attempts"]] == [2], "one retry, and it sampled"
     final = state["images"][0]["mix"]
