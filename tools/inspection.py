@@ -200,7 +200,7 @@ def check_kept_region(images: list[Image.Image], source: Image.Image, mask: Imag
     bad = [(i, e) for i, e in enumerate(errors) if e > max_error]
     if not bad:
         return []
-    detail = "; ".join(f"image {i}: {e:.3f}" for i, e in bad)
+    detail = "; ".join(f"image {i + 1}: {e:.3f}" for i, e in bad)
     return [Finding(check="kept_region", message=f"the unmasked region changed (mean abs pixel difference over {max_error}): {detail}",
                     action="none")]
 
@@ -228,33 +228,34 @@ def inspect_images(
     verdicts: list[str | JudgeVerdict | None] = [
         judge(image, prompt) if problem is None and judge is not None else None
         for image, prompt, problem in zip(images, prompts, broken)]
-    findings: list[Finding] = []
+    findings: list[Finding] = []  # messages number images from 1, as the answer and "refine image 2" do
     if any(broken):
         failed = [p is not None for p in broken]
         blamed = blame_images(failed, mixes)
-        detail = "; ".join(f"image {i}: {p}" for i, p in enumerate(broken) if p)
+        detail = "; ".join(f"image {i + 1}: {p}" for i, p in enumerate(broken) if p)
         findings.append(Finding(check="images", message=detail, blamed=blamed, action="drop" if blamed else "resample",
                                 images=_where(failed)))
     missing = [v if isinstance(v, JudgeVerdict) and v.missing_triggers else None for v in verdicts]
     if any(missing):
         owners = sorted({a for v, mix in zip(missing, mixes) if v for a in mix
                          if set((triggers or {}).get(a, ())) & set(v.missing_triggers)})
-        detail = "; ".join(f"image {i}: {v.message}" for i, v in enumerate(missing) if v)
+        detail = "; ".join(f"image {i + 1}: {v.message}" for i, v in enumerate(missing) if v)
         findings.append(Finding(check="missing_style", message=detail, blamed=owners, action="strengthen" if owners else "resample",
                                 images=_where(missing)))
     wrong = [v is not None and not (isinstance(v, JudgeVerdict) and not v.wrong_subject) for v in verdicts]
     if any(wrong):  # plain-text reasons and wrong subjects: the adapters most associated with them weigh less
         blamed = blame_images(wrong, mixes)
-        detail = "; ".join(f"image {i}: {v}" for i, (v, w) in enumerate(zip(verdicts, wrong)) if w)
+        detail = "; ".join(f"image {i + 1}: {v}" for i, (v, w) in enumerate(zip(verdicts, wrong)) if w)
         findings.append(Finding(check="prompt_fit", message=detail, blamed=blamed, action="downweight" if blamed else "resample",
                                 images=_where(wrong)))
     unasked = [isinstance(v, JudgeVerdict) and bool(v.unrequested) for v in verdicts]
     if any(unasked):  # no adapter asked for it: nothing to blame, the image is drawn again
-        detail = "; ".join(f"image {i}: {v.message}" for i, (v, u) in enumerate(zip(verdicts, unasked)) if u)
+        detail = "; ".join(f"image {i + 1}: style nobody asked for: {', '.join(v.unrequested)}"
+                           for i, (v, u) in enumerate(zip(verdicts, unasked)) if u)
         findings.append(Finding(check="unrequested_style", message=detail, action="resample", images=_where(unasked)))
     for i, j in (near_duplicates(images, settings) if check_duplicates else []):
         if mixes[i] != mixes[j]:
             continue  # the same mix with other seeds may legitimately look alike in tiny worlds
-        findings.append(Finding(check="duplicates", message=f"images {i} and {j} are near-identical despite different seeds",
+        findings.append(Finding(check="duplicates", message=f"images {i + 1} and {j + 1} are near-identical despite different seeds",
                                 blamed=list(mixes[i]), action="downweight", images=[j]))
     return findings

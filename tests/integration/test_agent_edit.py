@@ -105,5 +105,5 @@ def test_kept_region_check_reports_a_moved_region(tmp_path: Path) -> None:
     assert check_kept_region([source.copy()], source, mask, 0.05) == []
     moved = Image.fromarray(255 - np.asarray(source))
     [finding] = check_kept_region([source.copy(), moved], source, mask, 0.05)
-    assert finding.check == "kept_region" and "image 1" in finding.message and "image 0" not in finding.message
+    assert finding.check == "kept_region" and "image 2:" in finding.message and "image 1:" not in finding.message, "numbered from 1"
     assert finding.action == "none" and finding.blamed == []

@@ -102,3 +102,21 @@ def test_each_finding_names_its_images_and_an_unasked_style_redraws_the_image() 
                               judge=judge)
     assert [(f.check, f.blamed, f.action, f.images) for f in findings] == [
         ("prompt_fit", [], "resample", [2]), ("unrequested_style", [], "resample", [1])]
+
+
+def test_messages_number_images_from_one_and_say_each_problem_once() -> None:
+    """The answer lists "Images 1, 2" and a user refines "image 2": findings count the same way. A verdict with a
+    missing and an unasked style shows the unasked one only in its own finding."""
+    good = image(np.tile(np.linspace(0, 255, 32), (32, 1)))
+    both = image(np.tile(np.linspace(0, 255, 32), (32, 1)).T)
+
+    def judge(im: Image.Image, prompt: str) -> JudgeVerdict | None:
+        if im is both:
+            return JudgeVerdict("style not visible: slanted; style nobody asked for: mirrored",
+                                missing_triggers=("italicised",), unrequested=("mirrored",))
+        return None
+
+    findings = inspect_images([good, both], [[1], [1]], ["a seven, italicised"] * 2, judge=judge, triggers={1: ["italicised"]})
+    unasked = next(f for f in findings if f.check == "unrequested_style")
+    assert unasked.message == "image 2: style nobody asked for: mirrored"
+    assert all(f.message.startswith("image 2: ") for f in findings), [f.message for f in findings]
