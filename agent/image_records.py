@@ -11,7 +11,7 @@ from loracle.tools.sample import StoredImage
 
 
 def record_images(ctx: AgentContext, run_id: str, attempt: int, stored: list[StoredImage],
-                  mix_adapters: list[list[int]]) -> list[GeneratedImage]:
+                  mix_adapters: list[list[int]], triggers: list[list[str]], adapter_guidance: float) -> list[GeneratedImage]:
     """An `images` row per staged file, all in one transaction (with the bytes, for a store that keeps them in
     the database), then each file under its final name: a file without a row, or a row without a file, is never
     left behind (tools/image_store.py sweeps what a crash interrupts). A run whose thread was deleted meanwhile
@@ -20,11 +20,12 @@ def record_images(ctx: AgentContext, run_id: str, attempt: int, stored: list[Sto
     images = []
     try:
         with ctx.db.connection() as conn, conn.transaction():
-            for image, adapters in zip(stored, mix_adapters):
+            for image, adapters, words in zip(stored, mix_adapters, triggers):
                 record = {"attempt": attempt, "path": image.file.path, "sha256": image.file.sha256, "seed": image.seed,
                           "mix": image.mix, "nfe": image.nfe, "parameters": image.parameters}
                 image_id = add_image(conn, run_id, record, tenant=ctx.tenant)
-                images.append(GeneratedImage(**record, id=str(image_id), adapters=adapters, prompt=image.prompt))
+                images.append(GeneratedImage(**record, id=str(image_id), adapters=adapters, prompt=image.prompt,
+                                              triggers=list(words), adapter_guidance=adapter_guidance))
             ctx.images.write(conn, files)
     except psycopg.errors.ForeignKeyViolation:
         ctx.images.discard(files)

@@ -159,7 +159,7 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
             mixes = [{f: w for f, w in m.items() if f != exc.ref} for m in mixes]
             triggers = [[t for t in ts if t not in bad.trigger_words] for ts in triggers]
     mix_adapters = [sorted(picks[f].adapter_id for f in m) for m in mixes] if skipped else state.mix_adapters
-    images = record_images(ctx, state.run_id, state.attempt, stored, mix_adapters)
+    images = record_images(ctx, state.run_id, state.attempt, stored, mix_adapters, triggers, state.repair.adapter_guidance)
     _emit(runtime, "images", paths=[i.path for i in images], nfe=sum(result.nfe))
     timings = _add_time(state.timings, "sample_s", started)
     if "sampler_retries" in result.timings:  # on Ray: a sampler replica died and another one finished the request

@@ -52,6 +52,8 @@ class GeneratedImage(BaseModel):
     id: str  # the `images` row
     adapters: list[int]  # the mix's adapter ids
     prompt: str  # the prompt the image was sampled with (trigger words included)
+    triggers: list[str] = Field(default_factory=list)  # the trigger words its mix appended
+    adapter_guidance: float = 1.0  # the no-adapters guide's weight it was sampled with (1: off)
 
 
 class Repair(BaseModel):

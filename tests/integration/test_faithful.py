@@ -140,3 +140,21 @@ def test_a_repair_is_not_undone_by_the_total_weight_bound(agent: Agent) -> None:
     final = state["images"][0]["mix"]
     assert sorted(round(w, 3) for w in final.values()) == [0.8, 0.8, 1.0], "the missing style's adapter at 0.8 x 1.25"
     assert "kept, to bring out a missing style" in state["answer"]
+
+
+def test_the_answer_tells_kept_and_redrawn_images_apart(agent: Agent) -> None:
+    """Image 2 of 2 misses the slanted style: only it is redrawn, strengthened and with adapter guidance. Image 1,
+    kept from the first attempt, was made without either, and the answer says so per image, trigger words included."""
+    calls: list[str] = []
+
+    def judge(image, prompt: str):
+        calls.append(prompt)
+        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) == 2 else None
+
+    agent.context.judge = judge
+    state = agent.run_turn("kept", "a bold, slanted seven", seed=6)
+    assert [image["attempt"] for image in state["images"]] == [0, 1]
+    kept = next(line for line in state["answer"].splitlines() if line.startswith("Image 1:"))
+    redrawn = next(line for line in state["answer"].splitlines() if line.startswith("Image 2:"))
+    assert "adapter guidance" not in kept and "at 0.8" in kept and "trigger words: boldface, italicised" in kept, kept
+    assert "adapter guidance 1.5" in redrawn and "trigger words: boldface, italicised" in redrawn, redrawn
