@@ -73,14 +73,25 @@ def image_findings(ctx: AgentContext, images: list[GeneratedImage], edit: ImageE
     return findings
 
 
-def passed_images(images: list[GeneratedImage], findings: list[Finding]) -> list[GeneratedImage]:
-    """The images no finding asks to change, kept as they are by the retry; none when a finding is about the
-    whole batch (it names no image)."""
+def kept_slots(images: list[GeneratedImage], findings: list[Finding]) -> list[GeneratedImage | None]:
+    """The batch's slots for the retry: an image no finding asks to change stays in its place, None marks one to
+    draw again (so "image 2" means the same slot in every attempt and in the answer); no slots when a finding is
+    about the whole batch (it names no image)."""
     acting = [f for f in findings if f.action != "none"]
     if any(not f.images for f in acting):
         return []
     failed = {i for f in acting for i in f.images}
-    return [image for i, image in enumerate(images) if i not in failed]
+    return [None if i in failed else image for i, image in enumerate(images)]
+
+
+def kept_count(slots: list[GeneratedImage | None]) -> int:
+    return sum(slot is not None for slot in slots)
+
+
+def fill_slots(slots: list[GeneratedImage | None], drawn: list[GeneratedImage]) -> list[GeneratedImage]:
+    """The kept images in their places, the newly drawn ones in the empty slots (all of them when no slot)."""
+    fresh = iter(drawn)
+    return [slot if slot is not None else next(fresh) for slot in slots] + list(fresh)
 
 
 def apply_findings(findings: list[Finding], dropped: list[int], downweighted: dict[str, float],

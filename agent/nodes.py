@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 
 from loracle.agent.answer import write_answer
 from loracle.agent.candidates import find_candidates
-from loracle.agent.checks import apply_findings, image_findings, mix_findings, passed_images, remember_conflicts
+from loracle.agent.checks import apply_findings, fill_slots, image_findings, kept_count, kept_slots, mix_findings, remember_conflicts
 from loracle.agent.edits import merge_edits, read_follow_up, turn_seed
 from loracle.agent.image_input import edit_images, turn_image_edit
 from loracle.agent.image_records import record_images
@@ -103,7 +103,7 @@ def compose(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
         _emit(runtime, "inspection", stage="catalog", findings=[f.message for f in skipped])
     scale = {p.ref: state.downweighted.get(str(p.adapter_id), 1.0) * state.repair.boost.get(str(p.adapter_id), 1.0)
              for ps in picks.values() for p in ps}
-    n_images = (state.n_images or ctx.settings.n_images) - len(state.kept)
+    n_images = (state.n_images or ctx.settings.n_images) - kept_count(state.kept)
     composition = compose_mixes(picks, n_images, composer_settings(ctx.settings),
                                 seed=state.seed + state.attempt, weight_scale=scale)
     by_file = {p.file: p.adapter_id for ps in picks.values() for p in ps if p.file}
@@ -143,7 +143,7 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
         composition = Composition([Mix.from_dict(m, tuple(t)) for m, t in zip(mixes, triggers)])
         try:
             result, stored = sample_images(
-                engine, state.plan.prompt, composition, image_seeds(state.seed, len(mixes), state.attempt, len(state.kept)),
+                engine, state.plan.prompt, composition, image_seeds(state.seed, len(mixes), state.attempt, kept_count(state.kept)),
                 sample_settings(ctx, engine, state.repair), ctx.images, negative_prompt=negative, cancel=ctx.cancel,
                 on_progress=lambda p: _emit(runtime, "progress", step=p.step, steps=p.steps),
                 image=image, mask=mask, strength=edit.strength if edit else 0.8, mask_feather=ctx.settings.mask_feather,
@@ -164,7 +164,7 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     timings = _add_time(state.timings, "sample_s", started)
     if "sampler_retries" in result.timings:  # on Ray: a sampler replica died and another one finished the request
         timings["sampler_retries"] = timings.get("sampler_retries", 0.0) + result.timings["sampler_retries"]
-    update = {"images": [*state.kept, *images], "nfe": state.nfe + sum(result.nfe), "timings": timings,
+    update = {"images": fill_slots(state.kept, images), "nfe": state.nfe + sum(result.nfe), "timings": timings,
               "sampler_replica": result.served_by}
     if skipped:
         update.update(mixes=mixes, triggers=triggers, mix_adapters=mix_adapters,
@@ -204,7 +204,7 @@ def retry(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     _emit(runtime, "retry", attempt=attempt.attempt + 1, dropped=dropped)
     return {"attempts": [*state.attempts, attempt], "attempt": state.attempt + 1, "dropped": dropped,
             "downweighted": downweighted, "repair": repair, "images": [],
-            "kept": passed_images(state.images, state.findings) if state.images else state.kept}
+            "kept": kept_slots(state.images, state.findings) if state.images else state.kept}
 
 
 def respond(state: AgentState, runtime: Runtime[AgentContext]) -> dict:

@@ -103,7 +103,7 @@ class AgentState(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     skipped: list[Finding] = Field(default_factory=list)  # adapters left out because their files cannot be used
     attempts: list[Attempt] = Field(default_factory=list)
-    kept: list[GeneratedImage] = Field(default_factory=list)  # earlier attempts' images that passed inspection
+    kept: list[GeneratedImage | None] = Field(default_factory=list)  # per slot: an earlier image that passed, or None
     images: list[GeneratedImage] = Field(default_factory=list)  # kept + this attempt's
     nfe: int = 0
     timings: dict[str, float] = Field(default_factory=dict)

@@ -143,18 +143,20 @@ def test_a_repair_is_not_undone_by_the_total_weight_bound(agent: Agent) -> None:
 
 
 def test_the_answer_tells_kept_and_redrawn_images_apart(agent: Agent) -> None:
-    """Image 2 of 2 misses the slanted style: only it is redrawn, strengthened and with adapter guidance. Image 1,
-    kept from the first attempt, was made without either, and the answer says so per image, trigger words included."""
+    """Image 1 of 2 misses the slanted style: only it is redrawn, in its place, strengthened and with adapter
+    guidance. Image 2, kept from the first attempt, was made without either, and the answer says so per image,
+    trigger words included, numbering the images as the retry line does."""
     calls: list[str] = []
 
     def judge(image, prompt: str):
         calls.append(prompt)
-        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) == 2 else None
+        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) == 1 else None
 
     agent.context.judge = judge
     state = agent.run_turn("kept", "a bold, slanted seven", seed=6)
-    assert [image["attempt"] for image in state["images"]] == [0, 1]
-    kept = next(line for line in state["answer"].splitlines() if line.startswith("Image 1:"))
-    redrawn = next(line for line in state["answer"].splitlines() if line.startswith("Image 2:"))
+    assert [image["attempt"] for image in state["images"]] == [1, 0], "the redrawn image takes the failed one's place"
+    assert "Retried 1 time(s): image 1: style not visible: slanted" in state["answer"]
+    redrawn = next(line for line in state["answer"].splitlines() if line.startswith("Image 1:"))
+    kept = next(line for line in state["answer"].splitlines() if line.startswith("Image 2:"))
     assert "adapter guidance" not in kept and "at 0.8" in kept and "trigger words: boldface, italicised" in kept, kept
     assert "adapter guidance 1.5" in redrawn and "trigger words: boldface, italicised" in redrawn, redrawn

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loracle.agent.checks import passed_images
+from loracle.agent.checks import fill_slots, kept_slots
 from loracle.agent.state import GeneratedImage
 from loracle.tools.inspection import Finding
 
@@ -12,15 +12,20 @@ def images(n: int) -> list[GeneratedImage]:
                            adapters=[], prompt="a seven") for i in range(n)]
 
 
-def test_a_retry_keeps_what_no_finding_names() -> None:
+def test_a_retry_keeps_what_no_finding_names_in_its_place() -> None:
     batch = images(4)
     named = [Finding(check="missing_style", message="", blamed=[3], action="strengthen", images=[1]),
              Finding(check="unrequested_style", message="", action="resample", images=[3]),
              Finding(check="kept_region", message="", action="none", images=[0])]
-    assert [i.path for i in passed_images(batch, named)] == ["0.png", "2.png"], "a finding acted on is redrawn"
+    slots = kept_slots(batch, named)
+    assert [i.path if i else None for i in slots] == ["0.png", None, "2.png", None], "a finding acted on is redrawn"
     about_the_batch = [Finding(check="total_weight", message="", blamed=[3], action="downweight")]
-    assert passed_images(batch, about_the_batch) == [], "a finding about the whole batch keeps nothing"
-    assert passed_images(batch, []) == batch
+    assert kept_slots(batch, about_the_batch) == [], "a finding about the whole batch keeps nothing"
+    assert kept_slots(batch, []) == batch
+    redrawn = [image.model_copy(update={"attempt": 1, "path": f"new{i}.png"}) for i, image in enumerate(images(2))]
+    filled = fill_slots(slots, redrawn)
+    assert [i.path for i in filled] == ["0.png", "new0.png", "2.png", "new1.png"], "image 2 is image 2 in every attempt"
+    assert fill_slots([], redrawn) == redrawn
 
 
 def test_a_style_not_yet_seen_is_strengthened_never_also_weakened() -> None:
