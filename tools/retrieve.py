@@ -26,6 +26,7 @@ from loracle.db.vectors import best_similarities
 from loracle.tools.blas_threads import one_blas_thread
 from loracle.tools.embedder import Embedder
 from loracle.tools.learned_lists import LearnedLists, load_learned_lists
+from loracle.tools.memory_search import serving_index
 
 STRATEGIES = ("dense", "head", "lexical", "fused", "trained", "rerank", "learned")
 TRAINED = ("trained", "learned")  # the strategies whose first stage holds the learned lists
@@ -153,8 +154,9 @@ def first_stage(
     all texts' lists are fetched in one round trip per connection (db.search.search_lists, which spreads
     them over `spare` connections too). With `refined`, the card-text list also reads the
     refined-description vectors and keeps each adapter's better one (CARD_KINDS). `depth` overrides how
-    deep each fused list is read. `fetch` (or the source of `lists_from`) answers the lists instead of
-    the database (training's exact in-memory dense lists, evals/memory_lists.py). `keep` cuts each text's
+    deep each fused list is read. `fetch` (or the source of `lists_from`, or else this process's in-memory
+    index of a catalog small enough, tools/memory_search.py) answers the dense lists instead of the HNSW
+    indexes. `keep` cuts each text's
     fused hits to its best `keep` (None: every adapter of every list; building them all cost more than
     the rest of the fusion)."""
     single = strategy in ("dense", "head", "lexical")
@@ -174,7 +176,7 @@ def first_stage(
             lists.update(learned_queries(learned, vector, depth, refined))
         per_text.append(lists)
     queries = [query for lists in per_text for query in lists.values()]
-    if fetch is None and (source := _LIST_SOURCE.get()) is not None:
+    if fetch is None and (source := _LIST_SOURCE.get() or serving_index(conn, embedder.name)) is not None:
         fetch = source.fetcher(conn, embedder.name, filters, ef_search, spare)
     if fetch is None:
         fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search, spare=spare))
