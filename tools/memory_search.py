@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import psycopg
@@ -28,6 +29,7 @@ from loracle.db.search import ListQuery, SearchFilters, passing_ids, search_list
 from loracle.db.vectors import catalog_version, count_vectors
 
 KINDS = "full+refined+head+prompt"  # every kind a first-stage list or a reranker feature reads
+RESCORED = 16  # adapters past a list's depth whose exact score may still lift them into it
 MAX_FILTERS = 64  # filters whose passing adapters an index remembers
 DEFAULT_MAX_VECTORS = 200_000
 
@@ -94,35 +96,55 @@ class MemoryIndex:
         return best
 
     def dense_lists(self, queries: Sequence[ListQuery], allowed: np.ndarray) -> list[list[tuple[int, float]]]:
-        """Each dense query's top k adapters among `allowed` (a mask over the index's adapters), best first."""
+        """Each dense query's top k adapters among `allowed` (a mask over the index's adapters), best first.
+        One matrix product per kind finds each query's best k + RESCORED; their scores are then computed
+        one adapter at a time, so a query's list and scores are the same whichever queries share its batch
+        (a batched product rounds in an order that depends on the batch's size)."""
         out: list[list[tuple[int, float]]] = [[] for _ in queries]
         by_kind: dict[str, list[int]] = {}
         for i, query in enumerate(queries):
             by_kind.setdefault(query.kind, []).append(i)
         for kind, members in by_kind.items():
             # the database compares halfvec to halfvec: the query is rounded to fp16 first
-            vectors = np.stack([queries[i].vector for i in members]).astype(np.float16).astype(np.float32)
+            vectors = _unit(np.stack([queries[i].vector for i in members]).astype(np.float16).astype(np.float32))
             scores = np.where(allowed, self.best_cosines(vectors, kind), -np.inf)
-            for i, row in zip(members, scores):
-                k = min(queries[i].k, int(np.isfinite(row).sum()))
-                top = np.argpartition(-row, k - 1)[:k] if k else np.array([], dtype=np.int64)
-                top = top[np.argsort(-row[top], kind="stable")]
-                out[i] = [(int(self.cards.ids[j]), float(row[j])) for j in top]
+            for i, vector, row in zip(members, vectors, scores):
+                found = int(np.isfinite(row).sum())
+                k, depth = min(queries[i].k, found), min(queries[i].k + RESCORED, found)
+                near = np.sort(np.argpartition(-row, depth - 1)[:depth]) if depth else np.array([], dtype=np.int64)
+                exact = self._exact_cosines(vector, near, kind)
+                top = near[np.lexsort((self.cards.ids[near], -exact))[:k]]  # ties: the lower id first
+                out[i] = [(int(self.cards.ids[j]), float(s)) for j, s in zip(top, exact[np.searchsorted(near, top)])]
         return out
+
+    def _exact_cosines(self, vector: np.ndarray, rows: np.ndarray, kind: str) -> np.ndarray:
+        """The best cosine over the kinds of `kind` for each of `rows`, summed in an order that depends on
+        nothing else (einsum's own loop, not BLAS)."""
+        best = np.full(len(rows), -np.inf, dtype=np.float32)
+        for name in kind.split("+"):
+            k = self.kinds.index(name)
+            values = np.einsum("ij,j->i", self.cards.vectors[k, rows], vector)
+            best = np.maximum(best, np.where(self.cards.present[k, rows], values, -np.inf))
+        return best
+
+    @cached_property
+    def position(self) -> dict[int, int]:
+        return {int(a): i for i, a in enumerate(self.cards.ids)}
 
     def similarities(self, requests: Sequence[tuple[np.ndarray, Sequence[int]]], kinds: Sequence[str]) -> list[dict[str, np.ndarray]]:
         """db.vectors.best_similarities from memory: per request and kind, the cosine of the query to each
-        listed adapter's vector (NaN where it has none)."""
-        position = {int(a): i for i, a in enumerate(self.cards.ids)}
+        listed adapter's vector (NaN where it has none, or where the adapter is newer than the index)."""
         out = []
         for query, ids in requests:
-            rows = np.array([position[int(a)] for a in ids], dtype=np.int64)
+            rows = np.array([self.position.get(int(a), -1) for a in ids], dtype=np.int64)
+            known = rows >= 0
+            rows = np.where(known, rows, 0)
             query = _unit(np.asarray(query, dtype=np.float32))
             per_kind = {}
             for name in kinds:
                 k = self.kinds.index(name)
                 values = self.cards.vectors[k, rows] @ query
-                per_kind[name] = np.where(self.cards.present[k, rows], values, np.nan).astype(np.float32)
+                per_kind[name] = np.where(known & self.cards.present[k, rows], values, np.nan).astype(np.float32)
             out.append(per_kind)
         return out
 

@@ -242,7 +242,7 @@ def _search_many_ranked(
             from loracle.tools.rerank import COSINE_KINDS, rerank
 
             heads = get_card_heads(conn, ids)
-            cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), COSINE_KINDS)
+            cosines = _similarities(conn, embedder.name, _requests(query_vectors, found), COSINE_KINDS)
             found = [rerank(conn, embedder, t, v, hits, heads, c, refined=refined)
                      for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
         else:  # the learned reranker (tools/learned_rank.py, `loracle rank train`)
@@ -250,7 +250,7 @@ def _search_many_ranked(
             from loracle.tools.rank_features import load_cards
 
             infos = load_cards(conn, ids)
-            cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), DENSE_KINDS)
+            cosines = _similarities(conn, embedder.name, _requests(query_vectors, found), DENSE_KINDS)
             found = [rerank_learned(conn, embedder, t, v, hits, c, infos, ranker)
                      for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
     found = [hits[:k] for hits in found]
@@ -259,6 +259,14 @@ def _search_many_ranked(
     for text, hits in zip(texts, found):
         _attach_cards(hits, text, cards)
     return found
+
+
+def _similarities(conn: psycopg.Connection, model: str, requests: list[tuple[np.ndarray, list[int]]],
+                  kinds: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """The candidates' cosines per kind: from this process's in-memory index when the catalog fits (as
+    training computes its features), else in the database."""
+    index = serving_index(conn, model)
+    return index.similarities(requests, kinds) if index is not None else best_similarities(conn, model, requests, kinds)
 
 
 def _requests(query_vectors: np.ndarray, found: list[list[Hit]]) -> list[tuple[np.ndarray, list[int]]]:
