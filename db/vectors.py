@@ -140,8 +140,6 @@ def best_similarities(
     return out
 
 
-
-
 def catalog_version(conn: psycopg.Connection) -> int:
     """A number every write to the catalog's vectors or filtered columns raises (db/migrations/013)."""
     return int(conn.execute("SELECT version FROM catalog_version").fetchone()[0])

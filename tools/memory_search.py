@@ -153,9 +153,9 @@ class MemoryIndex:
     ) -> Callable[[list[ListQuery]], list[list[tuple[int, float]]]]:
         """A `fetch` for tools/retrieve.first_stage: dense lists from memory, the others from the database."""
         key = repr(sorted(filters.params().items()))
-        if key not in self.allowed:
+        if key not in self.allowed:  # which adapters the filters keep, read once per filter
             if len(self.allowed) >= MAX_FILTERS:  # requests may exclude ids of their own: keep the cache small
-                self.allowed.clear()  # which adapters the filters keep, read once per filter
+                self.allowed.clear()
             self.allowed[key] = np.isin(self.cards.ids, passing_ids(conn, filters))
         allowed = self.allowed[key]
 

@@ -156,9 +156,8 @@ def first_stage(
     refined-description vectors and keeps each adapter's better one (CARD_KINDS). `depth` overrides how
     deep each fused list is read. `fetch` (or the source of `lists_from`, or else this process's in-memory
     index of a catalog small enough, tools/memory_search.py) answers the dense lists instead of the HNSW
-    indexes. `keep` cuts each text's
-    fused hits to its best `keep` (None: every adapter of every list; building them all cost more than
-    the rest of the fusion)."""
+    indexes. `keep` cuts each text's fused hits to its best `keep` (None: every adapter of every list;
+    building them all cost more than the rest of the fusion)."""
     single = strategy in ("dense", "head", "lexical")
     names = ["full" if strategy == "dense" else strategy] if single else [name for name, _ in fused_lists]
     weights = dict(fused_lists)
