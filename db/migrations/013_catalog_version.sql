@@ -15,7 +15,8 @@ BEGIN
 END
 $$;
 
--- per statement: a bulk import's batch raises it once, not once per row
+-- per statement (a multi-row statement raises it once); a writer holds the row until it commits, so
+-- concurrent writers of vectors take turns, each for one short batch transaction (db.vectors.write_embeddings)
 CREATE TRIGGER adapter_embeddings_catalog_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON adapter_embeddings
     FOR EACH STATEMENT EXECUTE FUNCTION bump_catalog_version();
 CREATE TRIGGER adapters_catalog_version AFTER UPDATE OF blocklisted, tags, base_model OR DELETE OR TRUNCATE ON adapters
