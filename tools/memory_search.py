@@ -54,8 +54,10 @@ def load_card_vectors(conn: psycopg.Connection, model: str, kind: str) -> CardVe
     adapters = conn.execute("SELECT id, blocklisted FROM adapters ORDER BY id").fetchall()
     ids = np.array([a for a, _ in adapters], dtype=np.int64)
     position = {a: i for i, a in enumerate(ids)}
-    rows = conn.execute("SELECT adapter_id, kind, embedding::vector FROM adapter_embeddings WHERE model = %s AND kind = ANY(%s)",
-                        (model, kinds)).fetchall()
+    # binary: five times faster to read than the text form at 7K adapters (what a reload costs a search)
+    with conn.cursor(binary=True) as cursor:
+        rows = cursor.execute("SELECT adapter_id, kind, embedding FROM adapter_embeddings WHERE model = %s AND kind = ANY(%s)",
+                              (model, kinds)).fetchall()
     dims = len(rows[0][2].to_numpy()) if rows else 0
     vectors = np.zeros((len(kinds), len(ids), dims), dtype=np.float32)
     present = np.zeros((len(kinds), len(ids)), dtype=bool)
