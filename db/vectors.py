@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,3 +140,12 @@ def best_similarities(
     return out
 
 
+def catalog_version(conn: psycopg.Connection) -> int:
+    """A number every write to the catalog's vectors or filtered columns raises (db/migrations/013)."""
+    return int(conn.execute("SELECT version FROM catalog_version").fetchone()[0])
+
+
+def count_vectors(conn: psycopg.Connection, model: str, kinds: Sequence[str]) -> int:
+    """How many stored vectors of `model` have one of `kinds`."""
+    return int(conn.execute("SELECT count(*) FROM adapter_embeddings WHERE model = %s AND kind = ANY(%s)",
+                            (model, list(kinds))).fetchone()[0])

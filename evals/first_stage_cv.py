@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from loracle.evals.first_stage_train import Example, MapSettings, load_card_vectors, train_lists
-from loracle.evals.memory_lists import MemoryIndex
+from loracle.evals.first_stage_train import Example, MapSettings, train_lists
 from loracle.evals.metrics import recall_at
 from loracle.evals.queries import load_queries
 from loracle.evals.rank_train import BATCH, PRIOR_FOLDS, is_heldout, labelled_rows, prior_fold, query_source
 from loracle.tools.learned_lists import LearnedLists
+from loracle.tools.memory_search import MemoryIndex, load_card_vectors
 from loracle.tools.retrieve import FUSED_LISTS, FUSION_DEPTH, SearchFilters, first_stage, learned_queries, rrf
 
 KS = (10, 150, 300)

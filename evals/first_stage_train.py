@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import psycopg
 
 from loracle.tools.learned_lists import LearnedLists
+from loracle.tools.memory_search import CardVectors
 from loracle.tools.pick_prior import SourceCounts
 
 
@@ -52,38 +52,6 @@ class Example:
     picked: tuple[int, ...]
     picked_keys: tuple[str, ...]
     source: str
-
-
-@dataclass
-class CardVectors:
-    """The catalog's stored vectors of some kinds, as arrays: what the map is trained against."""
-
-    ids: np.ndarray  # adapter row ids
-    vectors: np.ndarray  # (kinds, adapters, dims), 0 where the adapter has no vector of the kind
-    present: np.ndarray  # (kinds, adapters)
-    usable: np.ndarray  # (adapters,): not blocklisted and with some vector
-
-    def index(self, adapter_ids: Sequence[int]) -> list[int]:
-        position = {int(a): i for i, a in enumerate(self.ids)}
-        return [position[a] for a in adapter_ids if a in position]
-
-
-def load_card_vectors(conn: psycopg.Connection, model: str, kind: str) -> CardVectors:
-    """Every adapter's vectors of the kinds in `kind` ("full+refined": two kinds, the best counts)."""
-    kinds = kind.split("+")
-    adapters = conn.execute("SELECT id, blocklisted FROM adapters ORDER BY id").fetchall()
-    ids = np.array([a for a, _ in adapters], dtype=np.int64)
-    position = {a: i for i, a in enumerate(ids)}
-    rows = conn.execute("SELECT adapter_id, kind, embedding::vector FROM adapter_embeddings WHERE model = %s AND kind = ANY(%s)",
-                        (model, kinds)).fetchall()
-    dims = len(rows[0][2].to_numpy()) if rows else 0
-    vectors = np.zeros((len(kinds), len(ids), dims), dtype=np.float32)
-    present = np.zeros((len(kinds), len(ids)), dtype=bool)
-    for adapter_id, row_kind, vector in rows:
-        k, i = kinds.index(row_kind), position[adapter_id]
-        vectors[k, i], present[k, i] = vector.to_numpy(), True
-    usable = present.any(0) & ~np.array([b for _, b in adapters], dtype=bool)
-    return CardVectors(ids, vectors, present, usable)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -33,12 +33,12 @@ import numpy as np
 from loracle.db import Database
 from loracle.db.search import DEFAULT_EF_SEARCH, SearchFilters
 from loracle.db.vectors import best_similarities
-from loracle.evals.first_stage_train import Example, MapSettings, load_card_vectors, train_lists
-from loracle.evals.memory_lists import MemoryIndex
+from loracle.evals.first_stage_train import Example, MapSettings, train_lists
 from loracle.evals.metrics import ndcg_at, recall_at
 from loracle.evals.queries import LabelledQuery, external_to_row_ids, load_queries
 from loracle.tools.learned_lists import LearnedLists, load_learned_lists
 from loracle.tools.learned_rank import ARTIFACT_FORMAT, ARTIFACT_VERSION, LightGBMModel, save_artifact, unfiltered_path
+from loracle.tools.memory_search import MemoryIndex, load_card_vectors
 from loracle.tools.pick_prior import DEFAULT_ALPHA, NEIGHBOURS, PickPrior
 from loracle.tools.rank_features import DENSE_KINDS, FEATURE_VERSION, FEATURES, PRIOR_COLUMNS, build_features, card_keys, load_cards
 from loracle.tools.retrieve import first_stage, lists_from

@@ -26,6 +26,7 @@ from loracle.db.vectors import best_similarities
 from loracle.tools.blas_threads import one_blas_thread
 from loracle.tools.embedder import Embedder
 from loracle.tools.learned_lists import LearnedLists, load_learned_lists
+from loracle.tools.memory_search import serving_index
 
 STRATEGIES = ("dense", "head", "lexical", "fused", "trained", "rerank", "learned")
 TRAINED = ("trained", "learned")  # the strategies whose first stage holds the learned lists
@@ -153,10 +154,10 @@ def first_stage(
     all texts' lists are fetched in one round trip per connection (db.search.search_lists, which spreads
     them over `spare` connections too). With `refined`, the card-text list also reads the
     refined-description vectors and keeps each adapter's better one (CARD_KINDS). `depth` overrides how
-    deep each fused list is read. `fetch` (or the source of `lists_from`) answers the lists instead of
-    the database (training's exact in-memory dense lists, evals/memory_lists.py). `keep` cuts each text's
-    fused hits to its best `keep` (None: every adapter of every list; building them all cost more than
-    the rest of the fusion)."""
+    deep each fused list is read. `fetch` (or the source of `lists_from`, or else this process's in-memory
+    index of a catalog small enough, tools/memory_search.py) answers the dense lists instead of the HNSW
+    indexes. `keep` cuts each text's fused hits to its best `keep` (None: every adapter of every list;
+    building them all cost more than the rest of the fusion)."""
     single = strategy in ("dense", "head", "lexical")
     names = ["full" if strategy == "dense" else strategy] if single else [name for name, _ in fused_lists]
     weights = dict(fused_lists)
@@ -174,7 +175,7 @@ def first_stage(
             lists.update(learned_queries(learned, vector, depth, refined))
         per_text.append(lists)
     queries = [query for lists in per_text for query in lists.values()]
-    if fetch is None and (source := _LIST_SOURCE.get()) is not None:
+    if fetch is None and (source := _LIST_SOURCE.get() or serving_index(conn, embedder.name)) is not None:
         fetch = source.fetcher(conn, embedder.name, filters, ef_search, spare)
     if fetch is None:
         fetched = iter(search_lists(conn, embedder.name, queries, filters, ef_search=ef_search, spare=spare))
@@ -240,7 +241,7 @@ def _search_many_ranked(
             from loracle.tools.rerank import COSINE_KINDS, rerank
 
             heads = get_card_heads(conn, ids)
-            cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), COSINE_KINDS)
+            cosines = _similarities(conn, embedder.name, _requests(query_vectors, found), COSINE_KINDS)
             found = [rerank(conn, embedder, t, v, hits, heads, c, refined=refined)
                      for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
         else:  # the learned reranker (tools/learned_rank.py, `loracle rank train`)
@@ -248,7 +249,7 @@ def _search_many_ranked(
             from loracle.tools.rank_features import load_cards
 
             infos = load_cards(conn, ids)
-            cosines = best_similarities(conn, embedder.name, _requests(query_vectors, found), DENSE_KINDS)
+            cosines = _similarities(conn, embedder.name, _requests(query_vectors, found), DENSE_KINDS)
             found = [rerank_learned(conn, embedder, t, v, hits, c, infos, ranker)
                      for t, v, hits, c in zip(texts, query_vectors, found, cosines)]
     found = [hits[:k] for hits in found]
@@ -257,6 +258,14 @@ def _search_many_ranked(
     for text, hits in zip(texts, found):
         _attach_cards(hits, text, cards)
     return found
+
+
+def _similarities(conn: psycopg.Connection, model: str, requests: list[tuple[np.ndarray, list[int]]],
+                  kinds: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """The candidates' cosines per kind: from this process's in-memory index when the catalog fits (as
+    training computes its features), else in the database."""
+    index = serving_index(conn, model)
+    return index.similarities(requests, kinds) if index is not None else best_similarities(conn, model, requests, kinds)
 
 
 def _requests(query_vectors: np.ndarray, found: list[list[Hit]]) -> list[tuple[np.ndarray, list[int]]]:

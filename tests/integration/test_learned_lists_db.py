@@ -10,10 +10,11 @@ import pytest
 
 from loracle.db.search import SearchFilters, keyed_search
 from loracle.evals import rank_train
-from loracle.evals.first_stage_train import Example, MapSettings, load_card_vectors, train_lists
+from loracle.evals.first_stage_train import Example, MapSettings, train_lists
 from loracle.evals.rank_train import PRIOR_FOLDS, is_heldout, prior_fold, train
 from loracle.tools.learned_lists import load_learned_lists
 from loracle.tools.learned_rank import ArtifactError, load_ranker, ranker_for, unfiltered_path
+from loracle.tools.memory_search import load_card_vectors
 from loracle.tools.retrieve import retrieve
 from tests.integration.test_catalog_db import catalog, write_catalog  # noqa: F401  (fixture)
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from loracle.db.search import SearchFilters, search_lists
 from loracle.db.vectors import best_similarities
-from loracle.evals.memory_lists import MemoryIndex
+from loracle.tools.memory_search import MemoryIndex
 from loracle.tools.rank_features import DENSE_KINDS
 from loracle.tools.retrieve import FUSED_LISTS, _list_query, first_stage, lists_from, retrieve
 from tests.integration.test_catalog_db import catalog  # noqa: F401  (fixture)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loracle.evals.first_stage_train import CardVectors, Example, MapSettings, neighbours_of, train_lists, train_query_map
+from loracle.evals.first_stage_train import Example, MapSettings, neighbours_of, train_lists, train_query_map
 from loracle.tools.learned_lists import META_FILE, FirstStageError, LearnedLists, load_from
+from loracle.tools.memory_search import CardVectors
 from loracle.tools.pick_prior import SourceCounts
 
 DIMS = 16
