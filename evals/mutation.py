@@ -94,8 +94,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("tools/rank_features.py", "L223:102 constant"): "a card without trigger words has 0 in trigger_cover's numerator",
     ("tools/rank_features.py", "L208:75 constant"): "BM25 scores are 0 (ratio 0 either way) or far above 2e-6",
     ("agent/planner.py", "L19:0 negate condition"): "the Database import is for type hints only; importing it at run time changes nothing",
-    ("agent/planner.py", "L163:7 compare#0"): "with exactly max_total chosen, keeping the best max_total keeps them all",
-    ("agent/planner.py", "L100:53 and/or"): "a blank piece kept by `or` is cleaned to '' and never becomes a task",
+    ("agent/planner.py", "L164:7 compare#0"): "with exactly max_total chosen, keeping the best max_total keeps them all",
+    ("agent/planner.py", "L101:53 and/or"): "a blank piece kept by `or` is cleaned to '' and never becomes a task",
 }
 
 
