@@ -80,19 +80,24 @@ def test_refinement_edits_the_words_too(agent: Agent) -> None:
     assert all("framebox" in image["prompt"] for image in boxed["images"])
 
 
-def judge_misses_slanted(agent: Agent, first_calls: int) -> None:
-    """Give the agent a judge that does not see the slanted style in its first `first_calls` images."""
+MISSING_SLANT = JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",))
+
+
+def judge_fails(agent: Agent, verdict: JudgeVerdict, calls_failing: range | set[int]) -> list[str]:
+    """Give the agent a judge that returns `verdict` on the images it is called for at the numbers (from 1) in
+    `calls_failing` and passes the others; returns the prompts it was called with."""
     calls: list[str] = []
 
     def judge(image, prompt: str):
         calls.append(prompt)
-        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) <= first_calls else None
+        return verdict if len(calls) in calls_failing else None
 
     agent.context.judge = judge
+    return calls
 
 
 def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
-    judge_misses_slanted(agent, first_calls=4)
+    judge_fails(agent, MISSING_SLANT, range(1, 5))
     state = agent.run_turn("repair", "a bold, slanted seven", seed=5)
     assert state["dropped"] == [] and len(state["attempts"]) == 2, "the bold adapter is never blamed"
     italic = next(p["adapter_id"] for ps in state["picks"].values() for p in ps if p["name"] == "Italic Digits")
@@ -115,13 +120,7 @@ def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
 def test_a_retry_keeps_the_images_that_passed_and_redraws_the_others_with_new_seeds(agent: Agent) -> None:
     """Image 2 of 2 shows a style nobody asked for: only it is drawn again (a new seed: the old one would mostly
     redraw the same thing); image 1, which passed, is delivered as it was."""
-    calls: list[str] = []
-
-    def judge(image, prompt: str):
-        calls.append(prompt)
-        return JudgeVerdict("style nobody asked for: boxed", unrequested=("boxed",)) if len(calls) == 2 else None
-
-    agent.context.judge = judge
+    calls = judge_fails(agent, JudgeVerdict("style nobody asked for: boxed", unrequested=("boxed",)), {2})
     state = agent.run_turn("keep", "a seven", seed=6)
     [first] = state["attempts"]
     assert [f["check"] for f in first["findings"]] == ["unrequested_style"]
@@ -134,7 +133,7 @@ def test_a_retry_keeps_the_images_that_passed_and_redraws_the_others_with_new_se
 def test_a_repair_is_not_undone_by_the_total_weight_bound(agent: Agent) -> None:
     """Three styles at 0.8 fill the 2.4 bound; strengthening the missing one goes over it. The retry samples the
     strengthened mix (noted in the answer) instead of weakening every adapter and spending an attempt unsampled."""
-    judge_misses_slanted(agent, first_calls=2)
+    judge_fails(agent, MISSING_SLANT, range(1, 3))
     state = agent.run_turn("bound", "a bold, slanted, boxed seven", seed=8)
     assert [len(a["images"]) for a in state["attempts"]] == [2], "one retry, and it sampled"
     final = state["images"][0]["mix"]
@@ -146,13 +145,7 @@ def test_the_answer_tells_kept_and_redrawn_images_apart(agent: Agent) -> None:
     """Image 1 of 2 misses the slanted style: only it is redrawn, in its place, strengthened and with adapter
     guidance. Image 2, kept from the first attempt, was made without either, and the answer says so per image,
     trigger words included, numbering the images as the retry line does."""
-    calls: list[str] = []
-
-    def judge(image, prompt: str):
-        calls.append(prompt)
-        return JudgeVerdict("style not visible: slanted", missing_triggers=("italicised",)) if len(calls) == 1 else None
-
-    agent.context.judge = judge
+    judge_fails(agent, MISSING_SLANT, {1})
     state = agent.run_turn("kept", "a bold, slanted seven", seed=6)
     assert [image["attempt"] for image in state["images"]] == [1, 0], "the redrawn image takes the failed one's place"
     assert "Retried 1 time(s): image 1: style not visible: slanted" in state["answer"]
