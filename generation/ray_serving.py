@@ -173,7 +173,6 @@ class RemoteEngine:
         self.replicas: dict[str, SamplerStats] = {}  # each replica's counters, as it last reported them
         # the latest request's replicas, for logs and tests (requests on other threads overwrite them)
         self.serving: str | None = None
-        self.last_replica: str | None = None
 
     @property
     def native_size(self) -> int:
@@ -221,5 +220,4 @@ class RemoteEngine:
         if served is None:
             raise SamplerUnavailable("the sampler replica ended the stream without a result")
         self.replicas[served.stats.name] = served.stats
-        self.last_replica = served.stats.name
         return dataclasses.replace(served.result, served_by=served.stats.name)

@@ -77,8 +77,7 @@ def test_sampler_replicas_match_the_local_engine_and_keep_mixes_where_they_are_l
     where = {}
     for i in range(9):
         ref = f"a{(i + 1) % 2}"
-        remote.generate(request({ref: 0.8}))
-        where.setdefault(ref, set()).add(remote.last_replica)
+        where.setdefault(ref, set()).add(remote.generate(request({ref: 0.8})).served_by)
     assert len(where["a0"]) == len(where["a1"]) == 1 and where["a0"] != where["a1"], where
     stats = list(remote.replicas.values())
     assert sum(s.requests for s in stats) == 10
@@ -105,11 +104,12 @@ def test_a_replica_killed_mid_run_is_retried_elsewhere_or_the_run_fails_cleanly(
             ray.kill(ray.get_actor(remote.serving, namespace="serve"), no_restart=True)
 
     state = threads.run_turn(ctx, "t-retried", "a watercolor painting of a red fox", seed=7, on_event=kill_on_first_progress)
-    assert len(killed) == 1 and remote.last_replica != killed[0]
+    assert len(killed) == 1
     with db.connection() as conn:
         run = get_run(conn, state["run_id"])
     assert run["status"] == "done" and run["timings"]["sampler_retries"] == 1
-    assert run["sampler_replica"] == remote.last_replica and run["sampler_retried"], "the replica that finished it"
+    assert run["sampler_replica"] in remote.replicas and run["sampler_replica"] != killed[0] and run["sampler_retried"], \
+        "the replica that finished it"
     assert len(run["images"]) == 2 and all((settings.images_dir / i["path"]).is_file() for i in run["images"])
 
     remote.retries = 0  # the next death is final: the run fails and stores nothing
