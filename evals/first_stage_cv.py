@@ -29,11 +29,13 @@ from loracle.tools.retrieve import FUSED_LISTS, FUSION_DEPTH, SearchFilters, fir
 KS = (10, 150, 300)
 BASE = MapSettings()
 # The settings tried: the adapted list alone per kind of card vector, the neighbours list alone per count,
-# both together at several fusion weights (weight 0 leaves a list out).
+# both together at several fusion weights (weight 0 leaves a list out), and the unlearned card-text and head
+# lists at full or half weight beside them.
 GRID: tuple[MapSettings, ...] = (
     *(replace(BASE, kind=kind, neighbours_weight=0.0) for kind in ("head", "full+refined", "prompt")),
     *(replace(BASE, neighbours=n, adapted_weight=0.0) for n in (20, 50, 100)),
     *(replace(BASE, adapted_weight=a, neighbours_weight=n) for a, n in ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0), (1.0, 0.5), (2.0, 2.0))),
+    *(replace(BASE, card_weight=c, head_weight=h) for c, h in ((1.0, 1.0), (0.5, 1.0), (1.0, 0.5))),
 )
 MAP_FIELDS = ("kind", "penalty", "temperature", "steps", "learning_rate", "dev_weight", "random_negatives", "hard_negatives", "seed")
 
@@ -66,7 +68,7 @@ def cross_validate(db, embedder, files: list[Path], grid: tuple[MapSettings, ...
         recalls: dict[str, list[list[float]]] = {"dev": [], "civitai": []}
         for fold, trained in enumerate(maps[map_key]):
             lists = LearnedLists(trained.query_map, trained.neighbours, settings.kind, settings.neighbours,
-                                 {"adapted": settings.adapted_weight, "neighbours": settings.neighbours_weight})
+                                 settings.fusion_weights())
             members = np.flatnonzero(folds == fold)
             learned = _search_learned(db, embedder, lists, vectors[members], filters, ef_search, index)
             for i, extra in zip(members, learned):
@@ -104,6 +106,6 @@ def objective(row: dict) -> tuple[float, float]:
 def format_row(row: dict) -> str:
     s = row["settings"]
     name = (f"{s.kind if s.adapted_weight else '-':<13} adapted x{s.adapted_weight:<4} neighbours "
-            f"{s.neighbours if s.neighbours_weight else '-':>3} x{s.neighbours_weight:<4}")
+            f"{s.neighbours if s.neighbours_weight else '-':>3} x{s.neighbours_weight:<4} full x{s.card_weight:<4} head x{s.head_weight:<4}")
     cells = "".join(f"  {source} " + " ".join(f"{row[source][f'R@{k}']:.3f}" for k in KS) for source in ("dev", "civitai") if source in row)
     return f"{name}{cells}  ({row['seconds']:.0f} s)"
