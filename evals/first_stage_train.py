@@ -28,10 +28,10 @@ class MapSettings:
     """How the query map is trained and how its lists fuse, chosen by 5-fold cross-validation on the
     training split only (`loracle rank cv` for the kind, neighbours and weights; the map's own settings
     by the same folds): the card vectors as the adapted list's target, 20 neighbours, the learned lists at
-    weight 1; 30 steps over 512 random negatives matched twice as many at half the training time. Beside
-    the learned lists, the unlearned card-text ("full") and head lists count half in the trained fusion:
-    the adapted list already reads the card vectors, and the two raw lists at full weight crowded picks out
-    of the top 150 (mean R@150 over sources .749 -> .755 by the same folds)."""
+    weight 1; 30 steps over 512 random negatives matched twice as many at half the training time. The
+    unlearned card-text ("full") and head lists keep weight 1 in the trained fusion: at half weight the
+    ranker's candidates gained on the Civitai prompts (R@150 .531 -> .540) but lost on dev (.968 -> .965),
+    and the learned ranker's R@10 on dev fell (.799 -> .783)."""
 
     kind: str = "full+refined"
     penalty: float = 1e-3
@@ -44,8 +44,8 @@ class MapSettings:
     neighbours: int = 20
     adapted_weight: float = 1.0
     neighbours_weight: float = 1.0
-    card_weight: float = 0.5
-    head_weight: float = 0.5
+    card_weight: float = 1.0
+    head_weight: float = 1.0
     seed: int = 0
 
     def fusion_weights(self) -> dict[str, float]:

@@ -43,6 +43,7 @@ def _learned(db, embedder, pairs: list[tuple[str, str]]):
 
 def test_the_trained_strategy_fuses_the_learned_lists(db, embedder, catalog, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
     lists, ids = _learned(db, embedder, [("soft washes of colour", "8"), ("a soft wash of colours", "8"), ("anigirl", "6")])
+    lists.weights.update({"full": 0.5, "head": 0.25})
     lists.save(tmp_path)
     monkeypatch.setenv("LORACLE_RANKER_PATH", str(tmp_path / "ranker.json"))
     assert load_learned_lists().meta["map_sha256"] == lists.meta["map_sha256"]
@@ -59,7 +60,7 @@ def test_the_trained_strategy_fuses_the_learned_lists(db, embedder, catalog, tmp
     assert ids["6"] not in {h.adapter_id for h in filtered}  # a neighbour's pick still passes the filters
     # the trained fusion reweighs the unlearned card-text and head lists by the artifact's weights
     weights = {**dict(FUSED_LISTS), **lists.weights}
-    assert (weights["full"], weights["head"]) == (0.5, 0.5)
+    assert (weights["full"], weights["head"], weights["lexical"]) == (0.5, 0.25, 1.0)
     for hit in hits:
         assert hit.score == pytest.approx(sum(weights[name] / (RRF_K + rank) for name, rank in hit.evidence["ranks"].items()))
 
