@@ -9,7 +9,9 @@ R@150 and R@300 per label source for every setting, the number of settings tried
 the best mean over sources of R@150 (the candidates the reranker gets), R@10 breaking near-ties.
 R@10 and R@300 are the trained strategy's (every list read 300 deep); R@150 fuses the lists read 150 deep,
 as serving reads them for the learned ranker (rank_train.DEPTH): cutting the lists moves what reaches
-the top 150 (half-weight card-text and head lists won +.004 on 300-deep lists, lost .003 on dev at 150).
+the top 150. This objective is the first stage's; the learned ranker's cross-validated R@10 (`loracle rank
+train`) has the last word: half-weight card-text and head lists won here (mean R@150 .750 -> .753: Civitai
++.009, dev -.003) but lowered that R@10 (dev .794 -> .783, Civitai .493 -> .492), so they stay at 1.
 """
 
 from __future__ import annotations
