@@ -31,7 +31,7 @@ class MapSettings:
     weight 1; 30 steps over 512 random negatives matched twice as many at half the training time. The
     unlearned card-text ("full") and head lists keep weight 1 in the trained fusion: at half weight the
     ranker's candidates gained on the Civitai prompts (R@150 .531 -> .540) but lost on dev (.968 -> .965),
-    and the learned ranker's R@10 on dev fell (.799 -> .783)."""
+    and the learned ranker's cross-validated R@10 on dev fell (.794 -> .783)."""
 
     kind: str = "full+refined"
     penalty: float = 1e-3
