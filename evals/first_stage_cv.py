@@ -7,6 +7,11 @@ for its queries exactly as serving searches them (tools/retrieve.learned_queries
 fused with the four unlearned lists (fetched once, with the default filter, 300 deep). Prints R@10,
 R@150 and R@300 per label source for every setting, the number of settings tried, and the winner:
 the best mean over sources of R@150 (the candidates the reranker gets), R@10 breaking near-ties.
+R@10 and R@300 are the trained strategy's (every list read 300 deep); R@150 fuses the lists read 150 deep,
+as serving reads them for the learned ranker (rank_train.DEPTH): cutting the lists moves what reaches
+the top 150. This objective is the first stage's; the learned ranker's cross-validated R@10 (`loracle rank
+train`) has the last word: half-weight card-text and head lists won here (mean R@150 .750 -> .753: Civitai
++.009, dev -.003) but lowered that R@10 (dev .794 -> .783, Civitai .493 -> .492), so they stay at 1.
 """
 
 from __future__ import annotations
@@ -21,19 +26,21 @@ from tqdm import tqdm
 from loracle.evals.first_stage_train import Example, MapSettings, train_lists
 from loracle.evals.metrics import recall_at
 from loracle.evals.queries import load_queries
-from loracle.evals.rank_train import BATCH, PRIOR_FOLDS, is_heldout, labelled_rows, prior_fold, query_source
+from loracle.evals.rank_train import BATCH, DEPTH, PRIOR_FOLDS, is_heldout, labelled_rows, prior_fold, query_source
 from loracle.tools.learned_lists import LearnedLists
 from loracle.tools.memory_search import MemoryIndex, load_card_vectors
 from loracle.tools.retrieve import FUSED_LISTS, FUSION_DEPTH, SearchFilters, first_stage, learned_queries, rrf
 
-KS = (10, 150, 300)
+KS = (10, DEPTH, FUSION_DEPTH)
 BASE = MapSettings()
 # The settings tried: the adapted list alone per kind of card vector, the neighbours list alone per count,
-# both together at several fusion weights (weight 0 leaves a list out).
+# both together at several fusion weights (weight 0 leaves a list out), and the unlearned card-text and head
+# lists at full or half weight beside them.
 GRID: tuple[MapSettings, ...] = (
     *(replace(BASE, kind=kind, neighbours_weight=0.0) for kind in ("head", "full+refined", "prompt")),
     *(replace(BASE, neighbours=n, adapted_weight=0.0) for n in (20, 50, 100)),
     *(replace(BASE, adapted_weight=a, neighbours_weight=n) for a, n in ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0), (1.0, 0.5), (2.0, 2.0))),
+    *(replace(BASE, card_weight=c, head_weight=h) for c, h in ((0.5, 0.5), (0.5, 1.0), (1.0, 0.5))),
 )
 MAP_FIELDS = ("kind", "penalty", "temperature", "steps", "learning_rate", "dev_weight", "random_negatives", "hard_negatives", "seed")
 
@@ -66,17 +73,26 @@ def cross_validate(db, embedder, files: list[Path], grid: tuple[MapSettings, ...
         recalls: dict[str, list[list[float]]] = {"dev": [], "civitai": []}
         for fold, trained in enumerate(maps[map_key]):
             lists = LearnedLists(trained.query_map, trained.neighbours, settings.kind, settings.neighbours,
-                                 {"adapted": settings.adapted_weight, "neighbours": settings.neighbours_weight})
+                                 settings.fusion_weights())
             members = np.flatnonzero(folds == fold)
             learned = _search_learned(db, embedder, lists, vectors[members], filters, ef_search, index)
+            weights = {**dict(FUSED_LISTS), **lists.weights}
             for i, extra in zip(members, learned):
-                fused = [a for a, _, _ in rrf({**base_lists[i], **extra}, {**dict(FUSED_LISTS), **lists.weights})]
-                recalls[query_source(labelled[i][0].id)].append([recall_at(fused, labelled[i][1], k) for k in KS])
+                every, relevant = {**base_lists[i], **extra}, labelled[i][1]
+                served = _fused(every, weights)  # the trained strategy: every list read FUSION_DEPTH deep
+                # the learned ranker's candidates: serving reads each list only as deep as the ranker re-scores
+                reranked = _fused({name: items[:DEPTH] for name, items in every.items()}, weights)
+                recalls[query_source(labelled[i][0].id)].append(
+                    [recall_at(served, relevant, 10), recall_at(reranked, relevant, DEPTH), recall_at(served, relevant, FUSION_DEPTH)])
         row = {"settings": settings, "seconds": time.perf_counter() - started,
                **{source: dict(zip((f"R@{k}" for k in KS), np.mean(r, axis=0))) for source, r in recalls.items() if r}}
         rows.append(row)
         log(format_row(row))
     return rows
+
+
+def _fused(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) -> list[int]:
+    return [adapter_id for adapter_id, _, _ in rrf(lists, weights)]
 
 
 def _lists_of(hits: list) -> dict[str, list[tuple[int, float]]]:
@@ -104,6 +120,6 @@ def objective(row: dict) -> tuple[float, float]:
 def format_row(row: dict) -> str:
     s = row["settings"]
     name = (f"{s.kind if s.adapted_weight else '-':<13} adapted x{s.adapted_weight:<4} neighbours "
-            f"{s.neighbours if s.neighbours_weight else '-':>3} x{s.neighbours_weight:<4}")
+            f"{s.neighbours if s.neighbours_weight else '-':>3} x{s.neighbours_weight:<4} full x{s.card_weight:<4} head x{s.head_weight:<4}")
     cells = "".join(f"  {source} " + " ".join(f"{row[source][f'R@{k}']:.3f}" for k in KS) for source in ("dev", "civitai") if source in row)
     return f"{name}{cells}  ({row['seconds']:.0f} s)"

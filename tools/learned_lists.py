@@ -7,6 +7,8 @@ they made. Two lists, fused with the others by tools/retrieve.py (strategy "trai
   never re-embedded and the map is one (dims x dims) matrix.
 - "neighbours": the adapters picked by the training prompts most like this one, each scored by the
   summed cosine of the prompts that picked it (tools/pick_prior.SourceCounts.votes).
+`weights` set both lists' fusion weights and may reweigh the unlearned lists beside them ("full", "head":
+tools/retrieve.FUSED_LISTS names them); the plain `fused` strategy keeps its own weights.
 
 The artifact is two files beside the ranker (tools/artifacts/): `first_stage.safetensors` (the map)
 and `first_stage.json` (the neighbours' int8 vectors and picks as catalog keys, settings, versions,
@@ -53,7 +55,7 @@ class LearnedLists:
     neighbours: SourceCounts
     kind: str = "full+refined"  # the stored vectors the adapted query is searched over
     neighbour_count: int = 20
-    weights: dict[str, float] = field(default_factory=lambda: {"adapted": 1.0, "neighbours": 1.0})
+    weights: dict[str, float] = field(default_factory=lambda: {"adapted": 1.0, "neighbours": 1.0})  # by list name
     meta: dict[str, Any] = field(default_factory=dict)
 
     def adapt(self, vectors: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from loracle.evals.rank_train import PRIOR_FOLDS, is_heldout, prior_fold, train
 from loracle.tools.learned_lists import load_learned_lists
 from loracle.tools.learned_rank import ArtifactError, load_ranker, ranker_for, unfiltered_path
 from loracle.tools.memory_search import load_card_vectors
-from loracle.tools.retrieve import retrieve
+from loracle.tools.retrieve import FUSED_LISTS, RRF_K, retrieve
 from tests.integration.test_catalog_db import catalog, write_catalog  # noqa: F401  (fixture)
 
 FAST_MAP = MapSettings(steps=5, random_negatives=8, hard_negatives=4)  # a few steps: these tests check the plumbing
@@ -43,6 +43,7 @@ def _learned(db, embedder, pairs: list[tuple[str, str]]):
 
 def test_the_trained_strategy_fuses_the_learned_lists(db, embedder, catalog, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
     lists, ids = _learned(db, embedder, [("soft washes of colour", "8"), ("a soft wash of colours", "8"), ("anigirl", "6")])
+    lists.weights.update({"full": 0.5, "head": 0.25})
     lists.save(tmp_path)
     monkeypatch.setenv("LORACLE_RANKER_PATH", str(tmp_path / "ranker.json"))
     assert load_learned_lists().meta["map_sha256"] == lists.meta["map_sha256"]
@@ -57,6 +58,11 @@ def test_the_trained_strategy_fuses_the_learned_lists(db, embedder, catalog, tmp
     assert all("adapted" in h.evidence["ranks"] and "adapted_score" in h.evidence for h in hits)
     assert not any("neighbours" in h.evidence["ranks"] or "adapted" in h.evidence["ranks"] for h in fused)
     assert ids["6"] not in {h.adapter_id for h in filtered}  # a neighbour's pick still passes the filters
+    # the trained fusion reweighs the unlearned card-text and head lists by the artifact's weights
+    weights = {**dict(FUSED_LISTS), **lists.weights}
+    assert (weights["full"], weights["head"], weights["lexical"]) == (0.5, 0.25, 1.0)
+    for hit in hits:
+        assert hit.score == pytest.approx(sum(weights[name] / (RRF_K + rank) for name, rank in hit.evidence["ranks"].items()))
 
 
 def _rows(n: int) -> list[dict]:
