@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "styles" in args.only:
         # Compatible pairs and a triple at full and the composer's weight, then both incompatible pairs.
         mixes = [(("slanted", "boxed"), 1.0), (("bold", "inverted"), 1.0), (("slanted", "boxed"), 0.8),
-                 (("bold", "inverted"), 0.8), (("slanted", "inverted", "boxed"), 0.8),
+                 (("bold", "inverted"), 0.8), (("bold", "slanted", "boxed"), 0.8),
                  (("bold", "thin"), 1.0), (("outlined", "blurred"), 1.0)]
         out["styles"] = bench_styles(w, args.style_samples, args.sweep_steps, args.cfg, mixes)
     if "composition" in args.only:
