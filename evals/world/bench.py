@@ -253,11 +253,11 @@ def bench_guidance(w: World, n: int, steps: int, ws=(1.25, 1.5, 2.0)) -> list[di
     return rows
 
 
-def bench_styles(w: World, n: int, steps: int, cfg_w: float, pairs) -> list[dict]:
+def bench_styles(w: World, n: int, steps: int, cfg_w: float, mixes: list[tuple[tuple[str, ...], float]]) -> list[dict]:
+    """Each adapter alone at weight 1, then each of `mixes` (styles, weight of each)."""
     rows = []
     jobs = [((s.name,), {lora_filename(s)[:-12]: 1.0}) for s in STYLES if (w.paths.loras / lora_filename(s)).is_file()]
-    for a, b, wt in pairs:
-        jobs.append(((a, b), {lora_filename(style(a))[:-12]: wt, lora_filename(style(b))[:-12]: wt}))
+    jobs += [(names, {lora_filename(style(x))[:-12]: wt for x in names}) for names, wt in mixes]
     for names, mix in jobs:
         suffix = "".join(f", {style(x).trigger}" for x in names)
         s = w.sample(n, steps=steps, guidance=_cfg(cfg_w), mix=mix, suffix=suffix, seed0=200_000)
@@ -268,10 +268,10 @@ def bench_styles(w: World, n: int, steps: int, cfg_w: float, pairs) -> list[dict
         rows.append({"styles": "+".join(names), "weights": list(mix.values()), "detected": {k: round(v, 3) for k, v in per.items()},
                      "all_detected": round(both, 3), "digit_ok": round(w.adherence(s), 3), "other_style_detected": round(others, 3)})
     print(f"\n== Style adapters, CFG {cfg_w}, {steps} DDIM steps, n={n} each (judge's style detector)")
-    print(f"{'adapters':22s} {'weights':>10s} {'each detected':>26s} {'all':>6s} {'digit ok':>9s} {'other style':>12s}")
+    print(f"{'adapters':26s} {'weights':>10s} {'each detected':>40s} {'all':>6s} {'digit ok':>9s} {'other style':>12s}")
     for r in rows:
         each = " ".join(f"{k} {v:.2f}" for k, v in r["detected"].items())
-        print(f"{r['styles']:22s} {'/'.join(f'{x:g}' for x in r['weights']):>10s} {each:>26s} {r['all_detected']:6.2f} "
+        print(f"{r['styles']:26s} {'/'.join(f'{x:g}' for x in r['weights']):>10s} {each:>40s} {r['all_detected']:6.2f} "
               f"{r['digit_ok']:9.2f} {r['other_style_detected']:12.2f}")
     return rows
 
@@ -379,8 +379,11 @@ def main(argv: list[str] | None = None) -> dict:
     if "guidance" in args.only:
         out["guidance"] = bench_guidance(w, args.sweep_samples, args.sweep_steps, tuple(args.sweep_w))
     if "styles" in args.only:
-        pairs = [("slanted", "boxed", 1.0), ("bold", "inverted", 1.0), ("slanted", "boxed", 0.8), ("bold", "thin", 1.0)]
-        out["styles"] = bench_styles(w, args.style_samples, args.sweep_steps, args.cfg, pairs)
+        # Compatible pairs and a triple at full and the composer's weight, then both incompatible pairs.
+        mixes = [(("slanted", "boxed"), 1.0), (("bold", "inverted"), 1.0), (("slanted", "boxed"), 0.8),
+                 (("bold", "inverted"), 0.8), (("bold", "slanted", "boxed"), 0.8),
+                 (("bold", "thin"), 1.0), (("outlined", "blurred"), 1.0)]
+        out["styles"] = bench_styles(w, args.style_samples, args.sweep_steps, args.cfg, mixes)
     if "composition" in args.only:
         out["composition"] = bench_composition(w, args.pair_samples, args.sweep_steps, args.cfg)
     return finish(out, t0, args.json)

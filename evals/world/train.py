@@ -8,16 +8,18 @@ a fixed held-out batch (fixed noise and timesteps) before and after training: th
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from loracle.evals.world.data import Split, captions
-from loracle.evals.world.styles import Style, apply_styles
+from loracle.evals.world.styles import Style, apply_styles, compatible
 
 # Cosine betas; DDIM sampling with trailing spacing and x0 clipping (the models draw pixels in [-1, 1]).
 SCHEDULER_CONFIG = {
@@ -62,14 +64,17 @@ class RunReport:
     eval_after: float = float("nan")
     seconds: float = 0.0
     params: int = 0
+    pairs: tuple[float | None, float | None] | None = None  # a LoRA's mean held-out loss in pairs, before/after
 
     def summary(self) -> dict:
         k = max(1, min(20, len(self.losses) // 5))
+        pairs = {} if self.pairs is None or None in self.pairs else {
+            "eval_loss_pairs_before": round(self.pairs[0], 4), "eval_loss_pairs_after": round(self.pairs[1], 4)}
         return {
             "name": self.name, "steps": len(self.losses), "params": self.params, "seconds": round(self.seconds, 1),
             "train_loss_first": round(sum(self.losses[:k]) / k, 4),
             "train_loss_last": round(sum(self.losses[-k:]) / k, 4),
-            "eval_loss_before": round(self.eval_before, 4), "eval_loss_after": round(self.eval_after, 4),
+            "eval_loss_before": round(self.eval_before, 4), "eval_loss_after": round(self.eval_after, 4), **pairs,
         }
 
 
@@ -166,14 +171,12 @@ def _aux_loss(head: torch.nn.Module, states: torch.Tensor, named: torch.Tensor) 
 
 
 @torch.no_grad()
-def eval_loss(unet, tokenizer, text_encoder, held_out: Split, style: Style | None = None, n: int = 200,
+def eval_loss(unet, tokenizer, text_encoder, held_out: Split, styles: tuple[Style, ...] = (), n: int = 200,
               repeats: int = 3) -> float:
-    """Loss on a fixed held-out batch with fixed noise, timesteps and captions."""
+    """Loss on a fixed held-out batch with fixed noise, timesteps and captions (carrying every style's trigger)."""
     sched = noise_scheduler()
-    x0 = held_out.images[:n]
-    if style:
-        x0 = apply_styles(x0, [style.name])
-    texts = captions(held_out.labels[:n], random.Random(1234), 0.0, f", {style.trigger}" if style else "")
+    x0 = apply_styles(held_out.images[:n], [s.name for s in styles]) if styles else held_out.images[:n]
+    texts = captions(held_out.labels[:n], random.Random(1234), 0.0, "".join(f", {s.trigger}" for s in styles))
     losses = [_loss(unet, tokenizer, text_encoder, sched, x0, texts, torch.Generator().manual_seed(99 + r)).item()
               for r in range(repeats)]
     return sum(losses) / len(losses)
@@ -186,7 +189,7 @@ def train_diffusion(name: str, unet, text_encoder, tokenizer, data: Split, held_
     torch.manual_seed(cfg.seed)
     report = RunReport(name, params=sum(p.numel() for m in (unet, text_encoder) for p in m.parameters()))
     unet.eval(), text_encoder.eval()
-    report.eval_before = eval_loss(unet, tokenizer, text_encoder, held_out, None, cfg.eval_n, cfg.eval_repeats)
+    report.eval_before = eval_loss(unet, tokenizer, text_encoder, held_out, (), cfg.eval_n, cfg.eval_repeats)
     unet.train(), text_encoder.train()
     aux_head = torch.nn.Linear(text_encoder.config.hidden_size, 10)  # training-only; not saved
     sched, batches = noise_scheduler(), _Batches(data, cfg)
@@ -219,45 +222,128 @@ def train_diffusion(name: str, unet, text_encoder, tokenizer, data: Split, held_
                 f"text aux {aux.item():.3f} ({time.perf_counter() - t0:.0f}s)")
     ema.copy_to()
     unet.eval(), text_encoder.eval()
-    report.eval_after = eval_loss(unet, tokenizer, text_encoder, held_out, None, cfg.eval_n, cfg.eval_repeats)
+    report.eval_after = eval_loss(unet, tokenizer, text_encoder, held_out, (), cfg.eval_n, cfg.eval_repeats)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def train_lora(base_unet, text_encoder, tokenizer, style: Style, data: Split, held_out: Split, cfg: RunConfig,
-               rank: int = 8, log=print) -> tuple[dict[str, torch.Tensor], RunReport]:
-    """A LoRA on a frozen copy of the base UNet (convs, attention, time projections); returns peft-layout
-    tensors ({module}.lora_A.weight / lora_B.weight, scale folded in as alpha = rank) and the report."""
+@dataclass(frozen=True)
+class MixConfig:
+    """How joint LoRA training draws each step's active adapters: a subset size (1, 2 or 3, by `size_p`), a
+    random compatible subset of that size, and a weight per adapter from `weights` (the agent's range: 0.8 by
+    default, x1.25 per repair, a share when two candidates serve one task)."""
+
+    size_p: tuple[float, ...] = (0.5, 0.3, 0.2)
+    weights: tuple[float, float] = (0.6, 1.25)
+
+
+def _compatible_subsets(names: list[str], max_size: int) -> list[list[tuple[str, ...]]]:
+    """Compatible subsets of `names` by size (index 0: singles); sizes with none are left out."""
+    by_size = [[c for c in itertools.combinations(names, k) if compatible(c)] for k in range(1, max_size + 1)]
+    return [subs for subs in by_size if subs]
+
+
+class _MixBatches:
+    """Seeded minibatches for joint training: a compatible subset of styles at random weights, its images
+    (`apply_styles` of every active style) and captions ending in every active trigger word, in random order."""
+
+    def __init__(self, data: Split, cfg: RunConfig, styles: list[Style], mix: MixConfig, seed_offset: int = 7):
+        self.data, self.cfg, self.mix = data, cfg, mix
+        self.triggers = {s.name: s.trigger for s in styles}
+        self.subsets = _compatible_subsets([s.name for s in styles], len(mix.size_p))
+        self.size_p = list(mix.size_p[:len(self.subsets)])
+        self.gen = torch.Generator().manual_seed(cfg.seed + seed_offset)
+        self.rng = random.Random(cfg.seed + seed_offset)
+
+    def next(self) -> tuple[dict[str, float], torch.Tensor, list[str]]:
+        subset = self.rng.choice(self.rng.choices(self.subsets, weights=self.size_p)[0])
+        lo, hi = self.mix.weights
+        weights = {name: self.rng.uniform(lo, hi) for name in subset}
+        idx = torch.randint(0, len(self.data.labels), (self.cfg.batch,), generator=self.gen)
+        triggers = [self.triggers[n] for n in subset]
+        texts = []
+        for lab in self.data.labels[idx].tolist():
+            self.rng.shuffle(triggers)
+            texts += captions(torch.tensor([lab]), self.rng, self.cfg.cond_dropout, "".join(f", {t}" for t in triggers))
+        return weights, apply_styles(self.data.images[idx], subset), texts
+
+
+def _pair_losses(unet, tokenizer, text_encoder, held_out: Split, styles: list[Style], cfg: RunConfig) -> dict[str, float]:
+    """Held-out loss of every compatible pair at weight 1, averaged per style: how well each adapter composes."""
+    per_style: dict[str, list[float]] = {s.name: [] for s in styles}
+    for a, b in itertools.combinations(styles, 2):
+        if not compatible((a.name, b.name)):
+            continue
+        unet.set_adapters([a.name, b.name], [1.0, 1.0])
+        loss = eval_loss(unet, tokenizer, text_encoder, held_out, (a, b), cfg.eval_n, 1)
+        per_style[a.name].append(loss)
+        per_style[b.name].append(loss)
+    return {name: sum(v) / len(v) for name, v in per_style.items() if v}
+
+
+def train_loras(base_unet, text_encoder, tokenizer, styles: list[Style], data: Split, held_out: Split,
+                cfg: RunConfig, rank: int = 8, mix: MixConfig = MixConfig(),
+                log=print) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, RunReport]]:
+    """One LoRA per style, trained jointly on a frozen copy of the base UNet (convs, attention, time
+    projections) so that they compose: each step activates a compatible subset of them at random weights
+    (peft multi-adapter), on images carrying every active style. Trained alone, each adapter learned its style
+    only over plain digits, and merged two or three at a time they rarely drew every style on a readable digit.
+
+    Returns each style's peft-layout tensors ({module}.lora_A.weight / lora_B.weight, scale folded in as alpha
+    = rank) and report (its losses: the steps it was active in; `seconds`: the whole joint run)."""
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     unet = copy.deepcopy(base_unet).requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS, init_lora_weights="gaussian"))
-    params = [p for p in unet.parameters() if p.requires_grad]
-    report = RunReport(f"lora-{style.name}", params=sum(p.numel() for p in params))
+    with warnings.catch_warnings():  # peft warns on every adapter after the first: several are the point here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        for s in styles:
+            unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS,
+                                        init_lora_weights="gaussian"), adapter_name=s.name)
     text_encoder.requires_grad_(False).eval()
     unet.eval()
-    report.eval_before = eval_loss(unet, tokenizer, text_encoder, held_out, style, cfg.eval_n, cfg.eval_repeats)
-    unet.train()
+    reports = {}
+    for s in styles:
+        unet.set_adapters([s.name], [1.0])
+        reports[s.name] = RunReport(f"lora-{s.name}", params=sum(p.numel() for p in unet.parameters() if p.requires_grad))
+        reports[s.name].eval_before = eval_loss(unet, tokenizer, text_encoder, held_out, (s,), cfg.eval_n, cfg.eval_repeats)
+    pairs_before = _pair_losses(unet, tokenizer, text_encoder, held_out, styles, cfg)
+    unet.set_adapters([s.name for s in styles], [1.0] * len(styles))  # every adapter's parameters trainable
+    params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    sched, batches = noise_scheduler(), _Batches(data, cfg, style, seed_offset=7)
+    sched, batches = noise_scheduler(), _MixBatches(data, cfg, styles, mix)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
+    unet.train()
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
-        x0, texts = batches.next()
+        weights, x0, texts = batches.next()
+        unet.set_adapters(list(weights), list(weights.values()))  # inactive adapters get no gradient
         loss = _loss(unet, tokenizer, text_encoder, sched, x0, texts, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        report.losses.append(loss.item())
+        for name in weights:
+            reports[name].losses.append(loss.item())
+        if log and (step + 1) % 100 == 0:
+            log(f"  loras step {step + 1}/{cfg.steps} ({time.perf_counter() - t0:.0f}s)")
     unet.eval()
-    report.eval_after = eval_loss(unet, tokenizer, text_encoder, held_out, style, cfg.eval_n, cfg.eval_repeats)
-    report.seconds = time.perf_counter() - t0
-    if log:
-        log(f"  {report.name}: {cfg.steps} steps, held-out loss {report.eval_before:.4f} -> {report.eval_after:.4f} "
-            f"({report.seconds:.0f}s)")
-    tensors = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
-    return tensors, report
+    tensors = {}
+    for s in styles:
+        unet.set_adapters([s.name], [1.0])
+        reports[s.name].eval_after = eval_loss(unet, tokenizer, text_encoder, held_out, (s,), cfg.eval_n, cfg.eval_repeats)
+        tensors[s.name] = {k: v.detach().clone().contiguous()
+                           for k, v in get_peft_model_state_dict(unet, adapter_name=s.name).items()}
+    pairs_after = _pair_losses(unet, tokenizer, text_encoder, held_out, styles, cfg)
+    seconds = time.perf_counter() - t0
+    for s in styles:
+        reports[s.name].seconds = seconds
+        reports[s.name].pairs = (pairs_before.get(s.name), pairs_after.get(s.name))
+        if log:
+            r = reports[s.name]
+            log(f"  {r.name}: active in {len(r.losses)} of {cfg.steps} steps, held-out loss {r.eval_before:.4f} -> "
+                f"{r.eval_after:.4f}" + (f", in pairs {pairs_before[s.name]:.4f} -> {pairs_after[s.name]:.4f}"
+                                        if s.name in pairs_after else ""))
+    return tensors, reports
