@@ -47,7 +47,7 @@ FULL = Plan(
     # Same layout, about a quarter of the parameters, a quarter of the training (Karras et al.'s best guides).
     guide=RunConfig(steps=250, batch=64, lr=2e-3, warmup=25, ema=0.99, seed=1),
     lora=RunConfig(steps=120, batch=32, lr=5e-3, warmup=20, ema=0.0, cond_dropout=0.1, seed=2),
-    judge_steps=12000,  # with up to three styles per image: 2000 steps left 3-style renders at 0.26 read exactly
+    judge_steps=24000,  # uniform over 0-3 styles, drawn from pre-rendered sets (~23 min on a loaded core, ~5 idle)
     styles=STYLE_NAMES,
     # MAR: ~0.4 s/step at batch 32 on one loaded core (the head's per-token MLP dominates), ~11 min in all.
     mar=RunConfig(steps=1400, batch=32, lr=1.5e-3, warmup=100, ema=0.999, seed=4),
