@@ -189,6 +189,7 @@ def train_judge(train: Split, held_out: Split, steps: int, seed: int = 0, log=pr
         for g in opt.param_groups:  # warmup, then cosine decay to 5% of the peak
             g["lr"] = config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         x, y_digit, y_style = pool.sample(config.batch, config.style_counts, gen)
+        y_style = y_style * ~unseen_styles(y_digit, y_style, styles)  # trained to read what the render shows
         d_logits, s_logits = net(_augment(x, gen, config.noise))
         loss = F.cross_entropy(d_logits, y_digit) + F.binary_cross_entropy_with_logits(
             s_logits, y_style, pos_weight=pos_weight)
