@@ -49,7 +49,7 @@ FULL = Plan(
     guide=RunConfig(steps=250, batch=64, lr=2e-3, warmup=25, ema=0.99, seed=1),
     # All eight jointly, 1-3 active per step (about 1.7 on average): each adapter is active in ~210 steps.
     lora=RunConfig(steps=1000, batch=32, lr=5e-3, warmup=50, ema=0.0, cond_dropout=0.1, seed=2),
-    judge_steps=12000,  # with up to three styles per image: 2000 steps left 3-style renders at 0.26 read exactly
+    judge_steps=24000,  # uniform over 0-3 styles, drawn from pre-rendered sets (~23 min on a loaded core, ~5 idle)
     styles=STYLE_NAMES,
     # MAR: ~0.4 s/step at batch 32 on one loaded core (the head's per-token MLP dominates), ~11 min in all.
     mar=RunConfig(steps=1400, batch=32, lr=1.5e-3, warmup=100, ema=0.999, seed=4),

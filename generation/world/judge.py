@@ -1,13 +1,14 @@
 """The digits world's judge at run time: one small CNN that names the digit and detects each style.
 
 Inspection uses it as its prompt-fit check in this world, and the eval harness as its metric; training it
-lives in `loracle.evals.world.judge`. Stored as safetensors + JSON (no pickle).
+lives in `loracle.evals.world.judge`. Stored as safetensors + JSON (no pickle); the JSON carries the network's
+shape and the per-style thresholds, so judges saved before either existed still load.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +21,32 @@ FEATURE_DIM = 128
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
+@dataclass(frozen=True)
+class JudgeConfig:
+    """The network's shape; the defaults are the first judge's (a JSON without "net" loads as that)."""
+
+    widths: tuple[int, int, int] = (16, 32, 64)
+    feature_dim: int = FEATURE_DIM
+    dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        if len(self.widths) != 3 or min(self.widths) < 1 or self.feature_dim < 1:
+            raise ValueError(f"judge config needs three positive conv widths and a positive feature_dim, got {self}")
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+
 class JudgeNet(nn.Module):
-    def __init__(self, n_styles: int):
+    def __init__(self, n_styles: int, config: JudgeConfig | None = None):
         super().__init__()
-        self.c1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.c2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.c3 = nn.Conv2d(32, 64, 3, padding=1)
-        self.fc = nn.Linear(64 * 4 * 4, FEATURE_DIM)
-        self.digit = nn.Linear(FEATURE_DIM, 10)
-        self.style = nn.Linear(FEATURE_DIM, n_styles)
-        self.drop = nn.Dropout(0.3)
+        self.config = config = config or JudgeConfig()
+        w1, w2, w3 = config.widths
+        self.c1 = nn.Conv2d(1, w1, 3, padding=1)
+        self.c2 = nn.Conv2d(w1, w2, 3, padding=1)
+        self.c3 = nn.Conv2d(w2, w3, 3, padding=1)
+        self.fc = nn.Linear(w3 * 4 * 4, config.feature_dim)
+        self.digit = nn.Linear(config.feature_dim, 10)
+        self.style = nn.Linear(config.feature_dim, n_styles)
+        self.drop = nn.Dropout(config.dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.c2(F.relu(self.c1(x)))), 2)
@@ -51,17 +68,22 @@ def to_tensor(images) -> torch.Tensor:
 
 @dataclass
 class Judge:
-    """`styles`: the judge's style names in output order; `triggers`: style name -> its adapter's trigger word."""
+    """`styles`: the judge's style names in output order; `thresholds`: style name -> the probability above which
+    it counts as present (calibrated per style; a style not listed uses `threshold`); `triggers`: style name -> its
+    adapter's trigger word."""
 
     net: JudgeNet
     styles: tuple[str, ...]
     threshold: float = 0.5
     triggers: dict[str, str] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @torch.no_grad()
-    def _run(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, images, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """In chunks: one pass over tens of thousands of renders would hold GBs of activations."""
         self.net.eval()
-        return self.net(to_tensor(images))
+        outs = [self.net(x) for x in to_tensor(images).split(chunk)]
+        return torch.cat([d for d, _ in outs]), torch.cat([s for _, s in outs])
 
     def digits(self, images) -> torch.Tensor:
         """Predicted digit per image."""
@@ -71,10 +93,16 @@ class Judge:
         """(N, n_styles) probability that each style is present."""
         return torch.sigmoid(self._run(images)[1])
 
+    def style_thresholds(self) -> torch.Tensor:
+        return torch.tensor([self.thresholds.get(s, self.threshold) for s in self.styles])
+
+    def present(self, images) -> torch.Tensor:
+        """(N, n_styles) booleans: each style seen or not, at its own threshold."""
+        return self.style_probs(images) > self.style_thresholds()
+
     def detect(self, images) -> list[set[str]]:
         """The set of styles detected in each image."""
-        p = self.style_probs(images) > self.threshold
-        return [{s for s, on in zip(self.styles, row) if on} for row in p.tolist()]
+        return [{s for s, on in zip(self.styles, row) if on} for row in self.present(images).tolist()]
 
     @torch.no_grad()
     def features(self, images) -> np.ndarray:
@@ -82,10 +110,17 @@ class Judge:
         return self.net.features(to_tensor(images)).double().numpy()
 
 
+def judge_meta(judge: Judge) -> dict:
+    """What `load_judge` needs besides the weights."""
+    return {"styles": list(judge.styles), "threshold": judge.threshold, "thresholds": dict(judge.thresholds),
+            "net": asdict(judge.net.config), "triggers": dict(judge.triggers)}
+
+
 def load_judge(folder: str | Path) -> Judge:
     folder = Path(folder)
     meta = json.loads((folder / "judge.json").read_text())
-    net = JudgeNet(len(meta["styles"]))
+    net = JudgeNet(len(meta["styles"]), JudgeConfig(**meta.get("net", {})))
     net.load_state_dict(load_file(str(folder / "judge.safetensors")))
     net.eval()
-    return Judge(net, tuple(meta["styles"]), float(meta["threshold"]), dict(meta.get("triggers", {})))
+    return Judge(net, tuple(meta["styles"]), float(meta["threshold"]), dict(meta.get("triggers", {})),
+                 {s: float(t) for s, t in meta.get("thresholds", {}).items()})

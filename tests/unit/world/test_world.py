@@ -194,17 +194,19 @@ def test_committed_judge_accuracy_on_held_out_digits():
 
     _, held_out = load_splits()
     judge = load_judge(committed.judge)
-    assert (judge.digits(held_out.images) == held_out.labels).float().mean() >= 0.97
+    assert (judge.digits(held_out.images) == held_out.labels).float().mean() >= 0.99
+    assert judge.present(held_out.images).any(1).float().mean() <= 0.02
 
 
 @needs_artifacts
 def test_committed_judge_reads_renders_with_up_to_three_styles():
     """The faithfulness suite asks for up to three styles: the judge must read such renders (right digit, exactly
-    the styles applied) on held-out digits; trained on at most two it read 0.58 of two-style and 0.18 of
-    three-style renders."""
+    the styles applied, a style the render cannot show not counted) on held-out digits. Trained on at most two
+    styles it read 0.58 of two-style and 0.18 of three-style renders; on 20% three-style images for 12000
+    steps at one threshold, 0.91 / 0.83 for two / three."""
     from loracle.evals.world.data import load_splits
     from loracle.evals.world.judge import by_style_count, load_judge
 
     _, held_out = load_splits()
     read = by_style_count(load_judge(committed.judge), held_out)
-    assert read["1"]["both"] >= 0.9 and read["2"]["both"] >= 0.75 and read["3"]["both"] >= 0.6, read
+    assert read["1"]["both"] >= 0.97 and read["2"]["both"] >= 0.94 and read["3"]["both"] >= 0.88, read
