@@ -9,8 +9,29 @@ def test_cases_hold_compatible_styles_on_digits_that_can_show_them() -> None:
     made = cases(5)
     assert [len(c.styles) for c in made] == [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5
     assert not any(pair <= set(c.styles) for c in made for pair in EXCLUSIVE)
+    assert not any(pair <= set(c.styles) for c in cases(40) for pair in ({"inverted", "boxed"},)), "a frame no render can show"
     assert not any("mirrored" in c.styles and c.digit in SYMMETRIC for c in made)
     assert Case(7, ("bold", "slanted")).prompt == "a bold, slanted seven" and Case(3, ()).prompt == "a three"
+
+
+def test_multi_turn_cases_never_ask_for_a_frame_on_an_inverted_digit() -> None:
+    from loracle.evals.faithfulness import multi_turn
+
+    prompts: list[str] = []
+
+    def run_turn(thread: str, message: str, seed: int, n: int) -> dict:
+        prompts.append(message)
+        return {"images": [{"path": "image.png"}]}
+
+    class PlainReads:
+        def read(self, paths: list[str]) -> list:
+            return [(7, set()) for _ in paths]
+
+    multi_turn(run_turn, PlainReads(), seeds=[0, 1, 2], n_images=4, tag="t", per_seed=10)  # type: ignore[arg-type]
+    turns = list(zip(prompts[0::2], prompts[1::2]))
+    assert len(turns) == 60
+    assert not any("inverted" in first and "boxed" in second for first, second in turns)
+    assert not any("boxed" in first and "inverted" in first for first, _ in turns)
 
 
 def test_an_image_is_faithful_only_with_the_digit_every_style_and_nothing_else() -> None:
