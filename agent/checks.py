@@ -21,7 +21,7 @@ from loracle.tools.inspection import Finding, MixAdapter, check_kept_region, che
 DOWNWEIGHT = 0.6  # weight multiplier per "downweight" finding that blames an adapter
 BOOST = 1.25  # weight multiplier of a missing style's adapter on each repair
 MAX_BOOST = 1.6
-ADAPTER_GUIDANCE = 1.5  # the no-adapters guide's weight once a style needed a repair
+ADAPTER_GUIDANCE = 1.2  # the no-adapters guide's weight once a style needed a repair
 CONFLICT_CHECKS = ("exclusive", "known_conflict")  # findings about a pair that clashes
 
 
@@ -112,9 +112,10 @@ def apply_findings(findings: list[Finding], dropped: list[int], downweighted: di
         for adapter_id in strengthen:
             key = str(adapter_id)
             repair.boost[key] = min(repair.boost.get(key, 1.0) * BOOST, MAX_BOOST)
-        # adapter guidance from the first repair on (on dev prompts two styles both showed in 0.67 of the images
-        # after retries against 0.50 when it waited for the second); no switch to composite: averaging one
-        # prediction per task halves each style's push (both styles in 2% of images against merge's 31%)
+        # adapter guidance from the first repair on, at 1.2: with the jointly trained world LoRAs, 1.5 misdrew
+        # the digit (dev prompts, images right after retries for 1/2/3 styles: .78/.58/.11 at 1.5, .92/.61/.14 at
+        # 1.2, .94/.61/.06 without); no switch to composite: averaging one prediction per task halves each
+        # style's push (both styles in 2% of images against merge's 31%)
         repair.adapter_guidance = ADAPTER_GUIDANCE
         who = " and ".join((names or {}).get(i, f"adapter {i}") for i in strengthen)
         repair.steps.append(f"strengthened {who}, which the judge did not see in every image: "

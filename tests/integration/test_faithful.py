@@ -102,14 +102,14 @@ def test_a_missing_style_is_strengthened_not_dropped(agent: Agent) -> None:
     assert state["dropped"] == [] and len(state["attempts"]) == 2, "the bold adapter is never blamed"
     italic = next(p["adapter_id"] for ps in state["picks"].values() for p in ps if p["name"] == "Italic Digits")
     assert state["repair"]["boost"] == {str(italic): pytest.approx(1.5625)}
-    assert state["repair"]["adapter_guidance"] == 1.5 and state["repair"]["method"] is None, "merge kept: composite hides styles"
+    assert state["repair"]["adapter_guidance"] == 1.2 and state["repair"]["method"] is None, "merge kept: composite hides styles"
     first, final = state["attempts"][0]["mixes"][0], state["images"][0]["mix"]
     slanted = next(ref for ref in final if "slanted" in ref)
     bold = next(ref for ref in final if "bold" in ref)
     assert final[slanted] == pytest.approx(first[slanted] * 1.5625) and final[bold] == first[bold]
     # named as everywhere else in the answer, in plain words (not "strengthened adapters [3]")
     line = "Repair: strengthened Italic Digits, which the judge did not see in every image: weight x1.25 and adapter " \
-           "guidance 1.5."
+           "guidance 1.2."
     assert state["answer"].count(line) == 2, "one line per repair"
     assert not re.search(r"\[\d", state["answer"]), state["answer"]
     assert "method composite" not in state["answer"]
@@ -152,4 +152,4 @@ def test_the_answer_tells_kept_and_redrawn_images_apart(agent: Agent) -> None:
     redrawn = next(line for line in state["answer"].splitlines() if line.startswith("Image 1:"))
     kept = next(line for line in state["answer"].splitlines() if line.startswith("Image 2:"))
     assert "adapter guidance" not in kept and "at 0.8" in kept and "trigger words: boldface, italicised" in kept, kept
-    assert "adapter guidance 1.5" in redrawn and "trigger words: boldface, italicised" in redrawn, redrawn
+    assert "adapter guidance 1.2" in redrawn and "trigger words: boldface, italicised" in redrawn, redrawn
