@@ -31,6 +31,7 @@ STYLE_WORDS = {"bold": "bold", "thin": "thin", "slanted": "slanted", "mirrored":
 EXCLUSIVE = ({"bold", "thin"}, {"outlined", "blurred"})  # pairs the world's conflicts.json says undo each other
 SYMMETRIC = {0, 1, 8}  # "mirrored" cannot show on these (evals/world/README.md)
 HIDDEN = ({"inverted", "boxed"},)  # inverted's inked border hides the frame: the renders are pixel-identical
+TURN_STYLES = ["bold", "slanted", "inverted", "boxed", "outlined"]  # what multi-turn cases add and drop
 T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57}
 
 RunTurn = Callable[[str, str, int, int], dict]  # (thread id, message, seed, n images) -> the turn's final state
@@ -136,9 +137,9 @@ def multi_turn(run_turn: RunTurn, reader: Reader, seeds: list[int], n_images: in
     for seed in seeds:
         for i in range(per_seed):
             digit = rng.choice([2, 3, 4, 5, 6, 7, 9])
-            first, second = rng.sample(["bold", "slanted", "inverted", "boxed", "outlined"], 2)
+            first, second = rng.sample(TURN_STYLES, 2)
             while {first, second} in HIDDEN:
-                first, second = rng.sample(["bold", "slanted", "inverted", "boxed", "outlined"], 2)
+                first, second = rng.sample(TURN_STYLES, 2)
             adds.append((seed, i, Case(digit, (first,)), second))
             drops.append((seed, i, Case(digit, (first, second)), first))
     added: dict[int, list[float]] = {}

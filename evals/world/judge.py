@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from loracle.evals.world.data import Split
-from loracle.evals.world.styles import STYLE_NAMES, STYLES, apply_styles, compatible
+from loracle.evals.world.styles import STYLE_NAMES, STYLES, apply_styles, compatible, compatible_sets
 from loracle.generation.world.judge import (  # noqa: F401  (re-exported for training code)
     FEATURE_DIM,
     Judge,
@@ -60,11 +60,6 @@ class JudgeTraining:
     style_counts: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)
     noise: float = 0.05  # the largest pixel-noise amplitude (drawn uniformly per image up to it)
     validation: float = 0.2
-
-
-def style_combos(styles: tuple[str, ...], k: int) -> list[tuple[str, ...]]:
-    """Every compatible set of `k` styles."""
-    return [c for c in itertools.combinations(styles, k) if compatible(c)]
 
 
 def random_style_set(rng: random.Random, styles: tuple[str, ...], k: int) -> tuple[str, ...]:
@@ -106,7 +101,7 @@ class StyledPool:
 
     def __init__(self, data: Split, styles: tuple[str, ...]) -> None:
         self.styles, self.labels = styles, data.labels
-        self.combos = {k: style_combos(styles, k) for k in range(4)}
+        self.combos = {k: compatible_sets(styles, k) for k in range(4)}
         flat = [c for k in range(4) for c in self.combos[k]]
         self.first = {k: sum(len(self.combos[j]) for j in range(k)) for k in range(4)}
         self.images = torch.stack([apply_styles(data.images, c) for c in flat])  # (combos, N, 1, H, W)
@@ -156,9 +151,7 @@ def split_validation(train: Split, share: float, seed: int = 0) -> tuple[Split, 
 def calibrate_thresholds(judge: Judge, pool: StyledPool) -> dict[str, float]:
     """Per style, the threshold that reads it right most often on validation renders with 0-3 styles (ties go
     to the one nearest 0.5), counting a style the render cannot show as right either way."""
-    x = torch.cat([pool.with_count(k)[0] for k in range(4)])
-    y = torch.cat([pool.with_count(k)[2] for k in range(4)])
-    labels = torch.cat([pool.with_count(k)[1] for k in range(4)])
+    x, labels, y = (torch.cat(parts) for parts in zip(*(pool.with_count(k) for k in range(4))))
     p, free = judge.style_probs(x), unseen_styles(labels, y, judge.styles)
     grid = torch.linspace(0.05, 0.95, 91)
     out = {}

@@ -7,6 +7,7 @@ gives inspection and retries something real to catch.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,6 +130,11 @@ def style(name: str) -> Style:
 
 def compatible(names: list[str] | tuple[str, ...]) -> bool:
     return not any(a in names and b in names for a, b, _ in CONFLICTS)
+
+
+def compatible_sets(names: list[str] | tuple[str, ...], k: int) -> list[tuple[str, ...]]:
+    """Every compatible set of `k` of `names`, in their order."""
+    return [c for c in itertools.combinations(names, k) if compatible(c)]
 
 
 def apply_styles(images: torch.Tensor, names: list[str] | tuple[str, ...]) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from loracle.evals.world.data import Split, captions
-from loracle.evals.world.styles import Style, apply_styles, compatible
+from loracle.evals.world.styles import Style, apply_styles, compatible, compatible_sets
 
 # Cosine betas; DDIM sampling with trailing spacing and x0 clipping (the models draw pixels in [-1, 1]).
 SCHEDULER_CONFIG = {
@@ -239,7 +239,7 @@ class MixConfig:
 
 def _compatible_subsets(names: list[str], max_size: int) -> list[list[tuple[str, ...]]]:
     """Compatible subsets of `names` by size (index 0: singles); sizes with none are left out."""
-    by_size = [[c for c in itertools.combinations(names, k) if compatible(c)] for k in range(1, max_size + 1)]
+    by_size = [compatible_sets(names, k) for k in range(1, max_size + 1)]
     return [subs for subs in by_size if subs]
 
 
