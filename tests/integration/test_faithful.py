@@ -153,3 +153,24 @@ def test_the_answer_tells_kept_and_redrawn_images_apart(agent: Agent) -> None:
     kept = next(line for line in state["answer"].splitlines() if line.startswith("Image 2:"))
     assert "adapter guidance" not in kept and "at 0.8" in kept and "trigger words: boldface, italicised" in kept, kept
     assert "adapter guidance 1.2" in redrawn and "trigger words: boldface, italicised" in redrawn, redrawn
+
+
+def test_a_wrong_digit_is_drawn_again_with_stronger_text_guidance_not_weaker_styles(agent: Agent) -> None:
+    """Both images of "a bold, slanted seven" drew the wrong digit: they are drawn again with a fresh seed and a
+    raised CFG scale, both requested styles at their weights (weakening them often hid them); the answer and each
+    PNG say the scale used."""
+    from loracle.agent.checks import TEXT_GUIDANCE
+
+    judge_fails(agent, JudgeVerdict("drew a one, asked for a seven", wrong_subject=True), {1, 2})
+    state = agent.run_turn("digit", "a bold, slanted seven", seed=9)
+    [first] = state["attempts"]
+    assert [f["check"] for f in first["findings"]] == ["wrong_subject"]
+    assert state["dropped"] == [] and state["downweighted"] == {} and state["repair"]["text_guidance"] == TEXT_GUIDANCE
+    assert [sorted(image["mix"].values()) for image in state["images"]] == [sorted(m.values()) for m in first["mixes"]]
+    scale = f"{1.5 * TEXT_GUIDANCE:g}"  # the world's own CFG scale, raised
+    assert all(f"text guidance (CFG scale) {scale}" in line for line in state["answer"].splitlines() if line.startswith("Image"))
+    assert "Repair: drew the images with a wrong digit again with a fresh seed and text guidance" in state["answer"]
+    for image in state["images"]:
+        assert image["seed"] not in (9, 10) and image["text_guidance"] == pytest.approx(1.5 * TEXT_GUIDANCE)
+        with Image.open(agent.settings.images_dir / image["path"]) as im:
+            assert f"CFG scale: {scale}," in im.info["parameters"]
