@@ -17,18 +17,16 @@ def _adapter_label(ref: str, names: dict[str, str]) -> str:
 
 def made_with(state: AgentState, method: str) -> list[str]:
     """One line per distinct recipe among the delivered images: adapters and weights, the composition method,
-    adapter guidance, text guidance a repair raised, the trigger words appended and the text sampled, each as that image was sampled (a retry
+    adapter guidance, the trigger words appended and the text sampled, each as that image was sampled (a retry
     keeps images of earlier attempts next to redrawn ones)."""
     names = {Path(p.file).stem: p.name for ps in state.picks.values() for p in ps if p.file}
     recipes: dict[tuple, list[int]] = {}
     for i, image in enumerate(state.images):
-        recipe = (tuple(sorted(image.mix.items())), tuple(image.triggers), image.adapter_guidance, image.text_guidance,
-                  image.prompt)
+        recipe = (tuple(sorted(image.mix.items())), tuple(image.triggers), image.adapter_guidance, image.prompt)
         recipes.setdefault(recipe, []).append(i + 1)
     lines = []
-    for (mix, triggers, guidance, text_guidance, prompt), numbers in recipes.items():
+    for (mix, triggers, guidance, prompt), numbers in recipes.items():
         guided = f", adapter guidance {guidance:g}" if guidance > 1 else ""
-        guided += f", text guidance (CFG scale) {text_guidance:g}" if text_guidance is not None else ""
         adapters = ", ".join(f"{_adapter_label(ref, names)} at {w:g}" for ref, w in mix) or "no adapter"
         words = f"; trigger words: {', '.join(triggers)}" if triggers else ""
         which = "Image" if len(numbers) == 1 else "Images"

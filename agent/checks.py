@@ -3,8 +3,8 @@ retry changes because of them.
 
 A retry repairs before it removes, and redraws only the images that failed: a style the judge did not see gets
 its adapter strengthened (a higher weight and adapter guidance); a wrong subject (the digits world's wrong digit)
-is drawn again with a fresh seed and stronger text guidance, the adapters' weights kept, and an adapter weighs less
-only when the subject was wrong again with it after that repair; an image with nothing to blame (a style
+is drawn again with a fresh seed, the adapters' weights kept, and an adapter weighs less only when the subject was
+wrong with it again after that; an image with nothing to blame (a style
 nobody asked for, one unlucky seed) is drawn again; an adapter is dropped only for a failure the user did not
 ask for (a broken image, a clash with another requested style), and the answer says so. Conflict
 memory is scoped per tenant, base model and composition method, records only the pair a conflict is about,
@@ -24,7 +24,6 @@ DOWNWEIGHT = 0.6  # weight multiplier per "downweight" finding that blames an ad
 BOOST = 1.25  # weight multiplier of a missing style's adapter on each repair
 MAX_BOOST = 1.6
 ADAPTER_GUIDANCE = 1.2  # the no-adapters guide's weight once a style needed a repair
-TEXT_GUIDANCE = 2.0  # CFG scale multiplier once the subject was wrong: the text, not an adapter, draws the subject
 CONFLICT_CHECKS = ("exclusive", "known_conflict")  # findings about a pair that clashes
 
 
@@ -123,33 +122,27 @@ def apply_findings(findings: list[Finding], dropped: list[int], downweighted: di
         who = " and ".join((names or {}).get(i, f"adapter {i}") for i in strengthen)
         repair.steps.append(f"strengthened {who}, which the judge did not see in every image: "
                             f"weight x{BOOST:g} and adapter guidance {ADAPTER_GUIDANCE:g}")
-    guide = [f for f in findings if f.action == "guide"]
-    if guide:
-        downweighted = repair_subject(guide, strengthen, downweighted, repair, names or {})
+    suspected = [f for f in findings if f.action == "suspect"]
+    if suspected:
+        downweighted = repair_subject(suspected, strengthen, downweighted, repair, names or {})
     return dropped, downweighted, repair
 
 
 def repair_subject(findings: list[Finding], strengthened: list[int], downweighted: dict[str, float], repair: Repair,
                    names: dict[int, str]) -> dict[str, float]:
-    """A wrong subject: first, the images are drawn again with a fresh seed and stronger text guidance, the
-    adapters' weights kept (a user's style is not the price of the digit); an adapter weighs less only when the
-    subject was wrong again with it under that guidance (evidence that the adapter itself breaks the subject),
-    never while its own style is being strengthened. Changes `repair` in place."""
+    """A wrong subject: the images are drawn again with a fresh seed, the adapters' weights kept (a user's style
+    is not the price of the digit); an adapter weighs less only when the subject was wrong with it again after
+    that (evidence that the adapter itself breaks the subject), never while its own style is being strengthened.
+    Changes `repair` in place."""
     suspects = sorted({a for f in findings for a in f.blamed})
-    if repair.text_guidance == 1.0:
-        repair.text_guidance = TEXT_GUIDANCE
-        repair.steps.append(f"drew the images with a wrong digit again with a fresh seed and text guidance "
-                            f"x{TEXT_GUIDANCE:g}, the adapters' weights kept")
+    again = [a for a in suspects if a in repair.subject_suspects and a not in strengthened]
+    for adapter_id in again:
+        downweighted[str(adapter_id)] = downweighted.get(str(adapter_id), 1.0) * DOWNWEIGHT
+    if again:
+        who = " and ".join(names.get(i, f"adapter {i}") for i in again)
+        repair.steps.append(f"weakened {who} (weight x{DOWNWEIGHT:g}): the digit was wrong with it again on a fresh seed")
     else:
-        again = [a for a in suspects if a in repair.subject_suspects and a not in strengthened]
-        for adapter_id in again:
-            downweighted[str(adapter_id)] = downweighted.get(str(adapter_id), 1.0) * DOWNWEIGHT
-        if again:
-            who = " and ".join(names.get(i, f"adapter {i}") for i in again)
-            repair.steps.append(f"weakened {who} (weight x{DOWNWEIGHT:g}): the digit was wrong again with it "
-                                f"under stronger text guidance")
-        else:
-            repair.steps.append("drew the images with a wrong digit again with a fresh seed")
+        repair.steps.append("drew the images with a wrong digit again with a fresh seed, the adapters' weights kept")
     repair.subject_suspects = sorted({*repair.subject_suspects, *suspects})
     return downweighted
 

@@ -11,8 +11,7 @@ from loracle.tools.sample import StoredImage
 
 
 def record_images(ctx: AgentContext, run_id: str, attempt: int, stored: list[StoredImage],
-                  mix_adapters: list[list[int]], triggers: list[list[str]], adapter_guidance: float,
-                  text_guidance: float | None = None) -> list[GeneratedImage]:
+                  mix_adapters: list[list[int]], triggers: list[list[str]], adapter_guidance: float) -> list[GeneratedImage]:
     """An `images` row per staged file, all in one transaction (with the bytes, for a store that keeps them in
     the database), then each file under its final name: a file without a row, or a row without a file, is never
     left behind (tools/image_store.py sweeps what a crash interrupts). A run whose thread was deleted meanwhile
@@ -26,8 +25,7 @@ def record_images(ctx: AgentContext, run_id: str, attempt: int, stored: list[Sto
                           "mix": image.mix, "nfe": image.nfe, "parameters": image.parameters}
                 image_id = add_image(conn, run_id, record, tenant=ctx.tenant)
                 images.append(GeneratedImage(**record, id=str(image_id), adapters=adapters, prompt=image.prompt,
-                                              triggers=list(words), adapter_guidance=adapter_guidance,
-                                              text_guidance=text_guidance))
+                                              triggers=list(words), adapter_guidance=adapter_guidance))
             ctx.images.write(conn, files)
     except psycopg.errors.ForeignKeyViolation:
         ctx.images.discard(files)

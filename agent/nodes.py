@@ -2,7 +2,7 @@
 one thing, and returns a state update.
 
 plan -> retrieve -> select -> compose -> check_mix -> sample -> inspect -> respond, with
-check_mix and inspect routing to retry (strengthen a missing style, guide a wrong subject harder, drop or
+check_mix and inspect routing to retry (strengthen a missing style, redraw a wrong subject, drop or
 down-weight what they blamed) at most
 `max_retries` times. Progress goes to LangGraph's custom stream as small dict events.
 """
@@ -25,7 +25,7 @@ from loracle.agent.picks import choose_adapters
 from loracle.agent.plan import Plan
 from loracle.agent.planner import plan_prompt, strip_prompt_syntax
 from loracle.agent.quarantine import quarantine_pick, usable_picks
-from loracle.agent.sampler_settings import composer_settings, image_seeds, sample_settings, text_guidance_scale
+from loracle.agent.sampler_settings import composer_settings, image_seeds, sample_settings
 from loracle.agent.state import AgentContext, AgentState, Attempt, Repair
 from loracle.generation.adapters import AdapterError
 from loracle.generation.masks import Composition, Mix
@@ -160,9 +160,7 @@ def sample(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
             mixes = [{f: w for f, w in m.items() if f != exc.ref} for m in mixes]
             triggers = [[t for t in ts if t not in bad.trigger_words] for ts in triggers]
     mix_adapters = [sorted(picks[f].adapter_id for f in m) for m in mixes] if skipped else state.mix_adapters
-    text_guidance = text_guidance_scale(ctx, state.repair) if state.repair.text_guidance != 1.0 else None
-    images = record_images(ctx, state.run_id, state.attempt, stored, mix_adapters, triggers, state.repair.adapter_guidance,
-                           text_guidance)
+    images = record_images(ctx, state.run_id, state.attempt, stored, mix_adapters, triggers, state.repair.adapter_guidance)
     _emit(runtime, "images", paths=[i.path for i in images], nfe=sum(result.nfe))
     timings = _add_time(state.timings, "sample_s", started)
     if "sampler_retries" in result.timings:  # on Ray: a sampler replica died and another one finished the request
@@ -185,7 +183,7 @@ def inspect(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
 
 
 def should_retry(state: AgentState, runtime: Runtime[AgentContext]) -> bool:
-    actionable = any(f.action in ("resample", "guide") or (f.blamed and f.action != "none") for f in state.findings)
+    actionable = any(f.action in ("resample", "suspect") or (f.blamed and f.action != "none") for f in state.findings)
     return actionable and state.attempt < runtime.context.settings.max_retries
 
 

@@ -23,11 +23,11 @@ def composer_settings(settings: Settings) -> ComposerSettings:
 
 def sample_settings(ctx: AgentContext, engine: ImageEngine, repair: Repair | None = None) -> SampleSettings:
     """The sampler the settings ask for; guidance uses the weaker guide model when the engine has one. A
-    repair may raise the text guidance, add adapter guidance (with CFG: the base without adapters as a second
-    guide) and change the composition method."""
+    repair may add adapter guidance (with CFG: the base without adapters as a second guide) and change the
+    composition method."""
     settings = ctx.settings
     repair = repair or Repair()
-    scale = text_guidance_scale(ctx, repair)
+    scale = settings.guidance_scale if settings.guidance_scale is not None else ctx.guidance_scale
     guide = GuideSpec(kind="model", model=GUIDE) if GUIDE in engine.guide_names else GuideSpec()
     guidance = GuidanceSettings(kind=settings.guidance, scale=scale, guide=guide)
     if repair.adapter_guidance > 1 and settings.guidance == "cfg" and scale >= 1:
@@ -37,14 +37,6 @@ def sample_settings(ctx: AgentContext, engine: ImageEngine, repair: Repair | Non
         skipping=SkipSettings(threshold=settings.skip_threshold, max_skip=settings.max_skip),
         composition_method=CompositionMethod(repair.method or settings.composition_method, settings.switch_every),
     )
-
-
-def text_guidance_scale(ctx: AgentContext, repair: Repair | None = None) -> float:
-    """The CFG scale the images are sampled with: the settings' (else the base model's), times a repair's text
-    guidance (for images whose subject was wrong)."""
-    settings = ctx.settings
-    scale = settings.guidance_scale if settings.guidance_scale is not None else ctx.guidance_scale
-    return scale * (repair.text_guidance if repair is not None else 1.0)
 
 
 def image_seeds(seed: int, n_images: int, attempt: int = 0, offset: int = 0) -> list[int]:

@@ -54,7 +54,6 @@ class GeneratedImage(BaseModel):
     prompt: str  # the prompt the image was sampled with (trigger words included)
     triggers: list[str] = Field(default_factory=list)  # the trigger words its mix appended
     adapter_guidance: float = 1.0  # the no-adapters guide's weight it was sampled with (1: off)
-    text_guidance: float | None = None  # the CFG scale it was sampled with when a repair raised it (None: the default)
 
 
 class Repair(BaseModel):
@@ -63,7 +62,6 @@ class Repair(BaseModel):
 
     boost: dict[str, float] = Field(default_factory=dict)  # str(adapter id) -> weight multiplier
     adapter_guidance: float = 1.0  # weight of the no-adapters guide (1: off)
-    text_guidance: float = 1.0  # multiplier of the CFG scale, raised for images with a wrong subject (1: off)
     subject_suspects: list[int] = Field(default_factory=list)  # adapters of images whose subject was wrong
     method: str | None = None  # composition method instead of the configured one
     steps: list[str] = Field(default_factory=list)  # what was done, for the answer

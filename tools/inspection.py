@@ -40,8 +40,8 @@ class Finding(BaseModel):
     check: str
     message: str
     blamed: list[int] = Field(default_factory=list)  # adapter ids
-    # "guide": draw the named images again with stronger text guidance and a fresh seed, weights kept
-    action: Literal["drop", "downweight", "strengthen", "guide", "resample", "none"] = "drop"
+    # "suspect": draw the images again, weights kept; the blamed adapters weigh less only if they fail again
+    action: Literal["drop", "downweight", "strengthen", "suspect", "resample", "none"] = "drop"
     pair: list[int] = Field(default_factory=list)  # the two adapters a conflict finding is about, when it is one
     images: list[int] = Field(default_factory=list)  # the batch's images it is about (none: about the mix)
 
@@ -221,8 +221,8 @@ def inspect_images(
     triggers: dict[int, Sequence[str]] | None = None,
 ) -> list[Finding]:
     """Findings over a batch. A broken image's adapters are blamed by comparison with passing images and
-    dropped; a wrong subject is drawn again with stronger text guidance (its adapters are named as suspects, not
-    weakened: the user asked for those styles); a plain-text misfit down-weights them; a style the judge did not see
+    dropped; a wrong subject is drawn again (its adapters are named as suspects, not weakened: the user asked for
+    those styles); a plain-text misfit down-weights them; a style the judge did not see
     strengthens the adapter whose trigger word asked for it (`triggers`: adapter id -> trigger words); an image
     that failed with no adapter to blame (a style nobody asked for, one unlucky seed) is drawn again. Each finding names its images, so a retry can
     keep the ones that passed. `check_duplicates=False` for edits, where images share the input and may rightly look alike."""
@@ -245,10 +245,10 @@ def inspect_images(
         findings.append(Finding(check="missing_style", message=detail, blamed=owners, action="strengthen" if owners else "resample",
                                 images=_where(missing)))
     wrong_subject = [isinstance(v, JudgeVerdict) and v.wrong_subject for v in verdicts]
-    if any(wrong_subject):  # the text draws the subject: guide it harder; the adapters it shared are only suspects
+    if any(wrong_subject):  # a fresh seed first: the adapters it shared are only suspects
         detail = "; ".join(f"image {i + 1}: {v.message}" for i, (v, w) in enumerate(zip(verdicts, wrong_subject)) if w)
         findings.append(Finding(check="wrong_subject", message=detail, blamed=blame_images(wrong_subject, mixes),
-                                action="guide", images=_where(wrong_subject)))
+                                action="suspect", images=_where(wrong_subject)))
     unfit = [v is not None and not isinstance(v, JudgeVerdict) for v in verdicts]
     if any(unfit):  # a plain-text reason names no cause: the adapters most associated with it weigh less
         blamed = blame_images(unfit, mixes)

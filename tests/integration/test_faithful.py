@@ -155,22 +155,20 @@ def test_the_answer_tells_kept_and_redrawn_images_apart(agent: Agent) -> None:
     assert "adapter guidance 1.2" in redrawn and "trigger words: boldface, italicised" in redrawn, redrawn
 
 
-def test_a_wrong_digit_is_drawn_again_with_stronger_text_guidance_not_weaker_styles(agent: Agent) -> None:
-    """Both images of "a bold, slanted seven" drew the wrong digit: they are drawn again with a fresh seed and a
-    raised CFG scale, both requested styles at their weights (weakening them often hid them); the answer and each
-    PNG say the scale used."""
-    from loracle.agent.checks import TEXT_GUIDANCE
 
-    judge_fails(agent, JudgeVerdict("drew a one, asked for a seven", wrong_subject=True), {1, 2})
+def test_a_wrong_digit_is_drawn_again_not_paid_for_with_the_styles(agent: Agent) -> None:
+    """Both images of "a bold, slanted seven" drew the wrong digit, twice: the first retry draws them again with
+    fresh seeds and both requested styles at their weights (weakening them often hid them); only the second
+    failure with the same adapters is evidence against them, and the answer says which one weighs less."""
+    from loracle.agent.checks import DOWNWEIGHT
+
+    judge_fails(agent, JudgeVerdict("drew a one, asked for a seven", wrong_subject=True), {1, 2, 3, 4})
     state = agent.run_turn("digit", "a bold, slanted seven", seed=9)
-    [first] = state["attempts"]
-    assert [f["check"] for f in first["findings"]] == ["wrong_subject"]
-    assert state["dropped"] == [] and state["downweighted"] == {} and state["repair"]["text_guidance"] == TEXT_GUIDANCE
-    assert [sorted(image["mix"].values()) for image in state["images"]] == [sorted(m.values()) for m in first["mixes"]]
-    scale = f"{1.5 * TEXT_GUIDANCE:g}"  # the world's own CFG scale, raised
-    assert all(f"text guidance (CFG scale) {scale}" in line for line in state["answer"].splitlines() if line.startswith("Image"))
-    assert "Repair: drew the images with a wrong digit again with a fresh seed and text guidance" in state["answer"]
-    for image in state["images"]:
-        assert image["seed"] not in (9, 10) and image["text_guidance"] == pytest.approx(1.5 * TEXT_GUIDANCE)
-        with Image.open(agent.settings.images_dir / image["path"]) as im:
-            assert f"CFG scale: {scale}," in im.info["parameters"]
+    first, second = state["attempts"]
+    assert [f["check"] for f in first["findings"]] == ["wrong_subject"] and state["dropped"] == []
+    assert [sorted(m.values()) for m in second["mixes"]] == [sorted(m.values()) for m in first["mixes"]], "weights kept"
+    assert all(seed not in (9, 10) for seed in (image["seed"] for image in state["images"]))
+    assert "Repair: drew the images with a wrong digit again with a fresh seed, the adapters' weights kept." in state["answer"]
+    assert state["downweighted"] and all(v == pytest.approx(DOWNWEIGHT) for v in state["downweighted"].values()), \
+        "the second failure is evidence"
+    assert "the digit was wrong with it again on a fresh seed" in state["answer"]
