@@ -2,9 +2,8 @@
 one thing, and returns a state update.
 
 plan -> retrieve -> select -> compose -> check_mix -> sample -> inspect -> respond, with
-check_mix and inspect routing to retry (strengthen a missing style, redraw a wrong subject, drop or
-down-weight what they blamed) at most
-`max_retries` times. Progress goes to LangGraph's custom stream as small dict events.
+check_mix and inspect routing to retry (strengthen a missing style, redraw a wrong subject, drop or down-weight
+what they blamed) at most `max_retries` times. Progress goes to LangGraph's custom stream as small dict events.
 """
 
 from __future__ import annotations
