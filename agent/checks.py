@@ -2,7 +2,9 @@
 retry changes because of them.
 
 A retry repairs before it removes, and redraws only the images that failed: a style the judge did not see gets
-its adapter strengthened (a higher weight and adapter guidance); an image with nothing to blame (a style
+its adapter strengthened (a higher weight and adapter guidance); a wrong subject (the digits world's wrong digit)
+is drawn again with a fresh seed, the adapters' weights kept, and an adapter weighs less only when the subject was
+wrong with it again after that; an image with nothing to blame (a style
 nobody asked for, one unlucky seed) is drawn again; an adapter is dropped only for a failure the user did not
 ask for (a broken image, a clash with another requested style), and the answer says so. Conflict
 memory is scoped per tenant, base model and composition method, records only the pair a conflict is about,
@@ -120,7 +122,29 @@ def apply_findings(findings: list[Finding], dropped: list[int], downweighted: di
         who = " and ".join((names or {}).get(i, f"adapter {i}") for i in strengthen)
         repair.steps.append(f"strengthened {who}, which the judge did not see in every image: "
                             f"weight x{BOOST:g} and adapter guidance {ADAPTER_GUIDANCE:g}")
+    suspected = [f for f in findings if f.action == "suspect"]
+    if suspected:
+        downweighted = repair_subject(suspected, strengthen, downweighted, repair, names or {})
     return dropped, downweighted, repair
+
+
+def repair_subject(findings: list[Finding], strengthened: list[int], downweighted: dict[str, float], repair: Repair,
+                   names: dict[int, str]) -> dict[str, float]:
+    """A wrong subject: the images are drawn again with a fresh seed, the adapters' weights kept (a user's style
+    is not the price of the digit); an adapter weighs less only when the subject was wrong with it again after
+    that (evidence that the adapter itself breaks the subject), never while its own style is being strengthened.
+    Changes `repair` in place."""
+    suspects = sorted({a for f in findings for a in f.blamed})
+    again = [a for a in suspects if a in repair.subject_suspects and a not in strengthened]
+    for adapter_id in again:
+        downweighted[str(adapter_id)] = downweighted.get(str(adapter_id), 1.0) * DOWNWEIGHT
+    if again:
+        who = " and ".join(names.get(i, f"adapter {i}") for i in again)
+        repair.steps.append(f"weakened {who} (weight x{DOWNWEIGHT:g}): the digit was wrong with it again on a fresh seed")
+    else:
+        repair.steps.append("drew the images with a wrong digit again with a fresh seed, the adapters' weights kept")
+    repair.subject_suspects = sorted({*repair.subject_suspects, *suspects})
+    return downweighted
 
 
 def remember_conflicts(ctx: AgentContext, findings: list[Finding]) -> None:

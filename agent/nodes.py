@@ -2,8 +2,8 @@
 one thing, and returns a state update.
 
 plan -> retrieve -> select -> compose -> check_mix -> sample -> inspect -> respond, with
-check_mix and inspect routing to retry (strengthen a missing style, drop or down-weight what they blamed) at most
-`max_retries` times. Progress goes to LangGraph's custom stream as small dict events.
+check_mix and inspect routing to retry (strengthen a missing style, redraw a wrong subject, drop or down-weight
+what they blamed) at most `max_retries` times. Progress goes to LangGraph's custom stream as small dict events.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def inspect(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
 
 
 def should_retry(state: AgentState, runtime: Runtime[AgentContext]) -> bool:
-    actionable = any(f.action == "resample" or (f.blamed and f.action != "none") for f in state.findings)
+    actionable = any(f.action in ("resample", "suspect") or (f.blamed and f.action != "none") for f in state.findings)
     return actionable and state.attempt < runtime.context.settings.max_retries
 
 

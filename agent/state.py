@@ -57,10 +57,12 @@ class GeneratedImage(BaseModel):
 
 
 class Repair(BaseModel):
-    """What this turn's retries changed to bring out a style the judge did not see, on top of the picks."""
+    """What this turn's retries changed to bring out a style the judge did not see or the subject it missed, on top
+    of the picks."""
 
     boost: dict[str, float] = Field(default_factory=dict)  # str(adapter id) -> weight multiplier
     adapter_guidance: float = 1.0  # weight of the no-adapters guide (1: off)
+    subject_suspects: list[int] = Field(default_factory=list)  # adapters of images whose subject was wrong
     method: str | None = None  # composition method instead of the configured one
     steps: list[str] = Field(default_factory=list)  # what was done, for the answer
 

@@ -40,7 +40,8 @@ class Finding(BaseModel):
     check: str
     message: str
     blamed: list[int] = Field(default_factory=list)  # adapter ids
-    action: Literal["drop", "downweight", "strengthen", "resample", "none"] = "drop"
+    # "suspect": draw the images again, weights kept; the blamed adapters weigh less only if they fail again
+    action: Literal["drop", "downweight", "strengthen", "suspect", "resample", "none"] = "drop"
     pair: list[int] = Field(default_factory=list)  # the two adapters a conflict finding is about, when it is one
     images: list[int] = Field(default_factory=list)  # the batch's images it is about (none: about the mix)
 
@@ -220,7 +221,8 @@ def inspect_images(
     triggers: dict[int, Sequence[str]] | None = None,
 ) -> list[Finding]:
     """Findings over a batch. A broken image's adapters are blamed by comparison with passing images and
-    dropped; a wrong subject down-weights them (the user asked for those styles); a style the judge did not see
+    dropped; a wrong subject is drawn again (its adapters are named as suspects, not weakened: the user asked for
+    those styles); a plain-text misfit down-weights them; a style the judge did not see
     strengthens the adapter whose trigger word asked for it (`triggers`: adapter id -> trigger words); an image
     that failed with no adapter to blame (a style nobody asked for, one unlucky seed) is drawn again. Each finding names its images, so a retry can
     keep the ones that passed. `check_duplicates=False` for edits, where images share the input and may rightly look alike."""
@@ -242,12 +244,17 @@ def inspect_images(
         detail = "; ".join(f"image {i + 1}: {v.message}" for i, v in enumerate(missing) if v)
         findings.append(Finding(check="missing_style", message=detail, blamed=owners, action="strengthen" if owners else "resample",
                                 images=_where(missing)))
-    wrong = [v is not None and not (isinstance(v, JudgeVerdict) and not v.wrong_subject) for v in verdicts]
-    if any(wrong):  # plain-text reasons and wrong subjects: the adapters most associated with them weigh less
-        blamed = blame_images(wrong, mixes)
-        detail = "; ".join(f"image {i + 1}: {v}" for i, (v, w) in enumerate(zip(verdicts, wrong)) if w)
+    wrong_subject = [isinstance(v, JudgeVerdict) and v.wrong_subject for v in verdicts]
+    if any(wrong_subject):  # a fresh seed first: the adapters it shared are only suspects
+        detail = "; ".join(f"image {i + 1}: {v.message}" for i, (v, w) in enumerate(zip(verdicts, wrong_subject)) if w)
+        findings.append(Finding(check="wrong_subject", message=detail, blamed=blame_images(wrong_subject, mixes),
+                                action="suspect", images=_where(wrong_subject)))
+    unfit = [v is not None and not isinstance(v, JudgeVerdict) for v in verdicts]
+    if any(unfit):  # a plain-text reason names no cause: the adapters most associated with it weigh less
+        blamed = blame_images(unfit, mixes)
+        detail = "; ".join(f"image {i + 1}: {v}" for i, (v, u) in enumerate(zip(verdicts, unfit)) if u)
         findings.append(Finding(check="prompt_fit", message=detail, blamed=blamed, action="downweight" if blamed else "resample",
-                                images=_where(wrong)))
+                                images=_where(unfit)))
     unasked = [isinstance(v, JudgeVerdict) and bool(v.unrequested) for v in verdicts]
     if any(unasked):  # no adapter asked for it: nothing to blame, the image is drawn again
         detail = "; ".join(f"image {i + 1}: style nobody asked for: {', '.join(v.unrequested)}"

@@ -153,3 +153,22 @@ def test_the_answer_tells_kept_and_redrawn_images_apart(agent: Agent) -> None:
     kept = next(line for line in state["answer"].splitlines() if line.startswith("Image 2:"))
     assert "adapter guidance" not in kept and "at 0.8" in kept and "trigger words: boldface, italicised" in kept, kept
     assert "adapter guidance 1.2" in redrawn and "trigger words: boldface, italicised" in redrawn, redrawn
+
+
+
+def test_a_wrong_digit_is_drawn_again_not_paid_for_with_the_styles(agent: Agent) -> None:
+    """Both images of "a bold, slanted seven" drew the wrong digit, twice: the first retry draws them again with
+    fresh seeds and both requested styles at their weights (weakening them often hid them); only the second
+    failure with the same adapters is evidence against them, and the answer says which one weighs less."""
+    from loracle.agent.checks import DOWNWEIGHT
+
+    judge_fails(agent, JudgeVerdict("drew a one, asked for a seven", wrong_subject=True), {1, 2, 3, 4})
+    state = agent.run_turn("digit", "a bold, slanted seven", seed=9)
+    first, second = state["attempts"]
+    assert [f["check"] for f in first["findings"]] == ["wrong_subject"] and state["dropped"] == []
+    assert [sorted(m.values()) for m in second["mixes"]] == [sorted(m.values()) for m in first["mixes"]], "weights kept"
+    assert all(seed not in (9, 10) for seed in (image["seed"] for image in state["images"]))
+    assert "Repair: drew the images with a wrong digit again with a fresh seed, the adapters' weights kept." in state["answer"]
+    assert state["downweighted"] and all(v == pytest.approx(DOWNWEIGHT) for v in state["downweighted"].values()), \
+        "the second failure is evidence"
+    assert "the digit was wrong with it again on a fresh seed" in state["answer"]

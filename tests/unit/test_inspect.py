@@ -101,7 +101,7 @@ def test_each_finding_names_its_images_and_an_unasked_style_redraws_the_image() 
     findings = inspect_images([good, framed, wrong, good.copy()], [[1], [1], [1], [2]], ["a seven, boldface"] * 4,
                               judge=judge)
     assert [(f.check, f.blamed, f.action, f.images) for f in findings] == [
-        ("prompt_fit", [], "resample", [2]), ("unrequested_style", [], "resample", [1])]
+        ("wrong_subject", [], "suspect", [2]), ("unrequested_style", [], "resample", [1])]
 
 
 def test_messages_number_images_from_one_and_say_each_problem_once() -> None:
