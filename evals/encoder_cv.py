@@ -231,20 +231,22 @@ def _search(db, model_name: str, index: MemoryIndex, split: TrainingSplit, vecto
         return index.fetcher(conn, model_name, split.filters, ef_search, spare)(queries)
 
 
-FUSIONS: dict[str, tuple[str, ...]] = {  # name: the lists it leaves out
-    "today's trained": ("tuned",),
-    "+ tuned": (),
-    "tuned for adapted": ("adapted",),
-    "tuned for full": ("full",),
-    "tuned alone": ("full", "head", "prompt", "lexical", "adapted", "neighbours"),
-    "full alone": ("tuned", "head", "prompt", "lexical", "adapted", "neighbours"),
-    "adapted alone": ("tuned", "full", "head", "prompt", "lexical", "neighbours"),
+FUSIONS: dict[str, tuple[tuple[str, ...], float]] = {  # name: the lists it leaves out, the tuned list's weight
+    "today's trained": (("tuned",), 0.0),
+    "+ tuned": ((), 1.0),
+    "+ tuned x0.5": ((), 0.5),
+    "tuned for adapted": (("adapted",), 1.0),
+    "tuned for full": (("full",), 1.0),
+    "tuned alone": (("full", "head", "prompt", "lexical", "adapted", "neighbours"), 1.0),
+    "full alone": (("tuned", "head", "prompt", "lexical", "adapted", "neighbours"), 0.0),
+    "adapted alone": (("tuned", "full", "head", "prompt", "lexical", "neighbours"), 0.0),
 }
 
 
 def cross_validate(db, embedder, files, variants: list[EncoderSettings], *, exclude_tags: list[str], ef_search: int,
-                   folds: int = PRIOR_FOLDS, log=print) -> dict[str, dict]:
-    """Per variant, fold and fusion, the recalls of the fold's prompts; the table of their means, printed."""
+                   folds: int = PRIOR_FOLDS, log=print) -> dict[tuple[str, str, str], dict[str, float]]:
+    """Mean recalls per (variant, fusion, label source) over the first `folds` folds' prompts, printed too;
+    variant "-" for the fusions without the tuned list."""
     from loracle.tools.memory_search import load_card_vectors
 
     split = training_split(db, embedder, files, exclude_tags=exclude_tags, ef_search=ef_search)
@@ -256,7 +258,6 @@ def cross_validate(db, embedder, files, variants: list[EncoderSettings], *, excl
     query_states = lower_states(frozen, [q.prompt for q, _ in split.labelled], variants[0])
     card_states = lower_states(frozen, card_texts, variants[0]) if any(v.both_sides for v in variants) else None
     log(f"{len(split.labelled)} training prompts, {len(card_texts)} cards; lower layers run once in {time.perf_counter() - started:.0f} s")
-    weights = {**dict(FUSED_LISTS), **BASE.fusion_weights(), "tuned": 1.0}
     recalls: dict[tuple[str, str, str], list[list[float]]] = {}
     for fold in range(folds):
         train = np.flatnonzero(split.folds != fold)
@@ -278,20 +279,20 @@ def cross_validate(db, embedder, files, variants: list[EncoderSettings], *, excl
             tuned = _search(db, embedder.name, index, split, vectors, ef_search)
             for i, extra, found in zip(held, learned, tuned):
                 every = {**split.base_lists[i], **extra, "tuned": found}
-                for name, left_out in FUSIONS.items():
+                for name, (left_out, tuned_weight) in FUSIONS.items():
                     if "tuned" in left_out and number:
                         continue  # the same for every variant: counted once
                     kept = {n: items for n, items in every.items() if n not in left_out}
+                    weights = {**dict(FUSED_LISTS), **BASE.fusion_weights(), "tuned": tuned_weight}
                     served = _fused(kept, weights)
                     reranked = _fused({n: items[:DEPTH] for n, items in kept.items()}, weights)
                     relevant = split.labelled[i][1]
                     key = ("-" if "tuned" in left_out else variant, name, query_source(split.labelled[i][0].id))
                     recalls.setdefault(key, []).append([recall_at(served, relevant, 10), recall_at(reranked, relevant, DEPTH),
                                                         recall_at(served, relevant, FUSION_DEPTH)])
-    table = {f"{variant:<5} {name:<18} {source:<7}": dict(zip((f"R@{k}" for k in KS), np.mean(r, axis=0)))
-             for (variant, name, source), r in sorted(recalls.items())}
-    for name, row in table.items():
-        log(name + "  " + " ".join(f"{metric} {value:.3f}" for metric, value in row.items()))
+    table = {key: dict(zip((f"R@{k}" for k in KS), np.mean(r, axis=0))) for key, r in sorted(recalls.items())}
+    for (variant, name, source), row in table.items():
+        log(f"{variant:<5} {name:<18} {source:<7}  " + " ".join(f"{metric} {value:.3f}" for metric, value in row.items()))
     return table
 
 
