@@ -4,9 +4,11 @@
 
 (a database with ../shared/data/catalog/civitai_loras.jsonl imported). Held-out queries are never read.
 
-Per prior fold (the folds `loracle rank cv` uses), a peft LoRA on MiniLM's attention and feed-forward
-layers (a few MB; the 90 MB model is never copied) is trained on the other folds' prompt -> picked adapter
-pairs, in one of two variants:
+Per prior fold (the folds `loracle rank cv` uses), a peft LoRA on the attention and feed-forward layers of
+MiniLM's last layer (55K values; the 90 MB model is never copied) is trained on the other folds' prompt ->
+picked adapter pairs. The five layers below stay frozen and run once per text: tuning all six cost 13-35 s
+per batch of 32 prompts on this shared 2-core machine, too slow for six trainings per `loracle rank train`.
+Two variants:
 - "query": only the query side is tuned; the catalog keeps its stored card vectors (serving would re-embed
   nothing). With the card side fixed, the softmax runs over every catalog card, so each prompt's negatives
   are all adapters it did not pick: the in-batch and hard negatives of MultipleNegativesRankingLoss are a
@@ -24,6 +26,39 @@ candidates (every list 150 deep), per label source, as `loracle rank cv` prints 
 (the reranker's candidates) by at least 0.5 point over today's trained first stage without lowering
 Civitai R@150 by more than 0.2 point, and (variant "both") its training plus re-embedding fits the
 10-minute `loracle rank train` budget.
+
+Measured (2026-12-05, 7,169-card catalog, 1,507 training prompts, settings as below: LoRA rank 8 on the last
+layer, 2 epochs, lr 1e-3, temperature 0.05; R@10 / R@150 / R@300, dev then Civitai):
+
+| 5 folds, `--variant query` | dev | Civitai |
+|---|---|---|
+| today's trained first stage | .751 / .973 / .984 | .399 / .520 / .544 |
+| + tuned list | .747 / .961 / .979 | .403 / .522 / .546 |
+| tuned list for the adapted list | .738 / .961 / .985 | .399 / .516 / .538 |
+| tuned list for the card-text list | .749 / .964 / .982 | .419 / .523 / .548 |
+| card-text list alone | .547 / .846 / .895 | .175 / .326 / .376 |
+| tuned list alone | .634 / .882 / .926 | .324 / .427 / .460 |
+
+Folds 0-1 only (`--folds 2`), where the adapted list alone is .500 / .774 / .835 on dev and .334 / .440 / .474
+on Civitai, the query-side tuned list alone .630 / .877 / .946 and .329 / .432 / .463: as one list the
+tuned encoder beats the linear query map on dev and matches it on Civitai, but beside the lists of today's
+trained first stage it adds nothing (today's .985 dev R@150; + tuned .971, + tuned at half weight .981).
+
+| folds 0-1, `--variant both` | dev | Civitai |
+|---|---|---|
+| today's trained first stage | .741 / .985 / .995 | .413 / .522 / .536 |
+| + tuned list | .741 / .985 / .985 | .426 / .526 / .541 |
+| tuned list for the adapted list | .746 / .981 / .992 | .414 / .521 / .542 |
+| tuned list for the card-text list | .766 / .980 / .995 | .447 / .527 / .547 |
+| card-text list alone | .564 / .847 / .892 | .172 / .324 / .373 |
+| tuned list alone | .626 / .916 / .936 | .364 / .473 / .495 |
+
+Tuning both sides makes the best single list here (dev R@150 .916, Civitai .473), and in place of the
+card-text list it lifts the first stage's R@10 (dev +2.5, Civitai +3.4 points), but the reranker's candidates
+(R@150) do not gain: dev -0.5 point, Civitai +0.5. No setting of either variant met the bar. Time per fold
+at load 5-9: query side 80-303 s of training; both sides 326-829 s of training plus 82-250 s re-embedding
+the 7,169 card texts (after 429 s running the frozen layers over them once), where `loracle rank train`
+would train six times (five folds and the final model) within its 10 minutes.
 """
 
 from __future__ import annotations
