@@ -17,7 +17,7 @@ train`) has the last word: half-weight card-text and head lists won here (mean R
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from loracle.evals.first_stage_train import Example, MapSettings, train_lists
 from loracle.evals.metrics import recall_at
-from loracle.evals.queries import load_queries
+from loracle.evals.queries import LabelledQuery, load_queries
 from loracle.evals.rank_train import BATCH, DEPTH, PRIOR_FOLDS, is_heldout, labelled_rows, prior_fold, query_source
 from loracle.tools.learned_lists import LearnedLists
 from loracle.tools.memory_search import MemoryIndex, load_card_vectors
@@ -45,8 +45,22 @@ GRID: tuple[MapSettings, ...] = (
 MAP_FIELDS = ("kind", "penalty", "temperature", "steps", "learning_rate", "dev_weight", "random_negatives", "hard_negatives", "seed")
 
 
-def cross_validate(db, embedder, files: list[Path], grid: tuple[MapSettings, ...] = GRID, *, exclude_tags: list[str],
-                   ef_search: int, log=print) -> list[dict]:
+@dataclass
+class TrainingSplit:
+    """The training split's labelled queries with what every fold's training reads: their MiniLM vectors,
+    the four unlearned lists (300 deep, default filter), their examples and prior folds, the dense index."""
+
+    labelled: list[tuple[LabelledQuery, set[int]]]
+    vectors: np.ndarray
+    base_lists: list[dict[str, list[tuple[int, float]]]]
+    examples: list[Example]
+    folds: np.ndarray
+    filters: SearchFilters
+    index: MemoryIndex
+
+
+def training_split(db, embedder, files: list[Path], *, exclude_tags: list[str], ef_search: int) -> TrainingSplit:
+    """Everything a fold's training and search need, read once; held-out queries are never read."""
     filters = SearchFilters(exclude_tags=exclude_tags, exclude_blocklisted=True)
     labelled = [(q, rel) for q, rel in labelled_rows(db, [q for f in files for q in load_queries(f)]) if not is_heldout(q.id)]
     vectors = embedder.encode([q.prompt for q, _ in labelled])
@@ -57,11 +71,19 @@ def cross_validate(db, embedder, files: list[Path], grid: tuple[MapSettings, ...
         base = [hits for start in tqdm(range(0, len(texts), BATCH), desc="unlearned lists", leave=False)
                 for hits in first_stage(conn, embedder, texts[start : start + BATCH], vectors[start : start + BATCH], "fused",
                                         FUSION_DEPTH, filters, ef_search, spare=spare, fetch=fetch)]
-        cards = {kind: load_card_vectors(conn, embedder.name, kind) for kind in dict.fromkeys(s.kind for s in grid)}
         keys = dict(conn.execute("SELECT id, source || ':' || external_id FROM adapters").fetchall())
-    base_lists = [_lists_of(hits) for hits in base]
     examples = [Example(v, tuple(sorted(rel)), tuple(keys[i] for i in sorted(rel)), query_source(q.id)) for (q, rel), v in zip(labelled, vectors)]
     folds = np.array([prior_fold(q.id) for q, _ in labelled])
+    return TrainingSplit(labelled, vectors, [_lists_of(hits) for hits in base], examples, folds, filters, index)
+
+
+def cross_validate(db, embedder, files: list[Path], grid: tuple[MapSettings, ...] = GRID, *, exclude_tags: list[str],
+                   ef_search: int, log=print) -> list[dict]:
+    split = training_split(db, embedder, files, exclude_tags=exclude_tags, ef_search=ef_search)
+    labelled, vectors, base_lists, examples, folds = split.labelled, split.vectors, split.base_lists, split.examples, split.folds
+    filters, index = split.filters, split.index
+    with db.connection() as conn:
+        cards = {kind: load_card_vectors(conn, embedder.name, kind) for kind in dict.fromkeys(s.kind for s in grid)}
     maps: dict[tuple, list[LearnedLists]] = {}
     rows = []
     for settings in grid:
