@@ -52,7 +52,6 @@ class RunConfig:
     eval_repeats: int = 3
     text_pretrain: int = 100  # steps of the text encoder alone on the digit-from-caption task
     aux_weight: float = 0.1  # that task's loss during joint training
-    snr_gamma: float = 0.0  # > 0: min-SNR loss weights (Hang et al., 2023), min(SNR, gamma) / SNR per image
 
 
 @dataclass
@@ -146,22 +145,15 @@ class _Batches:
 
 
 def _loss(unet, tokenizer, text_encoder, sched, x0: torch.Tensor, texts: list[str], gen: torch.Generator,
-          aux_head: torch.nn.Module | None = None, named: torch.Tensor | None = None, snr_gamma: float = 0.0):
-    """Noise-prediction MSE; with `aux_head`, plus the text encoder's digit-from-caption cross-entropy.
-    `snr_gamma` > 0 weights each image by min(SNR, gamma) / SNR: the nearly clean timesteps, where a noise
-    prediction only polishes edges, count less, and the noisy ones, where the digit's shape is decided, more."""
+          aux_head: torch.nn.Module | None = None, named: torch.Tensor | None = None):
+    """Noise-prediction MSE; with `aux_head`, plus the text encoder's digit-from-caption cross-entropy."""
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen)
     xt = sched.add_noise(x0, noise, t)
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids
     out = text_encoder(ids)
-    pred = unet(xt, t, encoder_hidden_states=out[0]).sample
-    if snr_gamma > 0:
-        snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
-        loss = ((pred - noise).pow(2).flatten(1).mean(1) * snr.clamp(max=snr_gamma) / snr).mean()
-    else:
-        loss = F.mse_loss(pred, noise)
+    loss = F.mse_loss(unet(xt, t, encoder_hidden_states=out[0]).sample, noise)
     if aux_head is None:
         return loss
     return loss, _aux_loss(aux_head, out[0], named)
@@ -332,16 +324,17 @@ def train_loras(base_unet, text_encoder, tokenizer, styles: list[Style], data: S
             g["lr"] = _lr(step, cfg)
         weights, x0, texts = batches.next()
         unet.set_adapters(list(weights), list(weights.values()))  # inactive adapters get no gradient
-        loss = _loss(unet, tokenizer, text_encoder, sched, x0, texts, gen, snr_gamma=cfg.snr_gamma)
+        loss = _loss(unet, tokenizer, text_encoder, sched, x0, texts, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         for name in weights:
             reports[name].losses.append(loss.item())
         by_size.setdefault(len(weights), []).append(loss.item())
-        if log and (step + 1) % 100 == 0:
+        if (step + 1) % 100 == 0:
             sizes = ", ".join(f"{k}: {sum(v) / len(v):.4f}" for k, v in sorted(by_size.items()))
-            log(f"  loras step {step + 1}/{cfg.steps}, loss by active adapters {sizes} ({time.perf_counter() - t0:.0f}s)")
+            if log:
+                log(f"  loras step {step + 1}/{cfg.steps}, loss by active adapters {sizes} ({time.perf_counter() - t0:.0f}s)")
             by_size.clear()
     unet.eval()
     tensors = {}
