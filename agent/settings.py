@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     mask_feather: int = Field(default=0, ge=0, le=64, description="Gaussian blur radius (pixels) of inpainting masks.")
     inpaint_keep_error: float = Field(default=0.05, ge=0, le=1, description="Inspection: most mean abs pixel change (0-1 units) allowed in the unmasked region.")
     # Agent
-    max_retries: int = Field(default=2, ge=0, le=10, description="Re-compositions after a failed inspection.")
+    # 3, not 2: a retry redraws only the failed images, so the third costs little (digits world, dev prompts: NFE
+    # per image 56.5 -> 60.0) and brings three requested styles out in 0.92 of images, not 0.78
+    max_retries: int = Field(default=3, ge=0, le=10, description="Re-compositions after a failed inspection.")
     composer_scale: float = Field(default=0.8, gt=0, le=4)
     composer_max_active: int = Field(default=3, ge=1, le=6)
     append_trigger_words: bool = Field(default=True, description="Append picked adapters' trigger words (A1111 habit).")
