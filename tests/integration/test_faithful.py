@@ -155,7 +155,6 @@ def test_the_answer_tells_kept_and_redrawn_images_apart(agent: Agent) -> None:
     assert "adapter guidance 1.2" in redrawn and "trigger words: boldface, italicised" in redrawn, redrawn
 
 
-
 def test_a_wrong_digit_is_drawn_again_not_paid_for_with_the_styles(agent: Agent) -> None:
     """Both images of "a bold, slanted seven" drew the wrong digit, twice: the first retry draws them again with
     fresh seeds and both requested styles at their weights (weakening them often hid them); only the second

@@ -42,7 +42,6 @@ def test_a_style_not_yet_seen_is_strengthened_never_also_weakened() -> None:
     assert repair.adapter_guidance == ADAPTER_GUIDANCE
 
 
-
 def test_a_wrong_digit_is_drawn_again_never_paid_for_with_a_requested_style() -> None:
     """Every image of a bold (1) + slanted (2) mix drew the wrong digit: the old rule weakened both requested
     styles (x0.6, which then often hid them, and a missing-style boost fought it back). Now the images are drawn
