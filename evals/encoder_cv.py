@@ -70,10 +70,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from loracle.db.search import ListQuery
-from loracle.evals.first_stage_cv import BASE, KS, TrainingSplit, _fused, _search_learned, training_split
+from loracle.evals.first_stage_cv import BASE, KS, TrainingSplit, _fused, _search_learned, first_stage_recalls, training_split
 from loracle.evals.first_stage_train import train_lists
-from loracle.evals.metrics import recall_at
-from loracle.evals.rank_train import DEPTH, PRIOR_FOLDS, query_source
+from loracle.evals.rank_train import PRIOR_FOLDS, query_source
 from loracle.tools.adapter_texts import full_text
 from loracle.tools.learned_lists import LearnedLists
 from loracle.tools.memory_search import MemoryIndex
@@ -319,12 +318,8 @@ def cross_validate(db, embedder, files, variants: list[EncoderSettings], *, excl
                         continue  # the same for every variant: counted once
                     kept = {n: items for n, items in every.items() if n not in left_out}
                     weights = {**dict(FUSED_LISTS), **BASE.fusion_weights(), "tuned": tuned_weight}
-                    served = _fused(kept, weights)
-                    reranked = _fused({n: items[:DEPTH] for n, items in kept.items()}, weights)
-                    relevant = split.labelled[i][1]
                     key = ("-" if "tuned" in left_out else variant, name, query_source(split.labelled[i][0].id))
-                    recalls.setdefault(key, []).append([recall_at(served, relevant, 10), recall_at(reranked, relevant, DEPTH),
-                                                        recall_at(served, relevant, FUSION_DEPTH)])
+                    recalls.setdefault(key, []).append(first_stage_recalls(kept, weights, split.labelled[i][1]))
     table = {key: dict(zip((f"R@{k}" for k in KS), np.mean(r, axis=0))) for key, r in sorted(recalls.items())}
     for (variant, name, source), row in table.items():
         log(f"{variant:<5} {name:<18} {source:<7}  " + " ".join(f"{metric} {value:.3f}" for metric, value in row.items()))

@@ -100,12 +100,8 @@ def cross_validate(db, embedder, files: list[Path], grid: tuple[MapSettings, ...
             learned = _search_learned(db, embedder, lists, vectors[members], filters, ef_search, index)
             weights = {**dict(FUSED_LISTS), **lists.weights}
             for i, extra in zip(members, learned):
-                every, relevant = {**base_lists[i], **extra}, labelled[i][1]
-                served = _fused(every, weights)  # the trained strategy: every list read FUSION_DEPTH deep
-                # the learned ranker's candidates: serving reads each list only as deep as the ranker re-scores
-                reranked = _fused({name: items[:DEPTH] for name, items in every.items()}, weights)
                 recalls[query_source(labelled[i][0].id)].append(
-                    [recall_at(served, relevant, 10), recall_at(reranked, relevant, DEPTH), recall_at(served, relevant, FUSION_DEPTH)])
+                    first_stage_recalls({**base_lists[i], **extra}, weights, labelled[i][1]))
         row = {"settings": settings, "seconds": time.perf_counter() - started,
                **{source: dict(zip((f"R@{k}" for k in KS), np.mean(r, axis=0))) for source, r in recalls.items() if r}}
         rows.append(row)
@@ -115,6 +111,15 @@ def cross_validate(db, embedder, files: list[Path], grid: tuple[MapSettings, ...
 
 def _fused(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float]) -> list[int]:
     return [adapter_id for adapter_id, _, _ in rrf(lists, weights)]
+
+
+def first_stage_recalls(lists: dict[str, list[tuple[int, float]]], weights: dict[str, float], relevant: set[int]) -> list[float]:
+    """R@10, R@150, R@300 (KS) of one query's fused lists: R@10 and R@300 of the trained strategy, every list read
+    FUSION_DEPTH deep; R@150 of the learned ranker's candidates, each list read only as deep as the ranker
+    re-scores (DEPTH), as serving reads them."""
+    served = _fused(lists, weights)
+    reranked = _fused({name: items[:DEPTH] for name, items in lists.items()}, weights)
+    return [recall_at(served, relevant, 10), recall_at(reranked, relevant, DEPTH), recall_at(served, relevant, FUSION_DEPTH)]
 
 
 def _lists_of(hits: list) -> dict[str, list[tuple[int, float]]]:
