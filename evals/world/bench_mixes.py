@@ -21,16 +21,13 @@ import torch
 from loracle.evals.world.bench import World, _cfg, finish
 from loracle.evals.world.catalog import lora_filename
 from loracle.evals.world.data import DIGIT_WORDS
-from loracle.evals.world.styles import STYLE_NAMES, compatible_sets, style
+from loracle.evals.world.styles import HIDDEN_BY, STYLE_NAMES, SYMMETRIC_DIGITS, compatible_sets, style
 from loracle.generation.world.paths import world_paths
-
-HIDDEN = ({"inverted", "boxed"},)  # pixel-identical renders: the judge cannot see both
-SYMMETRIC = (0, 1, 8)  # mirrored cannot show on these
 
 
 def draw_mixes(size: int, n_mixes: int, rng: random.Random) -> list[tuple[str, ...]]:
     """`n_mixes` distinct compatible sets of `size` styles that the judge can see together."""
-    sets = [c for c in compatible_sets(STYLE_NAMES, size) if not any(h <= set(c) for h in HIDDEN)]
+    sets = [c for c in compatible_sets(STYLE_NAMES, size) if not any(h in c and by in c for h, by in HIDDEN_BY.items())]
     return rng.sample(sets, min(n_mixes, len(sets)))
 
 
@@ -63,7 +60,7 @@ def bench_mixes(w: World, settings: list[tuple[int, float, float, int]], n_mixes
         t0 = time.perf_counter()
         images = []
         for j, names in enumerate(mixes[size]):
-            allowed = [d for d in range(10) if "mirrored" not in names or d not in SYMMETRIC]
+            allowed = [d for d in range(10) if "mirrored" not in names or d not in SYMMETRIC_DIGITS]
             digits = [allowed[(j + i) % len(allowed)] for i in range(per_mix)]
             images += score_mix(w, names, digits, weight, steps, cfg_w, seed0=500_000 + 1000 * j)
         a = np.array(images, dtype=float)

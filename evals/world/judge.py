@@ -23,7 +23,15 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from loracle.evals.world.data import Split
-from loracle.evals.world.styles import STYLE_NAMES, STYLES, apply_styles, compatible, compatible_sets
+from loracle.evals.world.styles import (
+    HIDDEN_BY,
+    STYLE_NAMES,
+    STYLES,
+    SYMMETRIC_DIGITS,
+    apply_styles,
+    compatible,
+    compatible_sets,
+)
 from loracle.generation.world.judge import (  # noqa: F401  (re-exported for training code)
     FEATURE_DIM,
     Judge,
@@ -44,9 +52,6 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
     covmean = covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
-
-
-SYMMETRIC_DIGITS = (0, 1, 8)  # "mirrored" cannot show on these
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,8 @@ def unseen_styles(labels: torch.Tensor, targets: torch.Tensor, styles: tuple[str
     on a 0, 1 or 8; "boxed" on an inverted render (the frame is ink drawn on an inked border: pixel-identical)."""
     out = torch.zeros_like(targets, dtype=torch.bool)
     out[:, styles.index("mirrored")] = torch.isin(labels, torch.tensor(SYMMETRIC_DIGITS))
-    out[:, styles.index("boxed")] = targets[:, styles.index("inverted")] > 0
+    for hidden, by in HIDDEN_BY.items():
+        out[:, styles.index(hidden)] = targets[:, styles.index(by)] > 0
     return out
 
 

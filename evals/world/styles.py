@@ -120,6 +120,11 @@ CONFLICTS: tuple[tuple[str, str, str], ...] = (
     ("outlined", "blurred", "edge-sharpness"),
 )
 
+# What a render cannot show, so neither a judge nor a benchmark can ask for it: "mirrored" on a symmetric digit,
+# and a style hidden by another (the "boxed" frame is ink drawn on inverted's inked border: pixel-identical).
+SYMMETRIC_DIGITS = (0, 1, 8)
+HIDDEN_BY = {"boxed": "inverted"}
+
 
 def style(name: str) -> Style:
     for s in STYLES:

@@ -8,7 +8,6 @@ a fixed held-out batch (fixed noise and timesteps) before and after training: th
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import random
 import time
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from loracle.evals.world.data import Split, captions
-from loracle.evals.world.styles import Style, apply_styles, compatible, compatible_sets
+from loracle.evals.world.styles import Style, apply_styles, compatible_sets
 
 # Cosine betas; DDIM sampling with trailing spacing and x0 clipping (the models draw pixels in [-1, 1]).
 SCHEDULER_CONFIG = {
@@ -272,14 +271,13 @@ class _MixBatches:
 
 def _pair_losses(unet, tokenizer, text_encoder, held_out: Split, styles: list[Style], cfg: RunConfig) -> dict[str, float]:
     """Held-out loss of every compatible pair at weight 1, averaged per style: how well each adapter composes."""
-    per_style: dict[str, list[float]] = {s.name: [] for s in styles}
-    for a, b in itertools.combinations(styles, 2):
-        if not compatible((a.name, b.name)):
-            continue
-        unet.set_adapters([a.name, b.name], [1.0, 1.0])
-        loss = eval_loss(unet, tokenizer, text_encoder, held_out, (a, b), cfg.eval_n, 1)
-        per_style[a.name].append(loss)
-        per_style[b.name].append(loss)
+    by_name = {s.name: s for s in styles}
+    per_style: dict[str, list[float]] = {name: [] for name in by_name}
+    for a, b in compatible_sets(list(by_name), 2):
+        unet.set_adapters([a, b], [1.0, 1.0])
+        loss = eval_loss(unet, tokenizer, text_encoder, held_out, (by_name[a], by_name[b]), cfg.eval_n, 1)
+        per_style[a].append(loss)
+        per_style[b].append(loss)
     return {name: sum(v) / len(v) for name, v in per_style.items() if v}
 
 
