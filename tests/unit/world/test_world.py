@@ -126,7 +126,6 @@ def test_styles_keep_range_and_conflicts():
     assert not compatible(["bold", "thin"]) and compatible(["slanted", "boxed"])
 
 
-
 def test_joint_lora_batches_mix_compatible_styles_with_their_triggers():
     """Joint LoRA training draws 1-3 active styles per step as often as `size_p` says, never an incompatible
     pair, weights in the agent's range; images carry every active style and captions every active trigger."""
