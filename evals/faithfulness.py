@@ -2,8 +2,8 @@
 the digit asked for, every style asked for, and no style that was not?
 
 Prompts hold a digit and 0-3 styles named in plain words ("a bold, slanted seven"). Each turn runs through the
-agent as a front end calls it; the world's judge reads every image. Before-retry numbers use the turn's first
-attempt, after-retry numbers the images the turn delivered. Multi-turn cases ("make it X too", "drop the X
+agent as a front end calls it; the world's eval judge (trained apart from the agent's) reads every image.
+Before-retry numbers use the turn's first attempt, after-retry numbers the images the turn delivered. Multi-turn cases ("make it X too", "drop the X
 look") are judged on the next turn's images. Used by the harness's `faithfulness` suite and by
 `python -m loracle.evals.faithfulness` (which runs on any commit that has `open_agent`, for baselines).
 """
@@ -65,17 +65,23 @@ def cases(per_count: int, counts: Iterable[int] = (0, 1, 2, 3), seed: int = 0) -
 
 
 class Reader:
-    """The judge over stored images: digit and detected styles per image path."""
+    """Digit and detected styles per stored image, read by the eval judge: a judge trained apart from the one the
+    agent inspects with (the agent retries until its own judge accepts an image, so that judge would count its own
+    misreadings as successes). `agent_judge=True` reads with the agent's judge instead, to show the difference."""
 
     def __init__(self, images_dir: Path) -> None:
-        self.judge = load_judge(world_paths().judge)
+        paths = world_paths()
+        if not (paths.eval_judge / "judge.safetensors").is_file():
+            raise FileNotFoundError("the digits world has no eval judge; build it with `loracle world train --only eval-judge`")
+        self.judges = {False: load_judge(paths.eval_judge), True: load_judge(paths.judge)}
         self.images_dir = images_dir
 
-    def read(self, paths: list[str]) -> list[tuple[int, set[str]]]:
+    def read(self, paths: list[str], agent_judge: bool = False) -> list[tuple[int, set[str]]]:
         if not paths:
             return []
+        judge = self.judges[agent_judge]
         images = [Image.open(self.images_dir / p).convert("L") for p in paths]
-        return list(zip((int(d) for d in self.judge.digits(images)), self.judge.detect(images)))
+        return list(zip((int(d) for d in judge.digits(images)), judge.detect(images)))
 
 
 def score_images(reads: list[tuple[int, set[str]]], case: Case) -> dict[str, float]:
@@ -116,13 +122,17 @@ def single_turns(run_turn: RunTurn, reader: Reader, prompts: list[Case], seeds: 
         state = run_turn(f"faith-{tag}-{seed}-{i}-{time.time_ns()}", case.prompt, seed * 1000 + i, n_images)
         k = len(case.styles)
         per_seed.setdefault((seed, f"{k} before"), []).append(score_images(reader.read(first_attempt_paths(state)), case))
-        per_seed.setdefault((seed, f"{k} after"), []).append(score_images(reader.read([im["path"] for im in state["images"]]), case))
+        delivered = [im["path"] for im in state["images"]]
+        per_seed.setdefault((seed, f"{k} after"), []).append(score_images(reader.read(delivered), case))
+        per_seed.setdefault((seed, f"{k} agent"), []).append(score_images(reader.read(delivered, agent_judge=True), case))
         nfe.append(state["nfe"] / max(len(state["images"]), 1))
         retried += bool(state.get("attempts"))
     result: dict[str, Any] = {}
+    names = {"before": "before retries", "after": "after retries", "agent": "after retries, by the agent's own judge"}
     for key in sorted({key for _, key in per_seed}):
         pooled = [_pool(per_seed[(seed, key)]) for seed in seeds if (seed, key) in per_seed]
-        result[f"{key.split()[0]} styles, {key.split()[1]} retries"] = {
+        count, when = key.split()
+        result[f"{count} styles, {names[when]}"] = {
             metric: interval([p[metric] for p in pooled]) for metric in ("faithful", "digit", "requested", "no_unrequested")}
     result["nfe_per_image"] = round(statistics.fmean(nfe), 1) if nfe else 0.0
     result["turns_retried"] = retried / max(len(jobs), 1)

@@ -22,7 +22,7 @@ def train(
     quick: bool = typer.Option(False, "--quick", help="A few steps of everything (about a minute); for tests."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: evals/world/artifacts, or "
                                     "LORACLE_HOME/world-quick with --quick)."),
-    only: list[str] = typer.Option([], "--only", help="Build only these parts (base, guide, loras, judge, catalog, mar, mar-loras)."),
+    only: list[str] = typer.Option([], "--only", help="Build only these parts (base, guide, loras, judge, eval-judge, catalog, mar, mar-loras)."),
 ) -> None:
     """Rebuild every artifact of the digits world, seeded, on one CPU thread."""
     from loracle.evals.world.build import PARTS, build_world

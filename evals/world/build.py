@@ -15,18 +15,25 @@ import torch
 
 from loracle.evals.world.catalog import lora_filename, write_catalog
 from loracle.evals.world.data import load_splits, vocabulary_words
+from loracle.evals.world.judge import JudgeTraining, save_judge, train_judge
 from loracle.evals.world.modelio import BASE_MODEL_NAME, save_lora, save_model
 from loracle.evals.world.nets import BASE_SIZE, GUIDE_SIZE, build_text_encoder, build_unet
 from loracle.evals.world.styles import STYLE_NAMES, style
 from loracle.evals.world.tokenizer import build_tokenizer
 from loracle.evals.world.train import MixConfig, RunConfig, train_diffusion, train_loras
+from loracle.generation.world.judge import JudgeConfig
 from loracle.generation.world.paths import world_paths
 
 # The MAR's sampling defaults, saved in its folder: the head's x0 is clipped to the pixel range because the
 # world's MAR draws pixel tokens, which never leave [-1, 1] (`python -m loracle.evals.world.bench_mar` reports
 # adherence and FD with these settings).
 MAR_SAMPLING = {"num_iter": 16, "cfg": 2.0, "temperature": 0.7, "clip_x0": True}
-PARTS = ("base", "guide", "loras", "judge", "catalog", "mar", "mar-loras")
+PARTS = ("base", "guide", "loras", "judge", "eval-judge", "catalog", "mar", "mar-loras")
+# The faithfulness eval's judge: the agent retries until its own judge accepts an image, so scoring the delivered
+# images with that judge would count its misreadings as successes. This one is trained apart: another seed, other
+# conv widths, stronger pixel noise.
+EVAL_JUDGE = JudgeTraining(net=JudgeConfig(widths=(24, 40, 64)), noise=0.08)
+EVAL_JUDGE_SEED = 13
 
 
 @dataclass(frozen=True)
@@ -113,11 +120,14 @@ def build_world(out: Path | None = None, quick: bool = False, only: tuple[str, .
             report["loras"][s.name] = runs[s.name].summary()
     if "judge" in only:
         say("judge")
-        from loracle.evals.world.judge import save_judge, train_judge
-
         judge, r = train_judge(train, held_out, plan.judge_steps, seed=3, log=log)
         save_judge(judge, paths.judge, r)
         report["judge"] = r
+    if "eval-judge" in only:
+        say("eval judge")
+        judge, r = train_judge(train, held_out, plan.judge_steps, seed=EVAL_JUDGE_SEED, log=log, config=EVAL_JUDGE)
+        save_judge(judge, paths.eval_judge, r)
+        report["eval-judge"] = r
     if "catalog" in only:
         write_catalog(paths.root, paths.loras, [style(n) for n in plan.styles])
     if "mar" in only:

@@ -39,6 +39,10 @@ class WorldPaths:
         return self.root / "judge"
 
     @property
+    def eval_judge(self) -> Path:  # a second judge, trained apart, that only the evals read (same layout as judge)
+        return self.root / "eval_judge"
+
+    @property
     def mar(self) -> Path:  # MAR model folder for generation.mar.io.load_mar (pixel patches, text-conditioned)
         return self.root / "mar"
 

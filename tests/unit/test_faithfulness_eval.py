@@ -92,3 +92,23 @@ def test_before_retries_means_the_first_images_sampled() -> None:
     state = {"attempts": [{"images": []}, {"images": ["a.png", "b.png"]}], "images": [{"path": "c.png"}]}
     assert first_attempt_paths(state) == ["a.png", "b.png"]
     assert first_attempt_paths({"attempts": [], "images": [{"path": "c.png"}]}) == ["c.png"]
+
+
+def test_delivered_images_are_scored_by_the_eval_judge_with_the_agents_judge_shown_apart() -> None:
+    """The agent keeps what its own judge accepts: the reported after-retry rate must come from the other judge."""
+    from loracle.evals.faithfulness import single_turns
+
+    case = Case(7, ("bold",))
+
+    def run_turn(thread: str, message: str, seed: int, n: int) -> dict:
+        return {"images": [{"path": f"{i}.png"} for i in range(n)], "attempts": [], "nfe": 40 * n}
+
+    class TwoJudges:
+        def read(self, paths: list[str], agent_judge: bool = False) -> list:
+            return [(7, {"bold"}) if agent_judge or p == "0.png" else (1, {"bold"}) for p in paths]
+
+    result = single_turns(run_turn, TwoJudges(), [case], seeds=[0, 1], n_images=4, tag="t")  # type: ignore[arg-type]
+    assert result["1 styles, after retries"]["faithful"]["mean"] == 0.25
+    assert result["1 styles, before retries"]["faithful"]["mean"] == 0.25
+    assert result["1 styles, after retries, by the agent's own judge"]["faithful"]["mean"] == 1.0
+    assert result["nfe_per_image"] == 40.0

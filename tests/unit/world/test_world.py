@@ -27,7 +27,8 @@ def test_quick_build_losses_fall(quick_world):
         assert report[part]["eval_loss_after"] < report[part]["eval_loss_before"], report[part]
     for name, r in report["loras"].items():
         assert r["eval_loss_after"] < r["eval_loss_before"], (name, r)
-    assert report["judge"]["train_loss_last"] < report["judge"]["train_loss_first"]
+    for judge in ("judge", "eval-judge"):
+        assert report[judge]["train_loss_last"] < report[judge]["train_loss_first"], judge
     assert report["mar"]["eval_loss_after"] < report["mar"]["eval_loss_before"], report["mar"]
     for name, r in report["mar-loras"].items():
         assert r["eval_loss_after"] < r["eval_loss_before"], (name, r)
@@ -202,18 +203,20 @@ def test_committed_artifacts_are_small_and_pickle_free():
 
 
 @needs_artifacts
-def test_committed_judge_accuracy_on_held_out_digits():
+@pytest.mark.parametrize("folder", [committed.judge, committed.eval_judge], ids=["agent", "eval"])
+def test_committed_judge_accuracy_on_held_out_digits(folder: Path):
     from loracle.evals.world.data import load_splits
     from loracle.evals.world.judge import load_judge
 
     _, held_out = load_splits()
-    judge = load_judge(committed.judge)
+    judge = load_judge(folder)
     assert (judge.digits(held_out.images) == held_out.labels).float().mean() >= 0.99
     assert judge.present(held_out.images).any(1).float().mean() <= 0.02
 
 
 @needs_artifacts
-def test_committed_judge_reads_renders_with_up_to_three_styles():
+@pytest.mark.parametrize("folder", [committed.judge, committed.eval_judge], ids=["agent", "eval"])
+def test_committed_judge_reads_renders_with_up_to_three_styles(folder: Path):
     """The faithfulness suite asks for up to three styles: the judge must read such renders (right digit, exactly
     the styles applied, a style the render cannot show not counted) on held-out digits. Trained on at most two
     styles it read 0.58 of two-style and 0.18 of three-style renders; on 20% three-style images for 12000
@@ -222,5 +225,16 @@ def test_committed_judge_reads_renders_with_up_to_three_styles():
     from loracle.evals.world.judge import by_style_count, load_judge
 
     _, held_out = load_splits()
-    read = by_style_count(load_judge(committed.judge), held_out)
+    read = by_style_count(load_judge(folder), held_out)
     assert read["1"]["both"] >= 0.97 and read["2"]["both"] >= 0.94 and read["3"]["both"] >= 0.88, read
+
+
+@needs_artifacts
+def test_the_eval_judge_is_trained_apart_from_the_agents():
+    """The faithfulness eval scores images the agent kept because its judge accepted them: a copy of that judge
+    would count its misreadings as successes."""
+    from loracle.evals.world.judge import load_judge
+
+    agent, evaluator = load_judge(committed.judge), load_judge(committed.eval_judge)
+    assert agent.net.config.widths != evaluator.net.config.widths
+    assert (committed.judge / "judge.safetensors").read_bytes() != (committed.eval_judge / "judge.safetensors").read_bytes()
