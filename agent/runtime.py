@@ -24,6 +24,7 @@ from loracle.agent.state import AgentContext, SubjectDomain
 from loracle.db import Database
 from loracle.generation.engine import ImageEngine
 from loracle.generation.world import world_paths
+from loracle.generation.world.paths import WorldPaths
 from loracle.tools.compatibility import catalog_bases, engine_family
 from loracle.tools.embedder import get_embedder
 from loracle.tools.image_store import open_image_store
@@ -62,16 +63,20 @@ def resolve_base(settings: Settings) -> BaseSetup:
         return BaseSetup(
             spec=str(paths.base), guide=str(paths.guide) if paths.guide.exists() else None,
             adapter_dirs=[paths.loras, *dirs], family="digits", base_models=catalog_bases("digits"), guidance_scale=1.5,
-            conflicts=conflicts, catalog=paths.catalog, judge_factory=lambda: world_judge(paths.judge), domain=DIGITS,
+            conflicts=conflicts, catalog=paths.catalog, judge_factory=lambda: _judge(paths, settings), domain=DIGITS,
         )
     if settings.base_model == "world-mar":
-        return _world_mar(dirs)
+        return _world_mar(dirs, settings)
     family = engine_family(settings.base_model)
     return BaseSetup(spec=settings.base_model, guide=settings.guide_model, adapter_dirs=dirs, family=family,
                      base_models=catalog_bases(family), guidance_scale=7.5)
 
 
-def _world_mar(dirs: list[Path]) -> BaseSetup:
+def _judge(paths: WorldPaths, settings: Settings) -> Judge:
+    return world_judge(paths.judge, settings.inspection_margin, settings.inspection_digit_confidence)
+
+
+def _world_mar(dirs: list[Path], settings: Settings) -> BaseSetup:
     """The digits world's second generator family: its MAR (same prompts, judge and styles; its own LoRAs)."""
     paths = world_paths()
     if not (paths.mar / "loracle_model.json").is_file():
@@ -80,7 +85,7 @@ def _world_mar(dirs: list[Path]) -> BaseSetup:
     return BaseSetup(
         spec=str(paths.mar), guide=None, adapter_dirs=[paths.mar_loras, *dirs], family="digits-mar",
         base_models=catalog_bases("digits-mar"), guidance_scale=float(sampling.get("cfg", 2.0)), catalog=paths.mar_catalog,
-        judge_factory=lambda: world_judge(paths.judge), domain=DIGITS,
+        judge_factory=lambda: _judge(paths, settings), domain=DIGITS,
     )
 
 

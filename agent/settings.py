@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     # 3, not 2: a retry redraws only the failed images, so the third costs little (digits world, dev prompts: NFE
     # per image 56.5 -> 60.0) and brings three requested styles out in 0.92 of images, not 0.78
     max_retries: int = Field(default=3, ge=0, le=10, description="Re-compositions after a failed inspection.")
+    inspection_margin: float = Field(default=0.0, ge=0, le=10, description=(
+        "How sure the judge must be (in logits from a style's threshold) before a requested style counts as seen "
+        "and an unrequested one as absent; an unsure image is drawn again."))
+    inspection_digit_confidence: float = Field(default=0.0, ge=0, lt=1, description=(
+        "The probability the judge must give the digit asked for; below it the image is drawn again."))
     composer_scale: float = Field(default=0.8, gt=0, le=4)
     composer_max_active: int = Field(default=3, ge=1, le=6)
     append_trigger_words: bool = Field(default=True, description="Append picked adapters' trigger words (A1111 habit).")

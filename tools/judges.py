@@ -39,32 +39,44 @@ def asks_for_digits(prompt: str) -> bool:
     return requested_digit(prompt) is not None or re.search(r"\bdigits?\b", prompt, re.IGNORECASE) is not None
 
 
-def world_judge(folder: Path) -> Judge:
+def world_judge(folder: Path, margin: float = 0.0, digit_confidence: float = 0.0) -> Judge:
     """The digits world's judge as inspection's prompt-fit check: the digit asked for, the styles triggered, and
     no style the prompt did not ask for (by trigger word or style name).
-    It is asked only about what it knows: a digit the prompt names as its subject, the world's styles."""
+    It is asked only about what it knows: a digit the prompt names as its subject, the world's styles.
+    A read counts only when it is sure: a requested style's logit at least `margin` above its threshold, an
+    unrequested one at least `margin` below, the digit asked for at `digit_confidence` or more. The judge is
+    trained on clean renders; on a generated image it is unsure where the image is ambiguous, and an image kept
+    because of an unsure read is one a second reader often reads otherwise."""
     judge = load_judge(folder)
     triggers = {trigger: name for name, trigger in judge.triggers.items()}
 
     def check(image: Image.Image, prompt: str) -> JudgeVerdict | None:
         words = set(re.findall(r"[a-z0-9]+", prompt.lower()))
         wanted = requested_digit(prompt)
-        drawn = int(judge.digits([image])[0])
+        probs = judge.digit_probs([image])[0]
+        drawn = int(probs.argmax())
+        margins = dict(zip(judge.styles, judge.style_margins([image])[0].tolist()))
         problems = []
         wrong_digit = wanted is not None and drawn != wanted
+        unclear_digit = wanted is not None and not wrong_digit and float(probs[drawn]) < digit_confidence
         if wrong_digit:
             problems.append(f"drew a {DIGIT_WORDS[drawn]}, asked for a {DIGIT_WORDS[wanted]}")
-        seen = judge.detect([image])[0]
-        missing = [trigger for trigger, name in triggers.items() if trigger in words and name not in seen]
+        elif unclear_digit:
+            problems.append(f"the {DIGIT_WORDS[wanted]} is not clearly drawn")
+        missing = [trigger for trigger, name in triggers.items() if trigger in words and margins[name] < margin]
         if missing:
-            problems.append(f"style not visible: {', '.join(triggers[t] for t in missing)}")
+            faint = [triggers[t] for t in missing if margins[triggers[t]] > 0]
+            absent = [triggers[t] for t in missing if margins[triggers[t]] <= 0]
+            problems += [f"style not visible: {', '.join(absent)}"] * bool(absent)
+            problems += [f"style barely visible: {', '.join(faint)}"] * bool(faint)
         asked = {name for trigger, name in triggers.items() if trigger in words or name in words}
-        unrequested = tuple(sorted(seen - asked)) if wanted is not None else ()  # only about the digits it knows
+        unsure = {name for name, m in margins.items() if m > -margin}
+        unrequested = tuple(sorted(unsure - asked)) if wanted is not None else ()  # only about the digits it knows
         if unrequested:
             problems.append(f"style nobody asked for: {', '.join(unrequested)}")
         if not problems:
             return None
-        return JudgeVerdict("; ".join(problems), missing_triggers=tuple(missing), wrong_subject=wrong_digit,
+        return JudgeVerdict("; ".join(problems), missing_triggers=tuple(missing), wrong_subject=wrong_digit or unclear_digit,
                             unrequested=unrequested)
 
     return check

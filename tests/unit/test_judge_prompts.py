@@ -35,3 +35,48 @@ def test_requested_digit(prompt: str, digit: int | None) -> None:
 def test_the_answer_reads_a_prompt_as_the_judge_does(prompt: str, covered: bool) -> None:
     """The digits world's "draws digits only" note and "drawn by the base model itself" use the judge's reading."""
     assert DIGITS.covers(prompt) is covered
+
+
+def _render(digit: int, styles: tuple[str, ...]):
+    """A held-out digit rendered with `styles`, as a PNG-like image the judge reads."""
+    from PIL import Image
+
+    from loracle.evals.world.data import load_splits
+    from loracle.evals.world.styles import apply_styles
+
+    _, held_out = load_splits()
+    x = apply_styles(held_out.images[(held_out.labels == digit).nonzero()[0]], styles)
+    return Image.fromarray(((x[0, 0] + 1) * 127.5).round().byte().numpy(), mode="L")
+
+
+def test_inspection_accepts_only_sure_reads() -> None:
+    """A read inside the margin counts as not seen (a requested style "barely visible", an unrequested one present),
+    a digit below the confidence as not clearly drawn; at the defaults the clean render passes."""
+    from loracle.generation.world import world_paths
+    from loracle.generation.world.judge import load_judge
+    from loracle.tools.judges import world_judge
+
+    folder = world_paths().judge
+    judge = load_judge(folder)
+    image = _render(7, ("bold",))
+    margins = dict(zip(judge.styles, judge.style_margins([image])[0].tolist()))
+    prompt = "a bold seven, boldface"
+    assert world_judge(folder)(image, prompt) is None
+    faint = world_judge(folder, margin=margins["bold"] + 0.1)(image, prompt)
+    assert faint is not None and "style barely visible: bold" in faint.message and faint.missing_triggers == ("boldface",)
+    closest = max((m, s) for s, m in margins.items() if s != "bold")
+    unsure = world_judge(folder, margin=-closest[0] + 0.1)(image, prompt)
+    assert unsure is not None and closest[1] in unsure.unrequested
+    from PIL import Image
+
+    from loracle.generation.world.judge import DIGIT_WORDS
+
+    blend = Image.blend(_render(7, ()), _render(1, ()), 0.6)  # a seven that could be a one
+    probs = judge.digit_probs([blend])[0]
+    drawn, p = int(probs.argmax()), float(probs.max())
+    assert p < 1
+    plain = f"a {DIGIT_WORDS[drawn]}"
+    sure = world_judge(folder, digit_confidence=p - (1 - p))(blend, plain)
+    assert sure is None or not sure.wrong_subject
+    unclear = world_judge(folder, digit_confidence=(p + 1) / 2)(blend, plain)
+    assert unclear is not None and unclear.wrong_subject and f"the {DIGIT_WORDS[drawn]} is not clearly drawn" in unclear.message
