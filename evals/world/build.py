@@ -38,6 +38,8 @@ class Plan:
     styles: tuple[str, ...]
     lora_rank: int = 8
     lora_mix: MixConfig = MixConfig()
+    lora_phase2: RunConfig | None = None  # a second joint phase, warm-started from the first, with its own mix
+    lora_mix2: MixConfig = MixConfig()
     mar: RunConfig = RunConfig(steps=30, batch=16, lr=1.5e-3, warmup=5, ema=0.9, seed=4, eval_n=64, eval_repeats=2)
     mar_lora: RunConfig = RunConfig(steps=12, batch=16, lr=5e-3, warmup=3, ema=0.0, seed=5, eval_n=64, eval_repeats=2)
     mar_styles: tuple[str, ...] = ("bold",)
@@ -61,6 +63,8 @@ QUICK = Plan(
     base=RunConfig(steps=30, batch=16, lr=2e-3, warmup=5, ema=0.9, seed=0, eval_n=64, eval_repeats=2, text_pretrain=10),
     guide=RunConfig(steps=15, batch=16, lr=2e-3, warmup=3, ema=0.9, seed=1, eval_n=64, eval_repeats=2, text_pretrain=10),
     lora=RunConfig(steps=12, batch=16, lr=5e-3, warmup=3, ema=0.0, seed=2, eval_n=64, eval_repeats=2),
+    lora_phase2=RunConfig(steps=4, batch=16, lr=2e-3, warmup=1, ema=0.0, seed=3, eval_n=64, eval_repeats=2),
+    lora_mix2=MixConfig(size_p=(0.15, 0.25, 0.6), style_weights=(("thin", 3.0),)),
     judge_steps=40,
     styles=("bold", "thin"),  # one diffusers-format and one kohya-format adapter, and a conflicting pair
 )
@@ -107,10 +111,16 @@ def build_world(out: Path | None = None, quick: bool = False, only: tuple[str, .
         chosen = [style(name) for name in styles or plan.styles]
         tensors, runs = train_loras(base.unet, base.text_encoder, base.tokenizer, chosen, train, held_out, plan.lora,
                                     plan.lora_rank, plan.lora_mix, log)
+        summaries = {s.name: runs[s.name].summary() for s in chosen}
+        if plan.lora_phase2:
+            say("style LoRAs, phase 2")
+            tensors, runs = train_loras(base.unet, base.text_encoder, base.tokenizer, chosen, train, held_out,
+                                        plan.lora_phase2, plan.lora_rank, plan.lora_mix2, log, init=tensors)
+            summaries = {name: _after_phase2(first, runs[name].summary()) for name, first in summaries.items()}
         for s in chosen:
             save_lora(paths.loras / lora_filename(s), tensors[s.name], s.fmt, plan.lora_rank,
                       {"loracle.style": s.name, "loracle.trigger": s.trigger})
-            report["loras"][s.name] = runs[s.name].summary()
+            report["loras"][s.name] = summaries[s.name]
     if "judge" in only:
         say("judge")
         from loracle.evals.world.judge import save_judge, train_judge
@@ -140,6 +150,17 @@ def build_world(out: Path | None = None, quick: bool = False, only: tuple[str, .
     merged.setdefault("seconds", {}).update(report["seconds"])
     paths.report.write_text(json.dumps(merged, indent=2) + "\n")
     return merged
+
+
+def _after_phase2(first: dict, second: dict) -> dict:
+    """One LoRA's report over both phases: losses before phase 1 and after phase 2, steps and seconds of both,
+    and each phase's own summary."""
+    both = {**second, "phase1": first, "phase2": second}
+    for key in ("eval_loss_before", "eval_loss_pairs_before", "eval_loss_triples_before", "train_loss_first"):
+        if key in first:
+            both[key] = first[key]
+    both["steps"], both["seconds"] = first["steps"] + second["steps"], round(first["seconds"] + second["seconds"], 1)
+    return both
 
 
 def _base_text_encoder(paths):
