@@ -52,6 +52,11 @@ FULL = Plan(
     # All eight jointly, 1-3 active per step (about 2.15 on average): each adapter is active in ~800 steps. At
     # 1000 steps (~210 each) merged triples kept the digit in 0.55 of images (bench_mixes), at 3000 in 0.83.
     lora=RunConfig(steps=3000, batch=32, lr=5e-3, warmup=50, ema=0.0, cond_dropout=0.1, seed=2),
+    # Phase 2, mostly triples, thin-heavy: merged three at a time thin was the style that went missing (seen in
+    # 0.41 of thin triples at the agent's weight 0.8, every other style in >= 0.96 of the agent's triples).
+    # Three-style images with every style and no other (bench_mixes, dev seeds): 0.45 -> 0.56; thin 0.41 -> 0.49.
+    lora_phase2=RunConfig(steps=2000, batch=32, lr=2e-3, warmup=50, ema=0.0, cond_dropout=0.1, seed=3),
+    lora_mix2=MixConfig(size_p=(0.1, 0.2, 0.7), style_weights=(("thin", 5.0),)),
     judge_steps=24000,  # uniform over 0-3 styles, drawn from pre-rendered sets (~23 min on a loaded core, ~5 idle)
     styles=STYLE_NAMES,
     # MAR: ~0.4 s/step at batch 32 on one loaded core (the head's per-token MLP dominates), ~11 min in all.
