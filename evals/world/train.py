@@ -64,16 +64,18 @@ class RunReport:
     seconds: float = 0.0
     params: int = 0
     pairs: tuple[float | None, float | None] | None = None  # a LoRA's mean held-out loss in pairs, before/after
+    triples: tuple[float | None, float | None] | None = None  # the same in triples
 
     def summary(self) -> dict:
         k = max(1, min(20, len(self.losses) // 5))
-        pairs = {} if self.pairs is None or None in self.pairs else {
-            "eval_loss_pairs_before": round(self.pairs[0], 4), "eval_loss_pairs_after": round(self.pairs[1], 4)}
+        mixes = {f"eval_loss_{kind}_{when}": round(loss, 4)
+                 for kind, losses in (("pairs", self.pairs), ("triples", self.triples))
+                 if losses is not None and None not in losses for when, loss in zip(("before", "after"), losses)}
         return {
             "name": self.name, "steps": len(self.losses), "params": self.params, "seconds": round(self.seconds, 1),
             "train_loss_first": round(sum(self.losses[:k]) / k, 4),
             "train_loss_last": round(sum(self.losses[-k:]) / k, 4),
-            "eval_loss_before": round(self.eval_before, 4), "eval_loss_after": round(self.eval_after, 4), **pairs,
+            "eval_loss_before": round(self.eval_before, 4), "eval_loss_after": round(self.eval_after, 4), **mixes,
         }
 
 
@@ -236,6 +238,9 @@ class MixConfig:
 
     size_p: tuple[float, ...] = (0.25, 0.35, 0.4)
     weights: tuple[float, float] = (0.6, 1.25)
+    # (style, weight) pairs: within a size, a subset is drawn in proportion to its styles' mean weight (default
+    # 1), so a style that merges badly gets more of the steps without changing how often each size comes up.
+    style_weights: tuple[tuple[str, float], ...] = ()
 
 
 def _compatible_subsets(names: list[str], max_size: int) -> list[list[tuple[str, ...]]]:
@@ -253,11 +258,15 @@ class _MixBatches:
         self.triggers = {s.name: s.trigger for s in styles}
         self.subsets = _compatible_subsets([s.name for s in styles], len(mix.size_p))
         self.size_p = list(mix.size_p[:len(self.subsets)])
+        weight = dict(mix.style_weights)
+        self.subset_p = [[sum(weight.get(n, 1.0) for n in sub) / len(sub) for sub in subs] for subs in self.subsets]
         self.gen = torch.Generator().manual_seed(cfg.seed + seed_offset)
         self.rng = random.Random(cfg.seed + seed_offset)
 
     def next(self) -> tuple[dict[str, float], torch.Tensor, list[str]]:
-        subset = self.rng.choice(self.rng.choices(self.subsets, weights=self.size_p)[0])
+        size = self.rng.choices(range(len(self.subsets)), weights=self.size_p)[0]
+        subs = self.subsets[size]  # rng.choice when unweighted: the same draws as before weights existed
+        subset = self.rng.choices(subs, weights=self.subset_p[size])[0] if self.mix.style_weights else self.rng.choice(subs)
         lo, hi = self.mix.weights
         weights = {name: self.rng.uniform(lo, hi) for name in subset}
         idx = torch.randint(0, len(self.data.labels), (self.cfg.batch,), generator=self.gen)
@@ -269,30 +278,35 @@ class _MixBatches:
         return weights, apply_styles(self.data.images[idx], subset), texts
 
 
-def _pair_losses(unet, tokenizer, text_encoder, held_out: Split, styles: list[Style], cfg: RunConfig) -> dict[str, float]:
-    """Held-out loss of every compatible pair at weight 1, averaged per style: how well each adapter composes."""
+def mix_losses(unet, tokenizer, text_encoder, data: Split, styles: list[Style], cfg: RunConfig,
+               size: int = 2) -> dict[str, float]:
+    """Held-out loss of every compatible set of `size` styles at weight 1, averaged per style: how well each
+    adapter composes in pairs (size 2) or triples (size 3)."""
     by_name = {s.name: s for s in styles}
     per_style: dict[str, list[float]] = {name: [] for name in by_name}
-    for a, b in compatible_sets(list(by_name), 2):
-        unet.set_adapters([a, b], [1.0, 1.0])
-        loss = eval_loss(unet, tokenizer, text_encoder, held_out, (by_name[a], by_name[b]), cfg.eval_n, 1)
-        per_style[a].append(loss)
-        per_style[b].append(loss)
+    for names in compatible_sets(list(by_name), size):
+        unet.set_adapters(list(names), [1.0] * size)
+        loss = eval_loss(unet, tokenizer, text_encoder, data, tuple(by_name[n] for n in names), cfg.eval_n, 1)
+        for n in names:
+            per_style[n].append(loss)
     return {name: sum(v) / len(v) for name, v in per_style.items() if v}
 
 
 def train_loras(base_unet, text_encoder, tokenizer, styles: list[Style], data: Split, held_out: Split,
-                cfg: RunConfig, rank: int = 8, mix: MixConfig = MixConfig(),
-                log=print) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, RunReport]]:
+                cfg: RunConfig, rank: int = 8, mix: MixConfig = MixConfig(), log=print,
+                init: dict[str, dict[str, torch.Tensor]] | None = None,
+                ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, RunReport]]:
     """One LoRA per style, trained jointly on a frozen copy of the base UNet (convs, attention, time
     projections) so that they compose: each step activates a compatible subset of them at random weights
     (peft multi-adapter), on images carrying every active style. Trained alone, each adapter learned its style
     only over plain digits, and merged two or three at a time they rarely drew every style on a readable digit.
 
+    `init` (a style's tensors as returned here) warm-starts adapters: a second phase with other mix settings.
+
     Returns each style's peft-layout tensors ({module}.lora_A.weight / lora_B.weight, scale folded in as alpha
     = rank) and report (its losses: the steps it was active in; `seconds`: the whole joint run)."""
     from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -302,6 +316,8 @@ def train_loras(base_unet, text_encoder, tokenizer, styles: list[Style], data: S
         for s in styles:
             unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS,
                                         init_lora_weights="gaussian"), adapter_name=s.name)
+            if init and s.name in init:
+                set_peft_model_state_dict(unet, init[s.name], adapter_name=s.name)
     text_encoder.requires_grad_(False).eval()
     unet.eval()
     reports = {}
@@ -309,7 +325,8 @@ def train_loras(base_unet, text_encoder, tokenizer, styles: list[Style], data: S
         unet.set_adapters([s.name], [1.0])
         reports[s.name] = RunReport(f"lora-{s.name}", params=sum(p.numel() for p in unet.parameters() if p.requires_grad))
         reports[s.name].eval_before = eval_loss(unet, tokenizer, text_encoder, held_out, (s,), cfg.eval_n, cfg.eval_repeats)
-    pairs_before = _pair_losses(unet, tokenizer, text_encoder, held_out, styles, cfg)
+    pairs_before = mix_losses(unet, tokenizer, text_encoder, held_out, styles, cfg)
+    triples_before = mix_losses(unet, tokenizer, text_encoder, held_out, styles, cfg, 3)
     unet.set_adapters([s.name for s in styles], [1.0] * len(styles))  # every adapter's parameters trainable
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -341,14 +358,18 @@ def train_loras(base_unet, text_encoder, tokenizer, styles: list[Style], data: S
         reports[s.name].eval_after = eval_loss(unet, tokenizer, text_encoder, held_out, (s,), cfg.eval_n, cfg.eval_repeats)
         tensors[s.name] = {k: v.detach().clone().contiguous()
                            for k, v in get_peft_model_state_dict(unet, adapter_name=s.name).items()}
-    pairs_after = _pair_losses(unet, tokenizer, text_encoder, held_out, styles, cfg)
+    pairs_after = mix_losses(unet, tokenizer, text_encoder, held_out, styles, cfg)
+    triples_after = mix_losses(unet, tokenizer, text_encoder, held_out, styles, cfg, 3)
     seconds = time.perf_counter() - t0
     for s in styles:
         reports[s.name].seconds = seconds
         reports[s.name].pairs = (pairs_before.get(s.name), pairs_after.get(s.name))
+        reports[s.name].triples = (triples_before.get(s.name), triples_after.get(s.name))
         if log:
             r = reports[s.name]
             log(f"  {r.name}: active in {len(r.losses)} of {cfg.steps} steps, held-out loss {r.eval_before:.4f} -> "
                 f"{r.eval_after:.4f}" + (f", in pairs {pairs_before[s.name]:.4f} -> {pairs_after[s.name]:.4f}"
-                                        if s.name in pairs_after else ""))
+                                        if s.name in pairs_after else "")
+                + (f", in triples {triples_before[s.name]:.4f} -> {triples_after[s.name]:.4f}"
+                   if s.name in triples_after else ""))
     return tensors, reports

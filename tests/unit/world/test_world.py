@@ -86,6 +86,21 @@ def test_kohya_and_diffusers_files_give_the_same_model(quick_world, tmp_path: Pa
     assert imgs[0].tobytes() == imgs[1].tobytes()
 
 
+
+def test_saved_loras_load_back_in_both_layouts(quick_world, tmp_path: Path):
+    """load_lora inverts save_lora for diffusers and kohya files (the second LoRA phase starts from them)."""
+    from safetensors.torch import load_file
+
+    from loracle.evals.world.modelio import load_lora, save_lora
+
+    paths, _ = quick_world
+    peft = {k.removeprefix("unet."): v for k, v in load_file(str(next(paths.loras.glob("*_diffusers.safetensors")))).items()}
+    for fmt in ("diffusers", "kohya"):
+        back = load_lora(save_lora(tmp_path / f"{fmt}.safetensors", peft, fmt, 8, {}), list(peft))
+        assert back.keys() == peft.keys() and all(torch.equal(back[k], peft[k]) for k in peft), fmt
+    with pytest.raises(ValueError, match="no tensor for"):
+        load_lora(tmp_path / "kohya.safetensors", [*peft, "mid_block.extra.lora_A.weight"])
+
 def test_catalog_and_conflicts(quick_world):
     paths, _ = quick_world
     lines = [json.loads(x) for x in paths.catalog.read_text().splitlines()]
@@ -154,6 +169,27 @@ def test_joint_lora_batches_mix_compatible_styles_with_their_triggers():
     only_conflicting = _MixBatches(train, RunConfig(steps=1, batch=2), [style("bold"), style("thin")], MixConfig())
     assert {len(only_conflicting.next()[0]) for _ in range(20)} == {1}
 
+
+
+def test_style_weights_give_a_style_more_steps_at_the_same_sizes():
+    """MixConfig.style_weights draws the subsets holding a weighted style more often, each size as often as
+    `size_p` says."""
+    from collections import Counter
+
+    from loracle.evals.world.data import load_splits
+    from loracle.evals.world.styles import STYLES
+    from loracle.evals.world.train import MixConfig, RunConfig, _MixBatches
+
+    train, _ = load_splits()
+    cfg = RunConfig(steps=1, batch=1)
+    counts = {}
+    for weights in ((), (("thin", 3.0),)):
+        batches = _MixBatches(train, cfg, list(STYLES), MixConfig(size_p=(0.1, 0.2, 0.7), style_weights=weights))
+        drawn = [tuple(batches.next()[0]) for _ in range(600)]
+        sizes = Counter(len(d) for d in drawn)
+        assert all(abs(sizes[k] / 600 - p) < 0.06 for k, p in zip((1, 2, 3), (0.1, 0.2, 0.7))), sizes
+        counts[weights] = sum("thin" in d for d in drawn) / 600
+    assert counts[(("thin", 3.0),)] > counts[()] + 0.1, counts
 
 def test_joint_lora_training_gives_each_style_its_own_adapter(quick_world):
     """train_loras trains several adapters at once and returns each one's tensors and report, including its
