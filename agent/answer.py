@@ -40,7 +40,8 @@ def unserved_tasks(state: AgentState, ctx: AgentContext | None) -> list[str]:
     for task in state.plan.tasks:
         if state.picks.get(task.phrase):
             continue
-        if ctx is not None and ctx.domain is not None and ctx.domain.covers(task.phrase):
+        domain = ctx.domain if ctx is not None else None
+        if domain is not None and domain.covers(task.phrase) and not domain.without_subject(task.phrase).strip(" ,"):
             lines.append(f"- {task.phrase}: drawn by the base model itself (no adapter needed)")
         else:
             lines.append(f"- {task.phrase}: no adapter in the catalog fits it well enough, so nothing was added for it")

@@ -29,10 +29,10 @@ from loracle.tools.compatibility import catalog_bases, engine_family
 from loracle.tools.embedder import get_embedder
 from loracle.tools.image_store import open_image_store
 from loracle.tools.inspection import Judge
-from loracle.tools.judges import asks_for_digits, world_judge
+from loracle.tools.judges import asks_for_digits, without_digits, world_judge
 
 WORLD_NAMESPACE = "digits-world"
-DIGITS = SubjectDomain("digits", asks_for_digits)
+DIGITS = SubjectDomain("digits", asks_for_digits, without_digits)
 
 
 @dataclass

@@ -135,10 +135,13 @@ def state_models(model: type[BaseModel] = AgentState) -> set[type[BaseModel]]:
 class SubjectDomain:
     """What a narrow base model can draw (the digits world: digits only), so answers can say when a prompt
     asks for something else. `covers(text)`: the text names something it draws (for the digits world, the same
-    reading of a prompt as its judge's, so "1 girl" or "(masterpiece:1.2)" is not a digit asked for)."""
+    reading of a prompt as its judge's, so "1 girl" or "(masterpiece:1.2)" is not a digit asked for).
+    `without_subject(text)`: the text less the words naming what the base draws ("thin five" -> "thin"), what
+    an adapter must serve."""
 
     name: str
     covers: Callable[[str], bool]
+    without_subject: Callable[[str], str] = lambda text: text
 
 
 @dataclass

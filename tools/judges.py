@@ -34,6 +34,12 @@ def requested_digit(prompt: str) -> int | None:
     return None
 
 
+def without_digits(text: str) -> str:
+    """The text less its digit words and one-digit numbers ("thin five" -> "thin"): what is asked of the digit."""
+    kept = [w for w in text.split() if w.strip(",.;:!?").lower() not in DIGIT_WORDS and not re.fullmatch(r"\d[,.;:!?]?", w)]
+    return " ".join(kept)
+
+
 def asks_for_digits(prompt: str) -> bool:
     """Whether a prompt names something the digits world draws: a digit as its subject, or digits in general."""
     return requested_digit(prompt) is not None or re.search(r"\bdigits?\b", prompt, re.IGNORECASE) is not None

@@ -37,6 +37,17 @@ def test_nothing_unasked_and_the_answer_says_what_could_not_be_done(agent: Agent
     assert "watercolor fox: no adapter in the catalog fits it" in fox["answer"]
     bold = agent.run_turn("bold", "a bold, slanted seven", seed=1)
     assert picked(bold) == {"Boldface Digits", "Italic Digits"}
+    watercolor = agent.run_turn("watercolor", "a watercolor five", seed=1)
+    assert picked(watercolor) == set()
+    assert "watercolor five: no adapter in the catalog fits it" in watercolor["answer"], "not 'drawn by the base model'"
+
+
+@pytest.mark.parametrize("digit", ["one", "four", "five"])
+def test_a_style_is_found_whatever_digit_it_is_asked_on(agent: Agent, digit: str) -> None:
+    """Retrieval is asked for what an adapter must add: "thin five" scored the thin-stroke adapter under the floor
+    while "thin four" cleared it, and "a thin five" came back plain with "drawn by the base model itself"."""
+    state = agent.run_turn(f"thin-{digit}", f"a thin {digit}", seed=1, n_images=1)
+    assert picked(state) == {"Hairline Digits"}
 
 
 def test_lora_tags_the_server_lacks_are_reported_never_an_error(agent: Agent) -> None:

@@ -80,3 +80,11 @@ def test_inspection_accepts_only_sure_reads() -> None:
     assert sure is None or not sure.wrong_subject
     unclear = world_judge(folder, digit_confidence=(p + 1) / 2)(blend, plain)
     assert unclear is not None and unclear.wrong_subject and f"the {DIGIT_WORDS[drawn]} is not clearly drawn" in unclear.message
+
+
+@pytest.mark.parametrize(("text", "rest"), [("thin five", "thin"), ("seven", ""), ("a 7, boxed", "a boxed"),
+                                            ("one eye closed", "eye closed"), ("boldface", "boldface")])
+def test_what_is_asked_of_the_digit(text: str, rest: str) -> None:
+    from loracle.tools.judges import without_digits
+
+    assert without_digits(text) == rest
