@@ -71,10 +71,12 @@ def world_judge(folder: Path, margin: float = 0.0, digit_confidence: float = 0.0
             problems.append(f"the {DIGIT_WORDS[wanted]} is not clearly drawn")
         missing = [trigger for trigger, name in triggers.items() if trigger in words and margins[name] < margin]
         if missing:
-            faint = [triggers[t] for t in missing if margins[triggers[t]] > 0]
             absent = [triggers[t] for t in missing if margins[triggers[t]] <= 0]
-            problems += [f"style not visible: {', '.join(absent)}"] * bool(absent)
-            problems += [f"style barely visible: {', '.join(faint)}"] * bool(faint)
+            faint = [triggers[t] for t in missing if margins[triggers[t]] > 0]
+            if absent:
+                problems.append(f"style not visible: {', '.join(absent)}")
+            if faint:
+                problems.append(f"style barely visible: {', '.join(faint)}")
         asked = {name for trigger, name in triggers.items() if trigger in words or name in words}
         unsure = {name for name, m in margins.items() if m > -margin}
         unrequested = tuple(sorted(unsure - asked)) if wanted is not None else ()  # only about the digits it knows

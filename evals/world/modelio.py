@@ -74,20 +74,3 @@ def save_mar_lora(path: Path, peft_tensors: dict[str, torch.Tensor], rank: int, 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(path), metadata=md)
     return path
-
-
-def load_lora(path: Path, peft_keys: list[str]) -> dict[str, torch.Tensor]:
-    """The inverse of `save_lora`: a saved LoRA file -> its peft-layout tensors, keyed like `peft_keys` (kohya
-    stems flatten the module path's dots, so the peft keys name what each stem was)."""
-    from safetensors.torch import load_file
-
-    saved = load_file(str(path))
-    out = {}
-    for key in peft_keys:
-        module, kind = key.rsplit(".lora_", 1)
-        kohya = f"lora_unet_{module.replace('.', '_')}.lora_{'down' if kind.startswith('A') else 'up'}.weight"
-        value = saved.get(f"unet.{key}", saved.get(kohya))
-        if value is None:
-            raise ValueError(f"{path.name} has no tensor for {key}")
-        out[key] = value
-    return out
