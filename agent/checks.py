@@ -140,9 +140,9 @@ def repair_subject(findings: list[Finding], strengthened: list[int], downweighte
         downweighted[str(adapter_id)] = downweighted.get(str(adapter_id), 1.0) * DOWNWEIGHT
     if again:
         who = " and ".join(names.get(i, f"adapter {i}") for i in again)
-        repair.steps.append(f"weakened {who} (weight x{DOWNWEIGHT:g}): the digit was wrong with it again on a fresh seed")
+        repair.steps.append(f"weakened {who} (weight x{DOWNWEIGHT:g}): the digit was wrong or unclear with it again on a fresh seed")
     else:
-        repair.steps.append("drew the images with a wrong digit again with a fresh seed, the adapters' weights kept")
+        repair.steps.append("drew the images with a wrong or unclear digit again with a fresh seed, the adapters' weights kept")
     repair.subject_suspects = sorted({*repair.subject_suspects, *suspects})
     return downweighted
 

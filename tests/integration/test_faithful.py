@@ -178,7 +178,7 @@ def test_a_wrong_digit_is_drawn_again_not_paid_for_with_the_styles(agent: Agent)
     assert [f["check"] for f in first["findings"]] == ["wrong_subject"] and state["dropped"] == []
     assert [sorted(m.values()) for m in second["mixes"]] == [sorted(m.values()) for m in first["mixes"]], "weights kept"
     assert all(seed not in (9, 10) for seed in (image["seed"] for image in state["images"]))
-    assert "Repair: drew the images with a wrong digit again with a fresh seed, the adapters' weights kept." in state["answer"]
+    assert "Repair: drew the images with a wrong or unclear digit again with a fresh seed, the adapters' weights kept." in state["answer"]
     assert state["downweighted"] and all(v == pytest.approx(DOWNWEIGHT) for v in state["downweighted"].values()), \
         "the second failure is evidence"
-    assert "the digit was wrong with it again on a fresh seed" in state["answer"]
+    assert "the digit was wrong or unclear with it again on a fresh seed" in state["answer"]
