@@ -41,7 +41,7 @@ def unserved_tasks(state: AgentState, ctx: AgentContext | None) -> list[str]:
         if state.picks.get(task.phrase):
             continue
         domain = ctx.domain if ctx is not None else None
-        if domain is not None and domain.covers(task.phrase) and not domain.without_subject(task.phrase).strip(" ,"):
+        if domain is not None and domain.covers(task.phrase) and not domain.without_subject(task.phrase):
             lines.append(f"- {task.phrase}: drawn by the base model itself (no adapter needed)")
         else:
             lines.append(f"- {task.phrase}: no adapter in the catalog fits it well enough, so nothing was added for it")

@@ -60,7 +60,7 @@ def adapter_query(ctx: AgentContext, phrase: str) -> str:
     domain = ctx.domain
     if domain is None or not domain.covers(phrase):
         return phrase
-    return domain.without_subject(phrase).strip(" ,") or phrase
+    return domain.without_subject(phrase) or phrase
 
 
 def pinned_candidates(ctx: AgentContext, refs: list[str]) -> list[Candidate]:

@@ -37,7 +37,7 @@ def requested_digit(prompt: str) -> int | None:
 def without_digits(text: str) -> str:
     """The text less its digit words and one-digit numbers ("thin five" -> "thin"): what is asked of the digit."""
     kept = [w for w in text.split() if w.strip(",.;:!?").lower() not in DIGIT_WORDS and not re.fullmatch(r"\d[,.;:!?]?", w)]
-    return " ".join(kept)
+    return " ".join(kept).strip(" ,")
 
 
 def asks_for_digits(prompt: str) -> bool:
@@ -59,9 +59,10 @@ def world_judge(folder: Path, margin: float = 0.0, digit_confidence: float = 0.0
     def check(image: Image.Image, prompt: str) -> JudgeVerdict | None:
         words = set(re.findall(r"[a-z0-9]+", prompt.lower()))
         wanted = requested_digit(prompt)
-        probs = judge.digit_probs([image])[0]
+        digit_probs, style_margins = judge.reads([image])
+        probs = digit_probs[0]
         drawn = int(probs.argmax())
-        margins = dict(zip(judge.styles, judge.style_margins([image])[0].tolist()))
+        margins = dict(zip(judge.styles, style_margins[0].tolist()))
         problems = []
         wrong_digit = wanted is not None and drawn != wanted
         unclear_digit = wanted is not None and not wrong_digit and float(probs[drawn]) < digit_confidence

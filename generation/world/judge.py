@@ -89,13 +89,11 @@ class Judge:
         """Predicted digit per image."""
         return self._run(images)[0].argmax(1)
 
-    def digit_probs(self, images) -> torch.Tensor:
-        """(N, 10) probability of each digit."""
-        return self._run(images)[0].softmax(1)
-
-    def style_margins(self, images) -> torch.Tensor:
-        """(N, n_styles) each style's logit minus its threshold's: > 0 is seen, and the distance says how surely."""
-        return self._run(images)[1] - torch.logit(self.style_thresholds())
+    def reads(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass, how sure each read is: (N, 10) digit probabilities and (N, n_styles) each style's logit minus
+        its threshold's (> 0 is seen; the distance says how surely)."""
+        digit_logits, style_logits = self._run(images)
+        return digit_logits.softmax(1), style_logits - torch.logit(self.style_thresholds())
 
     def style_probs(self, images) -> torch.Tensor:
         """(N, n_styles) probability that each style is present."""

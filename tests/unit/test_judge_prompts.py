@@ -59,7 +59,7 @@ def test_inspection_accepts_only_sure_reads() -> None:
     folder = world_paths().judge
     judge = load_judge(folder)
     image = _render(7, ("bold",))
-    margins = dict(zip(judge.styles, judge.style_margins([image])[0].tolist()))
+    margins = dict(zip(judge.styles, judge.reads([image])[1][0].tolist()))
     prompt = "a bold seven, boldface"
     assert world_judge(folder)(image, prompt) is None
     faint = world_judge(folder, margin=margins["bold"] + 0.1)(image, prompt)
@@ -72,7 +72,7 @@ def test_inspection_accepts_only_sure_reads() -> None:
     from loracle.generation.world.judge import DIGIT_WORDS
 
     blend = Image.blend(_render(7, ()), _render(1, ()), 0.6)  # a seven that could be a one
-    probs = judge.digit_probs([blend])[0]
+    probs = judge.reads([blend])[0][0]
     drawn, p = int(probs.argmax()), float(probs.max())
     assert p < 1
     plain = f"a {DIGIT_WORDS[drawn]}"
