@@ -2,14 +2,13 @@
 retry changes because of them.
 
 A retry repairs before it removes, and redraws only the images that failed: a style the judge did not see gets
-its adapter strengthened (a higher weight and adapter guidance); a wrong subject (the digits world's wrong digit)
-is drawn again with a fresh seed, the adapters' weights kept, and an adapter weighs less only when the subject was
-wrong with it again after that; an image with nothing to blame (a style
-nobody asked for, one unlucky seed) is drawn again; an adapter is dropped only for a failure the user did not
-ask for (a broken image, a clash with another requested style), and the answer says so. Conflict
-memory is scoped per tenant, base model and composition method, records only the pair a conflict is about,
-decays, and never drops what the user explicitly asked for (a pinned adapter; `<lora:...>` tags are applied
-by the engine as written).
+its adapter strengthened (a higher weight and adapter guidance); a wrong subject (the digits world's wrong or
+unclear digit) is drawn again with a fresh seed, the adapters' weights kept, and an adapter weighs less only when
+the subject was wrong with it again after that; an image with nothing to blame (a style nobody asked for, one
+unlucky seed) is drawn again; an adapter is dropped only for a failure the user did not ask for (a broken image,
+a clash with another requested style), and the answer says so. Conflict memory is scoped per tenant, base model
+and composition method, records only the pair a conflict is about, decays, and never drops what the user
+explicitly asked for (a pinned adapter; `<lora:...>` tags are applied by the engine as written).
 """
 
 from __future__ import annotations
@@ -109,7 +108,7 @@ def apply_findings(findings: list[Finding], dropped: list[int], downweighted: di
             if finding.action == "drop" and adapter_id not in dropped:
                 dropped.append(adapter_id)
             elif finding.action == "downweight" and adapter_id not in strengthen:
-                downweighted[str(adapter_id)] = downweighted.get(str(adapter_id), 1.0) * DOWNWEIGHT
+                _weaken(downweighted, adapter_id)
     if strengthen:
         for adapter_id in strengthen:
             key = str(adapter_id)
@@ -137,7 +136,7 @@ def repair_subject(findings: list[Finding], strengthened: list[int], downweighte
     suspects = sorted({a for f in findings for a in f.blamed})
     again = [a for a in suspects if a in repair.subject_suspects and a not in strengthened]
     for adapter_id in again:
-        downweighted[str(adapter_id)] = downweighted.get(str(adapter_id), 1.0) * DOWNWEIGHT
+        _weaken(downweighted, adapter_id)
     if again:
         who = " and ".join(names.get(i, f"adapter {i}") for i in again)
         repair.steps.append(f"weakened {who} (weight x{DOWNWEIGHT:g}): the digit was wrong or unclear with it again on a fresh seed")
@@ -145,6 +144,10 @@ def repair_subject(findings: list[Finding], strengthened: list[int], downweighte
         repair.steps.append("drew the images with a wrong or unclear digit again with a fresh seed, the adapters' weights kept")
     repair.subject_suspects = sorted({*repair.subject_suspects, *suspects})
     return downweighted
+
+
+def _weaken(downweighted: dict[str, float], adapter_id: int) -> None:
+    downweighted[str(adapter_id)] = downweighted.get(str(adapter_id), 1.0) * DOWNWEIGHT
 
 
 def remember_conflicts(ctx: AgentContext, findings: list[Finding]) -> None:

@@ -4,8 +4,10 @@ the digit asked for, every style asked for, and no style that was not?
 Prompts hold a digit and 0-3 styles named in plain words ("a bold, slanted seven"). Each turn runs through the
 agent as a front end calls it; the world's eval judge (trained apart from the agent's) reads every image.
 Before-retry numbers use the turn's first attempt, after-retry numbers the images the turn delivered. Multi-turn
-cases ("make it X too", "drop the X look") are judged on the next turn's images. Used by the harness's `faithfulness` suite and by
-`python -m loracle.evals.faithfulness` (which runs on any commit that has `open_agent`, for baselines).
+cases ("make it X too", "drop the X look") are judged on the next turn's images. Used by the harness's
+`faithfulness` suite and by `python -m loracle.evals.faithfulness`. For a baseline on an older commit (any with
+`open_agent`), copy this file and `generation/world/artifacts/eval_judge/` onto it; hence its own copies of the
+world's style rules.
 """
 
 from __future__ import annotations
