@@ -155,7 +155,6 @@ def test_joint_lora_batches_mix_compatible_styles_with_their_triggers():
     assert {len(only_conflicting.next()[0]) for _ in range(20)} == {1}
 
 
-
 def test_style_weights_give_a_style_more_steps_at_the_same_sizes():
     """MixConfig.style_weights draws the subsets holding a weighted style more often, each size as often as
     `size_p` says."""
@@ -175,6 +174,7 @@ def test_style_weights_give_a_style_more_steps_at_the_same_sizes():
         assert all(abs(sizes[k] / 600 - p) < 0.06 for k, p in zip((1, 2, 3), (0.1, 0.2, 0.7))), sizes
         counts[weights] = sum("thin" in d for d in drawn) / 600
     assert counts[(("thin", 3.0),)] > counts[()] + 0.1, counts
+
 
 def test_joint_lora_training_gives_each_style_its_own_adapter(quick_world):
     """train_loras trains several adapters at once and returns each one's tensors and report, including its
